@@ -1,0 +1,249 @@
+/**
+ * The trust bundle: trust anchors (`ca.crt`), the issuer chain (`issuer.crt`) and the issuer
+ * key (`issuer.key`). This module validates a bundle exactly as Dapr does (compat spec §4),
+ * with a message naming the failed check, and generates a fresh root + issuer.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { type KeyObject } from "node:crypto";
+import { DerError } from "./der.ts";
+import {
+  type CaKeyAlgorithm,
+  generateCaKey,
+  keyIdentifier,
+  loadPrivateKey,
+  privateKeyToPem,
+  SigningKey,
+  spkiOf,
+} from "./keys.ts";
+import {
+  hasKeyUsage,
+  isCa,
+  isSelfSigned,
+  isSignedBy,
+  parseCertificate,
+  type ParsedCertificate,
+  subjectKeyId,
+} from "./parse.ts";
+import { decodePem, encodeCertificates } from "./pem.ts";
+import { createIssuerCertificate, createRootCertificate, type IssuerIdentity } from "./profiles.ts";
+import { SpiffeId } from "./spiffe.ts";
+import { KeyUsage } from "./certificate.ts";
+
+/** The three PEM texts of a bundle, as stored (plus the root key when an operator keeps it). */
+export interface BundlePem {
+  /** Trust anchors: one or more self-signed CA certificates. */
+  caCrt: string;
+  /** Issuer certificate, then any intermediates up to (not including) the root. */
+  issuerCrt: string;
+  /** Issuer private key. */
+  issuerKey: string;
+  /** Root private key, only when the operator asked to keep it. */
+  caKey?: string;
+}
+
+/** File names used in messages about a bundle (they follow the `--issuer-*-filename` flags). */
+export interface BundleNames {
+  caCrt: string;
+  issuerCrt: string;
+  issuerKey: string;
+}
+
+/** The default Dapr file names. */
+export const DEFAULT_BUNDLE_NAMES: BundleNames = {
+  caCrt: "ca.crt",
+  issuerCrt: "issuer.crt",
+  issuerKey: "issuer.key",
+};
+
+/** A bundle failed a check; the message names the file and the check. */
+export class BundleError extends Error {
+  override name = "BundleError";
+}
+
+/** A validated bundle, ready to sign with. Immutable. */
+export interface TrustBundle {
+  readonly pem: BundlePem;
+  readonly anchors: readonly ParsedCertificate[];
+  /** Issuer first, then intermediates; never a self-signed certificate. */
+  readonly issuerChain: readonly ParsedCertificate[];
+  /** PEM of {@link issuerChain}, appended to every workload certificate. */
+  readonly issuerChainPem: string;
+  /** PEM of all anchors, returned as the response's trust chain. */
+  readonly anchorsPem: string;
+  /** Signing identity of the issuer. */
+  readonly issuer: IssuerIdentity;
+  readonly issuerNotBefore: Date;
+  readonly issuerNotAfter: Date;
+  /** The earliest NotAfter among the trust anchors. */
+  readonly rootNotAfter: Date;
+}
+
+function parseCertificates(pem: string, file: string): ParsedCertificate[] {
+  const blocks = decodePem(pem).filter((block) => block.label === "CERTIFICATE");
+  if (blocks.length === 0) throw new BundleError(`${file} contains no PEM CERTIFICATE block`);
+  return blocks.map((block, index) => {
+    try {
+      return parseCertificate(block.der);
+    } catch (error) {
+      throw new BundleError(
+        `${file}: certificate #${index + 1} cannot be parsed: ${(error as DerError).message}`,
+      );
+    }
+  });
+}
+
+function loadIssuerKey(pem: string, file: string): KeyObject {
+  const block = decodePem(pem)[0];
+  const accepted = ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
+  if (!block || !accepted.includes(block.label)) {
+    throw new BundleError(
+      `${file} must hold a PEM "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY" block`,
+    );
+  }
+  try {
+    return loadPrivateKey(pem);
+  } catch (error) {
+    throw new BundleError(`${file}: private key cannot be parsed: ${(error as Error).message}`);
+  }
+}
+
+function checkValidAt(cert: ParsedCertificate, what: string, now: Date): void {
+  if (now < cert.notBefore) {
+    throw new BundleError(`${what} is not valid yet (NotBefore ${cert.notBefore.toISOString()})`);
+  }
+  if (now > cert.notAfter) {
+    throw new BundleError(`${what} has expired (NotAfter ${cert.notAfter.toISOString()})`);
+  }
+}
+
+/**
+ * Validates a bundle at time `now` and prepares it for signing. Checks, in order: every
+ * anchor is a self-signed CA; the issuer chain links verify (a trailing self-signed root is
+ * dropped); the issuer is a CA allowed to sign certificates and is not a root itself; the key
+ * matches the issuer certificate; the chain reaches an anchor; every certificate on the path
+ * is valid at `now`.
+ */
+export function validateBundle(
+  pem: BundlePem,
+  now: Date,
+  names: BundleNames = DEFAULT_BUNDLE_NAMES,
+): TrustBundle {
+  const anchors = parseCertificates(pem.caCrt, names.caCrt);
+  anchors.forEach((anchor, index) => {
+    const what = `${names.caCrt}: certificate #${index + 1}`;
+    if (!isSelfSigned(anchor)) throw new BundleError(`${what} is not a self-signed root`);
+    if (!isCa(anchor)) {
+      throw new BundleError(`${what} is not a CA (BasicConstraints CA:TRUE missing)`);
+    }
+  });
+
+  const chain = parseCertificates(pem.issuerCrt, names.issuerCrt);
+  if (chain.length > 1 && isSelfSigned(chain[chain.length - 1])) chain.pop();
+  const issuerCert = chain[0];
+  if (isSelfSigned(issuerCert)) {
+    throw new BundleError(
+      `${names.issuerCrt} holds a self-signed root, not an issuer: the issuer must be an ` +
+        `intermediate signed by a certificate in ${names.caCrt}`,
+    );
+  }
+  for (let i = 0; i + 1 < chain.length; i++) {
+    if (!isSignedBy(chain[i], chain[i + 1])) {
+      throw new BundleError(
+        `${names.issuerCrt}: certificate #${i + 1} is not signed by certificate #${
+          i + 2
+        } (broken chain)`,
+      );
+    }
+  }
+  chain.forEach((cert, index) => {
+    const what = `${names.issuerCrt}: certificate #${index + 1}`;
+    if (!isCa(cert)) {
+      throw new BundleError(`${what} is not a CA (BasicConstraints CA:TRUE missing)`);
+    }
+    if (hasKeyUsage(cert, KeyUsage.keyCertSign) === false) {
+      throw new BundleError(`${what} may not sign certificates (KeyUsage lacks keyCertSign)`);
+    }
+  });
+
+  const key = loadIssuerKey(pem.issuerKey, names.issuerKey);
+  if (!spkiOf(key).equals(issuerCert.subjectPublicKeyInfo)) {
+    throw new BundleError(
+      `${names.issuerKey} does not match the certificate in ${names.issuerCrt} (different public key)`,
+    );
+  }
+
+  const top = chain[chain.length - 1];
+  const anchor = anchors.find((candidate) => isSignedBy(top, candidate));
+  if (!anchor) {
+    throw new BundleError(
+      `${names.issuerCrt} does not chain to any trust anchor in ${names.caCrt}`,
+    );
+  }
+  chain.forEach((cert, index) =>
+    checkValidAt(cert, `${names.issuerCrt}: certificate #${index + 1}`, now)
+  );
+  checkValidAt(anchor, `${names.caCrt}: the root of the issuer`, now);
+
+  let signingKey: SigningKey;
+  try {
+    signingKey = new SigningKey(key);
+  } catch (error) {
+    throw new BundleError(`${names.issuerKey}: ${(error as Error).message}`);
+  }
+  return {
+    pem,
+    anchors,
+    issuerChain: chain,
+    issuerChainPem: encodeCertificates(chain.map((cert) => cert.der)),
+    anchorsPem: encodeCertificates(anchors.map((cert) => cert.der)),
+    issuer: {
+      key: signingKey,
+      subject: issuerCert.subject,
+      keyId: subjectKeyId(issuerCert) ?? keyIdentifier(issuerCert.subjectPublicKeyInfo),
+    },
+    issuerNotBefore: issuerCert.notBefore,
+    issuerNotAfter: issuerCert.notAfter,
+    rootNotAfter: new Date(Math.min(...anchors.map((cert) => cert.notAfter.getTime()))),
+  };
+}
+
+/** What a freshly generated bundle looks like. */
+export interface GenerateOptions {
+  trustDomain: string;
+  /** Namespace of sentry, part of the issuer's subject. */
+  namespace: string;
+  algorithm: CaKeyAlgorithm;
+  now: Date;
+  /** Lifetime of root and issuer, in milliseconds. */
+  ttlMs: number;
+  /** Back-dating of NotBefore, in milliseconds. */
+  skewMs: number;
+  /** Also return the root key (for stores that keep it). */
+  keepRootKey?: boolean;
+}
+
+/** Generates a root and an issuer (Dapr's profiles) and returns their PEMs. */
+export function generateBundle(options: GenerateOptions): BundlePem {
+  const validity = {
+    notBefore: new Date(options.now.getTime() - options.skewMs),
+    notAfter: new Date(options.now.getTime() + options.ttlMs),
+  };
+  const rootKey = new SigningKey(generateCaKey(options.algorithm));
+  const rootCert: Buffer = createRootCertificate(options.trustDomain, rootKey, validity);
+  const rootParsed = parseCertificate(rootCert);
+  const issuerKey = generateCaKey(options.algorithm);
+  const sentryId = SpiffeId.forWorkload(options.trustDomain, options.namespace, "dapr-sentry");
+  const issuerCert = createIssuerCertificate(sentryId, spkiOf(issuerKey), {
+    key: rootKey,
+    subject: rootParsed.subject,
+    keyId: keyIdentifier(rootKey.spki),
+  }, validity);
+  return {
+    caCrt: encodeCertificates([rootCert]),
+    issuerCrt: encodeCertificates([issuerCert]),
+    issuerKey: privateKeyToPem(issuerKey),
+    ...(options.keepRootKey ? { caKey: privateKeyToPem(rootKey.privateKey) } : {}),
+  };
+}

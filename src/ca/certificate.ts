@@ -1,0 +1,142 @@
+/**
+ * X.509 v3 certificate encoding: names, the extensions sentry issues, and the signed
+ * certificate itself. Profiles (which extensions a root, issuer or workload gets) live in
+ * profiles.ts; this module only knows how to write them down in DER.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import * as der from "./der.ts";
+import type { SigningKey } from "./keys.ts";
+
+/** One extension, already encoded. */
+export interface Extension {
+  oid: string;
+  critical: boolean;
+  /** DER of the extension value (what goes inside the OCTET STRING). */
+  value: Uint8Array;
+}
+
+/** KeyUsage bits (RFC 5280 §4.2.1.3) by name. */
+export const KeyUsage = {
+  digitalSignature: 0,
+  keyEncipherment: 2,
+  keyCertSign: 5,
+  cRLSign: 6,
+} as const;
+
+/** Extended key usage OIDs. */
+export const ExtKeyUsage = {
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+} as const;
+
+/** Encodes an X.501 Name from attribute pairs (`O`, `CN`); an empty list is the empty name. */
+export function encodeName(attributes: ReadonlyArray<[type: "O" | "CN", value: string]>): Buffer {
+  const types = { O: "2.5.4.10", CN: "2.5.4.3" };
+  return der.sequence(
+    ...attributes.map(([type, value]) =>
+      der.set(der.sequence(der.oid(types[type]), der.directoryString(value)))
+    ),
+  );
+}
+
+/** BasicConstraints: `cA` and an optional path length limit. */
+export function basicConstraints(ca: boolean, pathLength?: number): Extension {
+  const fields = ca ? [der.boolean(true)] : [];
+  if (ca && pathLength !== undefined) fields.push(der.smallInteger(pathLength));
+  return { oid: "2.5.29.19", critical: true, value: der.sequence(...fields) };
+}
+
+/** KeyUsage (always critical, as Dapr and Go mark it). */
+export function keyUsage(...bits: number[]): Extension {
+  const highest = Math.max(...bits);
+  const bytes = new Uint8Array(Math.floor(highest / 8) + 1);
+  for (const bit of bits) bytes[bit >> 3] |= 0x80 >> (bit & 7);
+  const unused = 7 - (highest % 8);
+  return { oid: "2.5.29.15", critical: true, value: der.bitString(bytes, unused) };
+}
+
+/** ExtendedKeyUsage. */
+export function extendedKeyUsage(...oids: string[]): Extension {
+  return { oid: "2.5.29.37", critical: false, value: der.sequence(...oids.map(der.oid)) };
+}
+
+/** Subject alternative names by kind. */
+export interface AltNames {
+  uris?: readonly string[];
+  dnsNames?: readonly string[];
+}
+
+/** SubjectAltName; critical when the subject is empty (RFC 5280 §4.2.1.6). */
+export function subjectAltName(names: AltNames, critical: boolean): Extension {
+  const general = [
+    ...(names.dnsNames ?? []).map((n) => der.implicitPrimitive(2, Buffer.from(n, "ascii"))),
+    ...(names.uris ?? []).map((u) => der.implicitPrimitive(6, Buffer.from(u, "utf8"))),
+  ];
+  return { oid: "2.5.29.17", critical, value: der.sequence(...general) };
+}
+
+/** SubjectKeyIdentifier. */
+export function subjectKeyIdentifier(keyId: Uint8Array): Extension {
+  return { oid: "2.5.29.14", critical: false, value: der.octetString(keyId) };
+}
+
+/** AuthorityKeyIdentifier with the keyIdentifier field only. */
+export function authorityKeyIdentifier(keyId: Uint8Array): Extension {
+  return {
+    oid: "2.5.29.35",
+    critical: false,
+    value: der.sequence(der.implicitPrimitive(0, keyId)),
+  };
+}
+
+function encodeExtension(extension: Extension): Buffer {
+  const fields = [der.oid(extension.oid)];
+  if (extension.critical) fields.push(der.boolean(true));
+  fields.push(der.octetString(extension.value));
+  return der.sequence(...fields);
+}
+
+/** A fresh random positive 128-bit serial number, as Dapr issues. */
+export function randomSerial(): Buffer {
+  const serial = randomBytes(16);
+  serial[0] &= 0x7f;
+  if (serial[0] === 0) serial[0] = 0x01; // keep it 16 bytes long and positive
+  return serial;
+}
+
+/** Everything that goes into one certificate except the signature. */
+export interface CertificateTemplate {
+  serial: Uint8Array;
+  /** Encoded issuer Name (the signer's subject). */
+  issuer: Uint8Array;
+  /** Encoded subject Name. */
+  subject: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+  /** DER SubjectPublicKeyInfo of the certified key. */
+  subjectPublicKeyInfo: Uint8Array;
+  extensions: readonly Extension[];
+}
+
+/** Encodes the TBSCertificate for `template` as signed by `signer`. */
+export function encodeTbsCertificate(template: CertificateTemplate, signer: SigningKey): Buffer {
+  return der.sequence(
+    der.explicit(0, der.smallInteger(2)),
+    der.unsignedInteger(template.serial),
+    signer.algorithmIdentifier,
+    template.issuer,
+    der.sequence(der.time(template.notBefore), der.time(template.notAfter)),
+    template.subject,
+    template.subjectPublicKeyInfo,
+    der.explicit(3, der.sequence(...template.extensions.map(encodeExtension))),
+  );
+}
+
+/** Builds and signs a certificate; returns its DER. */
+export function signCertificate(template: CertificateTemplate, signer: SigningKey): Buffer {
+  const tbs = encodeTbsCertificate(template, signer);
+  return der.sequence(tbs, signer.algorithmIdentifier, der.bitString(signer.sign(tbs)));
+}

@@ -1,0 +1,160 @@
+/**
+ * Keys and signature algorithms: generating CA keys, describing public keys, signing with a
+ * CA key and verifying signatures by X.509 algorithm identifier. Everything runs on
+ * `node:crypto` KeyObjects, which are fast on Node and available on Deno.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  sign as cryptoSign,
+  verify as cryptoVerify,
+} from "node:crypto";
+import * as der from "./der.ts";
+
+/** Key algorithms sentry can generate for a CA. */
+export type CaKeyAlgorithm = "ecdsa-p256" | "ed25519";
+
+/** The CA key algorithms, for flag validation and help texts. */
+export const CA_KEY_ALGORITHMS: readonly CaKeyAlgorithm[] = ["ecdsa-p256", "ed25519"];
+
+/** A short human name for a public key: `ec-p256`, `ec-p384`, `ed25519`, `rsa-2048`, ... */
+export function describeKey(key: KeyObject): string {
+  const details = key.asymmetricKeyDetails ?? {};
+  switch (key.asymmetricKeyType) {
+    case "ec": {
+      const curve = details.namedCurve;
+      if (curve === "prime256v1" || curve === "P-256") return "ec-p256";
+      if (curve === "secp384r1" || curve === "P-384") return "ec-p384";
+      if (curve === "secp521r1" || curve === "P-521") return "ec-p521";
+      return `ec-${curve ?? "unknown"}`;
+    }
+    case "rsa":
+      return `rsa-${details.modulusLength ?? 0}`;
+    default:
+      return String(key.asymmetricKeyType);
+  }
+}
+
+/** Generates a CA key pair. */
+export function generateCaKey(algorithm: CaKeyAlgorithm): KeyObject {
+  if (algorithm === "ed25519") return generateKeyPairSync("ed25519").privateKey;
+  return generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+}
+
+/** Loads a private key from PEM: PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`. */
+export function loadPrivateKey(pem: string | Uint8Array): KeyObject {
+  return createPrivateKey({ key: Buffer.from(pem), format: "pem" });
+}
+
+/** The private key as PKCS#8 PEM (how sentry stores keys it generates, like Dapr). */
+export function privateKeyToPem(key: KeyObject): string {
+  return key.export({ type: "pkcs8", format: "pem" }).toString();
+}
+
+/** DER SubjectPublicKeyInfo of a public or private key. */
+export function spkiOf(key: KeyObject): Buffer {
+  const publicKey = key.type === "private" ? createPublicKey(key) : key;
+  return publicKey.export({ type: "spki", format: "der" }) as Buffer;
+}
+
+/**
+ * Subject key identifier of an SPKI (RFC 5280 §4.2.1.2 method 1: SHA-1 of the
+ * subjectPublicKey bits), as Go's crypto/x509 computes it.
+ */
+export function keyIdentifier(spki: Uint8Array): Buffer {
+  const root = der.expectElement(spki, der.Tag.SEQUENCE);
+  const [, bits] = der.children(spki, root);
+  const content = der.contentOf(spki, bits).subarray(1);
+  return createHash("sha1").update(content).digest();
+}
+
+interface SignatureAlgorithm {
+  /** Hash passed to node:crypto (null for Ed25519). */
+  hash: string | null;
+  /** Encoded AlgorithmIdentifier. */
+  identifier: Buffer;
+}
+
+const ALGORITHMS_BY_OID: Record<string, { hash: string | null; name: string }> = {
+  "1.2.840.10045.4.3.2": { hash: "sha256", name: "ecdsa-with-SHA256" },
+  "1.2.840.10045.4.3.3": { hash: "sha384", name: "ecdsa-with-SHA384" },
+  "1.2.840.10045.4.3.4": { hash: "sha512", name: "ecdsa-with-SHA512" },
+  "1.3.101.112": { hash: null, name: "Ed25519" },
+  "1.2.840.113549.1.1.11": { hash: "sha256", name: "sha256WithRSAEncryption" },
+  "1.2.840.113549.1.1.12": { hash: "sha384", name: "sha384WithRSAEncryption" },
+  "1.2.840.113549.1.1.13": { hash: "sha512", name: "sha512WithRSAEncryption" },
+};
+
+/** The signature algorithm a CA key signs with: it follows the key, as in Dapr. */
+function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
+  const kind = describeKey(key);
+  if (kind === "ed25519") return { hash: null, identifier: der.sequence(der.oid("1.3.101.112")) };
+  if (kind === "ec-p256") {
+    return { hash: "sha256", identifier: der.sequence(der.oid("1.2.840.10045.4.3.2")) };
+  }
+  if (kind === "ec-p384") {
+    return { hash: "sha384", identifier: der.sequence(der.oid("1.2.840.10045.4.3.3")) };
+  }
+  if (kind === "ec-p521") {
+    return { hash: "sha512", identifier: der.sequence(der.oid("1.2.840.10045.4.3.4")) };
+  }
+  if (kind.startsWith("rsa-")) {
+    return {
+      hash: "sha256",
+      identifier: der.sequence(der.oid("1.2.840.113549.1.1.11"), der.NULL),
+    };
+  }
+  throw new Error(`unsupported CA key type ${kind}`);
+}
+
+/** A private key ready to sign certificates: its algorithm identifier is computed once. */
+export class SigningKey {
+  /** The AlgorithmIdentifier placed in certificates signed by this key. */
+  readonly algorithmIdentifier: Buffer;
+  /** The DER SubjectPublicKeyInfo of the public half. */
+  readonly spki: Buffer;
+  readonly #hash: string | null;
+
+  /** Wraps a private KeyObject. */
+  constructor(readonly privateKey: KeyObject) {
+    const algorithm = signatureAlgorithmFor(privateKey);
+    this.algorithmIdentifier = algorithm.identifier;
+    this.#hash = algorithm.hash;
+    this.spki = spkiOf(privateKey);
+  }
+
+  /** Signs `data` (a TBSCertificate) and returns the raw signature value. */
+  sign(data: Uint8Array): Buffer {
+    return cryptoSign(this.#hash, data, this.privateKey);
+  }
+}
+
+/** The name of a signature algorithm OID, or undefined when sentry does not accept it. */
+export function signatureAlgorithmName(algorithmOid: string): string | undefined {
+  return ALGORITHMS_BY_OID[algorithmOid]?.name;
+}
+
+/**
+ * Verifies `signature` over `data` with `publicKey`, using the algorithm named by an X.509
+ * signature AlgorithmIdentifier OID. Returns false for unknown algorithms and bad signatures.
+ */
+export function verifySignature(
+  algorithmOid: string,
+  publicKey: KeyObject,
+  data: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  const algorithm = ALGORITHMS_BY_OID[algorithmOid];
+  if (!algorithm) return false;
+  try {
+    return cryptoVerify(algorithm.hash, data, publicKey, signature);
+  } catch {
+    return false;
+  }
+}

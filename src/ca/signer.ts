@@ -1,0 +1,83 @@
+/**
+ * The signer: turns a verified public key and a SPIFFE ID into a workload certificate chain
+ * under the current trust bundle. Beyond Dapr, the certificate never outlives its issuer, and
+ * an issuer outside its validity window refuses to sign.
+ *
+ * @module
+ */
+import type { TrustBundle } from "./bundle.ts";
+import { encodePem } from "./pem.ts";
+import { createWorkloadCertificate } from "./profiles.ts";
+import type { SpiffeId } from "./spiffe.ts";
+
+/** Lifetime settings for workload certificates (from the Configuration). */
+export interface WorkloadTiming {
+  /** Requested lifetime, milliseconds. */
+  ttlMs: number;
+  /** NotBefore back-dating, milliseconds. */
+  skewMs: number;
+}
+
+/** The issuer cannot sign right now (expired or not yet valid). */
+export class SigningError extends Error {
+  override name = "SigningError";
+}
+
+function wholeSeconds(ms: number): number {
+  return Math.floor(ms / 1000) * 1000;
+}
+
+/** A signed workload certificate. */
+export interface IssuedCertificate {
+  /** Leaf PEM followed by the issuer chain PEM. */
+  chainPem: string;
+  /** DER of the leaf alone. */
+  leafDer: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/**
+ * Issues a workload certificate for `id` and the public key `spki` (DER SubjectPublicKeyInfo)
+ * at time `now`. NotAfter is `now + ttl`, clamped to the issuer's NotAfter.
+ */
+export function issueWorkloadCertificate(
+  bundle: TrustBundle,
+  id: SpiffeId,
+  spki: Uint8Array,
+  timing: WorkloadTiming,
+  now: Date,
+  dnsNames: readonly string[] = [],
+): IssuedCertificate {
+  if (now > bundle.issuerNotAfter) {
+    throw new SigningError(
+      `the issuer certificate expired at ${bundle.issuerNotAfter.toISOString()}; ` +
+        `rotate the issuer before more certificates can be signed`,
+    );
+  }
+  if (now < bundle.issuerNotBefore) {
+    throw new SigningError(
+      `the issuer certificate is not valid until ${bundle.issuerNotBefore.toISOString()}`,
+    );
+  }
+  // X.509 times have whole seconds: round here so that valid_until equals the leaf's NotAfter.
+  const notBefore = new Date(
+    wholeSeconds(Math.max(now.getTime() - timing.skewMs, bundle.issuerNotBefore.getTime())),
+  );
+  const notAfter = new Date(
+    wholeSeconds(Math.min(now.getTime() + timing.ttlMs, bundle.issuerNotAfter.getTime())),
+  );
+  const leafDer = createWorkloadCertificate(
+    id,
+    spki,
+    bundle.issuer,
+    { notBefore, notAfter },
+    dnsNames,
+  );
+  return {
+    chainPem: encodePem("CERTIFICATE", leafDer) + bundle.issuerChainPem,
+    leafDer,
+    notBefore,
+    notAfter,
+  };
+}

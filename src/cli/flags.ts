@@ -1,0 +1,104 @@
+/**
+ * Command-line flags with Go's `flag` package semantics, which Dapr's binaries use: long
+ * names with one or two dashes (`-port=1`, `--port 1`), booleans as `-flag` or
+ * `-flag=false`, parsing stops at the first non-flag argument or at `--`.
+ * node:util parseArgs cannot read single-dash long names, hence this small parser.
+ *
+ * @module
+ */
+
+/** The kinds of value a flag takes. */
+export type FlagType = "string" | "int" | "bool";
+
+/** One flag's definition. */
+export interface FlagSpec {
+  name: string;
+  type: FlagType;
+  default: string | number | boolean;
+  help: string;
+  /** Allowed values, checked after parsing (strings only). */
+  choices?: readonly string[];
+}
+
+/** Parsed values by flag name, plus what came after the flags. */
+export interface ParsedFlags {
+  values: Record<string, string | number | boolean>;
+  /** Names of flags given explicitly on the command line. */
+  given: Set<string>;
+  positionals: string[];
+}
+
+/** Bad command-line usage (exit code 2). */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function parseBool(name: string, raw: string): boolean {
+  if (["1", "t", "T", "true", "TRUE", "True"].includes(raw)) return true;
+  if (["0", "f", "F", "false", "FALSE", "False"].includes(raw)) return false;
+  throw new UsageError(`invalid boolean value ${JSON.stringify(raw)} for flag -${name}`);
+}
+
+function convert(spec: FlagSpec, raw: string): string | number | boolean {
+  if (spec.type === "bool") return parseBool(spec.name, raw);
+  if (spec.type === "int") {
+    if (!/^-?\d+$/.test(raw)) {
+      throw new UsageError(
+        `invalid value ${JSON.stringify(raw)} for flag -${spec.name}: not an integer`,
+      );
+    }
+    return Number(raw);
+  }
+  if (spec.choices && !spec.choices.includes(raw)) {
+    throw new UsageError(
+      `invalid value ${JSON.stringify(raw)} for flag -${spec.name}: use one of ${
+        spec.choices.join(", ")
+      }`,
+    );
+  }
+  return raw;
+}
+
+/** Parses `argv` against `specs`; throws {@link UsageError} on unknown flags or bad values. */
+export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[]): ParsedFlags {
+  const byName = new Map(specs.map((spec) => [spec.name, spec]));
+  const values: Record<string, string | number | boolean> = {};
+  for (const spec of specs) values[spec.name] = spec.default;
+  const given = new Set<string>();
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") {
+      i++;
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") break;
+    const body = arg.replace(/^--?/, "");
+    const eq = body.indexOf("=");
+    const name = eq === -1 ? body : body.slice(0, eq);
+    const spec = byName.get(name);
+    if (!spec) throw new UsageError(`flag provided but not defined: -${name}`);
+    let raw: string;
+    if (eq !== -1) {
+      raw = body.slice(eq + 1);
+    } else if (spec.type === "bool") {
+      raw = "true";
+    } else {
+      if (i + 1 >= argv.length) throw new UsageError(`flag needs an argument: -${name}`);
+      raw = argv[++i];
+    }
+    values[name] = convert(spec, raw);
+    given.add(name);
+  }
+  return { values, given, positionals: argv.slice(i) as string[] };
+}
+
+/** Formats a help text listing every flag with its default, in Go's style. */
+export function formatFlagHelp(specs: readonly FlagSpec[]): string {
+  return specs.map((spec) => {
+    const kind = spec.type === "bool" ? "" : ` ${spec.type}`;
+    const shown = spec.type === "string" ? JSON.stringify(spec.default) : String(spec.default);
+    const fallback = spec.default === "" || spec.default === false ? "" : ` (default ${shown})`;
+    return `  --${spec.name}${kind}\n        ${spec.help}${fallback}`;
+  }).join("\n");
+}

@@ -1,0 +1,298 @@
+/**
+ * `sentry` / `sentry serve`: the CA server with Dapr's flags and defaults (compat spec §6).
+ * Reads the configuration, loads or creates the trust bundle, then serves gRPC, health and
+ * metrics until SIGTERM/SIGINT, when it finishes in-flight calls and exits 0.
+ *
+ * @module
+ */
+import process from "node:process";
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
+import { validateTrustDomain } from "../ca/spiffe.ts";
+import {
+  DEFAULT_SETTINGS,
+  loadConfigurationFile,
+  type MtlsSettings,
+} from "../config/configuration.ts";
+import { selectStandaloneValidators } from "../identity/select.ts";
+import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
+import { SentryMetrics } from "../observability/metrics.ts";
+import { CaState } from "../server/ca-state.ts";
+import { loadOrCreateBundle } from "../server/credentials.ts";
+import { SentryGrpcServer } from "../server/grpc-server.ts";
+import {
+  type HttpEndpoint,
+  startHealthServer,
+  startMetricsServer,
+} from "../server/http-endpoints.ts";
+import { runtimeDescription, VERSION } from "../version.ts";
+import { FsCredentialStore } from "../../stores/fs.ts";
+import { STORE_KINDS } from "../../stores/store.ts";
+import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+
+/** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
+export const SERVE_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "config",
+    type: "string",
+    default: "daprsystem",
+    help:
+      "Path to a Dapr Configuration file (self-hosted) with spec.mtls settings; built-in defaults apply when not given",
+  },
+  {
+    name: "issuer-credentials",
+    type: "string",
+    default: "/var/run/secrets/dapr.io/credentials",
+    help: "Directory holding (or receiving) the trust bundle",
+  },
+  {
+    name: "issuer-ca-filename",
+    type: "string",
+    default: "ca.crt",
+    help: "Trust anchors file name (an absolute path replaces the directory)",
+  },
+  {
+    name: "issuer-certificate-filename",
+    type: "string",
+    default: "issuer.crt",
+    help: "Issuer certificate chain file name",
+  },
+  {
+    name: "issuer-key-filename",
+    type: "string",
+    default: "issuer.key",
+    help: "Issuer private key file name",
+  },
+  {
+    name: "trust-domain",
+    type: "string",
+    default: "localhost",
+    help: "Trust domain of the control plane (sentry's own SPIFFE ID)",
+  },
+  { name: "port", type: "int", default: 50001, help: "gRPC port of the CA service" },
+  {
+    name: "listen-address",
+    type: "string",
+    default: "",
+    help: "Address for the gRPC server (all interfaces when empty)",
+  },
+  { name: "healthz-port", type: "int", default: 8080, help: "Port for /healthz" },
+  {
+    name: "healthz-listen-address",
+    type: "string",
+    default: "",
+    help: "Address for the health server (all interfaces when empty)",
+  },
+  { name: "enable-metrics", type: "bool", default: true, help: "Serve Prometheus metrics" },
+  { name: "metrics-port", type: "int", default: 9090, help: "Port for /metrics" },
+  {
+    name: "metrics-listen-address",
+    type: "string",
+    default: "",
+    help: "Address for the metrics server (all interfaces when empty)",
+  },
+  {
+    name: "mode",
+    type: "string",
+    default: "standalone",
+    choices: ["standalone", "kubernetes"],
+    help: "Runtime mode",
+  },
+  {
+    name: "kubeconfig",
+    type: "string",
+    default: "",
+    help: "Kubeconfig file for out-of-cluster Kubernetes access",
+  },
+  {
+    name: "log-level",
+    type: "string",
+    default: "info",
+    choices: LOG_LEVELS,
+    help: "Log level: debug, info, warn, error or fatal",
+  },
+  { name: "log-as-json", type: "bool", default: false, help: "Log one JSON object per line" },
+  {
+    name: "store",
+    type: "string",
+    default: "fs",
+    choices: STORE_KINDS,
+    help: "Credential store: fs (directory), k8s (Secret) or vault",
+  },
+  {
+    name: "key-algorithm",
+    type: "string",
+    default: "ecdsa-p256",
+    choices: CA_KEY_ALGORITHMS,
+    help: "Key algorithm of a generated root and issuer: ecdsa-p256 or ed25519",
+  },
+  { name: "help", type: "bool", default: false, help: "Show this help" },
+];
+
+/** The usage text of `sentry serve`. */
+export function serveHelp(): string {
+  return `sentry ${VERSION}: a certificate authority for Dapr's mutual TLS
+
+Usage:
+  sentry [serve] [flags]
+  sentry --version
+
+Environment:
+  NAMESPACE   namespace of sentry, part of its SPIFFE ID (default "default")
+
+Flags (one or two dashes; -flag=value or -flag value):
+${formatFlagHelp(SERVE_FLAGS)}
+`;
+}
+
+function listenAddress(value: string): string {
+  return value === "" ? "0.0.0.0" : value;
+}
+
+/** Process hooks, replaceable in tests. */
+export interface ServeEnvironment {
+  env: Record<string, string | undefined>;
+  now: () => Date;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+/** Runs the server until a stop signal; resolves to the process exit code. */
+export async function runServe(argv: readonly string[], io: ServeEnvironment): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseFlags(SERVE_FLAGS, argv);
+    if (parsed.positionals.length > 0) {
+      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    }
+  } catch (error) {
+    io.stderr(`sentry: ${(error as Error).message}\nRun 'sentry --help' for usage.\n`);
+    return 2;
+  }
+  const flags = parsed.values;
+  if (flags.help) {
+    io.stdout(serveHelp());
+    return 0;
+  }
+
+  const logger = new Logger({
+    level: flags["log-level"] as LogLevel,
+    json: flags["log-as-json"] as boolean,
+    scope: "dapr.sentry",
+    version: VERSION,
+    sink: (line) => io.stderr(line + "\n"),
+  });
+  const namespace = io.env.NAMESPACE || "default";
+  const trustDomain = flags["trust-domain"] as string;
+
+  let settings: MtlsSettings = DEFAULT_SETTINGS;
+  let state: CaState;
+  const metrics = new SentryMetrics();
+  try {
+    if (flags.mode !== "standalone") {
+      throw new UsageError(`--mode ${flags.mode} is not available in this version of sentry yet`);
+    }
+    if (flags.store !== "fs") {
+      throw new UsageError(`--store ${flags.store} is not available in this version of sentry yet`);
+    }
+    validateTrustDomain(trustDomain);
+    if (parsed.given.has("config")) {
+      settings = await loadConfigurationFile(flags.config as string, io.env);
+      logger.info(`loaded configuration from ${flags.config}`);
+    }
+    const validators = selectStandaloneValidators(settings);
+    const store = new FsCredentialStore({
+      directory: flags["issuer-credentials"] as string,
+      caFilename: flags["issuer-ca-filename"] as string,
+      issuerCertFilename: flags["issuer-certificate-filename"] as string,
+      issuerKeyFilename: flags["issuer-key-filename"] as string,
+    });
+    const bundle = await loadOrCreateBundle(
+      store,
+      {
+        trustDomain,
+        namespace,
+        algorithm: flags["key-algorithm"] as CaKeyAlgorithm,
+        ttlMs: 365 * 24 * 3_600_000,
+        skewMs: settings.allowedClockSkewMs,
+      },
+      io.now,
+      logger,
+    );
+    state = new CaState(bundle, settings, validators);
+    metrics.setBundleExpiry(bundle.issuerNotAfter, bundle.rootNotAfter);
+  } catch (error) {
+    logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
+    return error instanceof UsageError ? 2 : 1;
+  }
+
+  let ready = false;
+  const endpoints: HttpEndpoint[] = [];
+  const grpcServer = new SentryGrpcServer({
+    listenAddress: listenAddress(flags["listen-address"] as string),
+    port: flags.port as number,
+    trustDomain,
+    namespace,
+    state,
+    metrics,
+    logger,
+    now: io.now,
+  });
+  try {
+    endpoints.push(
+      await startHealthServer(
+        listenAddress(flags["healthz-listen-address"] as string),
+        flags["healthz-port"] as number,
+        () => ready,
+      ),
+    );
+    if (flags["enable-metrics"]) {
+      endpoints.push(
+        await startMetricsServer(
+          listenAddress(flags["metrics-listen-address"] as string),
+          flags["metrics-port"] as number,
+          metrics.registry,
+        ),
+      );
+    }
+    await grpcServer.start();
+  } catch (error) {
+    logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
+    grpcServer.forceShutdown();
+    await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+    return 1;
+  }
+  ready = true;
+  logger.info(
+    `sentry ${VERSION} (${runtimeDescription()}) serving the CA on port ${grpcServer.port}, ` +
+      `trust domain ${trustDomain}, health on port ${endpoints[0].port}` +
+      (endpoints[1] ? `, metrics on port ${endpoints[1].port}` : ""),
+  );
+
+  const signal = await waitForStopSignal(() => {
+    logger.warn("second stop signal: closing all connections now");
+    grpcServer.forceShutdown();
+  });
+  logger.info(`received ${signal}: finishing in-flight requests`);
+  ready = false;
+  await grpcServer.shutdown();
+  await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+  logger.info("sentry stopped");
+  return 0;
+}
+
+/** Resolves with the first SIGTERM/SIGINT; a second one calls `onSecond`. */
+function waitForStopSignal(onSecond: () => void): Promise<string> {
+  return new Promise((resolve) => {
+    let received = false;
+    const handler = (signal: string) => {
+      if (received) {
+        onSecond();
+        return;
+      }
+      received = true;
+      resolve(signal);
+    };
+    process.on("SIGTERM", () => handler("SIGTERM"));
+    process.on("SIGINT", () => handler("SIGINT"));
+  });
+}

@@ -1,0 +1,67 @@
+/**
+ * Token validators: how sentry decides who is asking (compat spec §2). A validator checks a
+ * request and answers with the identity to certify; the CA core never sees tokens.
+ *
+ * @module
+ */
+
+/** Validator names as they appear on the wire (`SignCertificateRequest.TokenValidator`). */
+export const WireValidator = {
+  UNKNOWN: 0,
+  INSECURE: 1,
+  KUBERNETES: 2,
+  JWKS: 3,
+} as const;
+
+/** A signing request as decoded from the wire. */
+export interface SignRequest {
+  id: string;
+  token: string;
+  trustDomain: string;
+  namespace: string;
+  csr: Uint8Array;
+  tokenValidator: number;
+  jwtAudiences: readonly string[];
+}
+
+/** Who the caller is, once validated. */
+export interface ValidatedIdentity {
+  trustDomain: string;
+  namespace: string;
+  appId: string;
+}
+
+/** The request is not allowed; the message is returned to the caller (PERMISSION_DENIED). */
+export class ValidationError extends Error {
+  override name = "ValidationError";
+}
+
+/** One way of authenticating callers. */
+export interface TokenValidator {
+  /** The wire value that selects this validator. */
+  readonly wire: number;
+  /** Checks `request` and returns the identity to certify, or throws ValidationError. */
+  validate(request: SignRequest): Promise<ValidatedIdentity>;
+}
+
+const TRUST_DOMAIN_CHARS = /^[a-z0-9._-]*$/;
+
+/**
+ * Checks every validator applies first, as Dapr does: app id present, without '.', at most
+ * 64 bytes; CSR present; namespace present; trust domain characters.
+ */
+export function validateCommon(request: SignRequest): void {
+  if (request.id === "") throw new ValidationError("app ID is required");
+  if (request.id.includes(".")) throw new ValidationError("app ID cannot contain '.'");
+  if (new TextEncoder().encode(request.id).length > 64) {
+    throw new ValidationError("app ID must not exceed 64 characters");
+  }
+  if (request.csr.length === 0) throw new ValidationError("CSR is required");
+  if (request.namespace === "") throw new ValidationError("namespace is required");
+  if (!TRUST_DOMAIN_CHARS.test(request.trustDomain)) {
+    throw new ValidationError(
+      `trust domain ${JSON.stringify(request.trustDomain)} may only contain ` +
+        `lowercase letters, digits, '.', '_' and '-'`,
+    );
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * The gRPC server: TLS (>= 1.2, ALPN h2) with sentry's serving identity, the CA service, a
+ * 64 KiB request limit, and in-place rotation of the serving certificate (renewed at half its
+ * life and whenever the bundle changes) without closing the port.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
+import type { SignRequest } from "../identity/validator.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { SentryMetrics } from "../observability/metrics.ts";
+import type { CaState } from "./ca-state.ts";
+import { type CaServiceDeps, signCertificate, SignFailure } from "./ca-service.ts";
+import { CA_SERVICE, sentryPackageDefinition } from "./sentry-proto.ts";
+import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
+
+/** Largest accepted request message: far above any CSR, far below a memory risk. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+
+/** Options of the gRPC server. */
+export interface GrpcServerOptions {
+  listenAddress: string;
+  port: number;
+  trustDomain: string;
+  namespace: string;
+  state: CaState;
+  metrics: SentryMetrics;
+  logger: Logger;
+  now: () => Date;
+}
+
+interface WireRequest {
+  id: string;
+  token: string;
+  trustDomain: string;
+  namespace: string;
+  certificateSigningRequest: Buffer;
+  tokenValidator: number;
+  jwtAudiences: string[];
+}
+
+function toSignRequest(wire: WireRequest): SignRequest {
+  return {
+    id: wire.id,
+    token: wire.token,
+    trustDomain: wire.trustDomain,
+    namespace: wire.namespace,
+    csr: wire.certificateSigningRequest,
+    tokenValidator: wire.tokenValidator,
+    jwtAudiences: wire.jwtAudiences,
+  };
+}
+
+function secureContext(identity: ServingIdentity, anchorsPem: string) {
+  return {
+    ca: Buffer.from(anchorsPem),
+    cert: [Buffer.from(identity.chainPem)],
+    key: [Buffer.from(identity.keyPem)],
+  };
+}
+
+/** A running gRPC CA server. */
+export class SentryGrpcServer {
+  readonly #server: grpc.Server;
+  readonly #options: GrpcServerOptions;
+  #credentials?: grpc.ServerCredentials;
+  #renewTimer?: ReturnType<typeof setTimeout>;
+  #unsubscribe?: () => void;
+  /** The port actually bound. */
+  port = 0;
+
+  /** Prepares the server; {@link start} binds it. */
+  constructor(options: GrpcServerOptions) {
+    this.#options = options;
+    this.#server = new grpc.Server({
+      "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
+    });
+    const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
+    const deps: CaServiceDeps = options;
+    this.#server.addService(definition, {
+      SignCertificate: (
+        call: grpc.ServerUnaryCall<WireRequest, unknown>,
+        callback: grpc.sendUnaryData<unknown>,
+      ) => {
+        options.metrics.requestsReceived.inc();
+        signCertificate(toSignRequest(call.request), deps).then(
+          (response) => {
+            options.metrics.signSuccess.inc();
+            callback(null, response);
+          },
+          (error) => {
+            if (error instanceof SignFailure) {
+              options.metrics.failure(error.reason);
+              options.logger.debug(`request refused: ${error.message}`, {
+                app_id: call.request.id,
+              });
+              callback({ code: error.code, details: error.message });
+              return;
+            }
+            options.metrics.failure("cert_sign_failed");
+            options.logger.error(`unexpected error while signing: ${(error as Error).stack}`);
+            callback({ code: grpc.status.INTERNAL, details: "internal error while signing" });
+          },
+        );
+      },
+    });
+  }
+
+  #issueIdentity(): ServingIdentity {
+    const { state, trustDomain, namespace, now } = this.#options;
+    return issueServingIdentity(
+      state.bundle,
+      trustDomain,
+      namespace,
+      state.settings.workloadCertTtlMs,
+      state.settings.allowedClockSkewMs,
+      now(),
+    );
+  }
+
+  /** Re-issues the serving certificate and swaps it into the running TLS server. */
+  rotateServingCertificate(): void {
+    clearTimeout(this.#renewTimer);
+    let identity: ServingIdentity;
+    try {
+      identity = this.#issueIdentity();
+    } catch (error) {
+      this.#options.metrics.serverCertIssueFailed.inc();
+      this.#options.logger.error(
+        `failed to issue the serving certificate: ${(error as Error).message}`,
+      );
+      this.#renewTimer = setTimeout(() => this.rotateServingCertificate(), 30_000);
+      this.#renewTimer.unref?.();
+      return;
+    }
+    (this.#credentials as unknown as {
+      updateSecureContextOptions(options: ReturnType<typeof secureContext>): void;
+    }).updateSecureContextOptions(secureContext(identity, this.#options.state.bundle.anchorsPem));
+    this.#scheduleRenewal(identity);
+    this.#options.logger.info("serving certificate rotated", {
+      expiry: identity.notAfter.toISOString(),
+    });
+  }
+
+  #scheduleRenewal(identity: ServingIdentity): void {
+    this.#renewTimer = setTimeout(
+      () => this.rotateServingCertificate(),
+      Math.min(renewalDelayMs(identity, this.#options.now()), 2 ** 31 - 1),
+    );
+    this.#renewTimer.unref?.();
+  }
+
+  /** Issues the serving certificate and binds the port. */
+  async start(): Promise<void> {
+    const identity = this.#issueIdentity();
+    const context = secureContext(identity, this.#options.state.bundle.anchorsPem);
+    // Always pass the anchors as rootCerts: null would load Node's default roots, which
+    // breaks TLS handshakes on Deno (DESIGN.md, pitfalls).
+    this.#credentials = grpc.ServerCredentials.createSsl(
+      context.ca,
+      [{ private_key: context.key[0], cert_chain: context.cert[0] }],
+      false,
+    );
+    const address = `${this.#options.listenAddress}:${this.#options.port}`;
+    this.port = await new Promise<number>((resolve, reject) => {
+      this.#server.bindAsync(address, this.#credentials!, (error, port) => {
+        if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));
+        else resolve(port);
+      });
+    });
+    this.#scheduleRenewal(identity);
+    this.#unsubscribe = this.#options.state.onBundle(() => this.rotateServingCertificate());
+  }
+
+  /** Stops taking new calls and waits for in-flight ones to finish. */
+  shutdown(): Promise<void> {
+    clearTimeout(this.#renewTimer);
+    this.#unsubscribe?.();
+    return new Promise((resolve) => this.#server.tryShutdown(() => resolve()));
+  }
+
+  /** Closes every connection at once. */
+  forceShutdown(): void {
+    clearTimeout(this.#renewTimer);
+    this.#server.forceShutdown();
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Sentry's own TLS identity: a workload certificate for
+ * `spiffe://<trust-domain>/ns/<namespace>/dapr-sentry`, issued in-process from the current
+ * bundle, with DNS names so that ordinary gRPC clients can verify it by hostname.
+ *
+ * @module
+ */
+import { generateKeyPairSync } from "node:crypto";
+import type { TrustBundle } from "../ca/bundle.ts";
+import { privateKeyToPem, spkiOf } from "../ca/keys.ts";
+import { issueWorkloadCertificate } from "../ca/signer.ts";
+import { SpiffeId } from "../ca/spiffe.ts";
+
+/** Key and certificate chain for the TLS server. */
+export interface ServingIdentity {
+  keyPem: string;
+  /** Leaf followed by the issuer chain. */
+  chainPem: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** DNS names on the serving certificate, besides the SPIFFE ID. */
+export function servingDnsNames(namespace: string): string[] {
+  return [
+    "localhost",
+    "dapr-sentry",
+    `dapr-sentry.${namespace}.svc`,
+    `dapr-sentry.${namespace}.svc.cluster.local`,
+  ];
+}
+
+/** Issues a fresh serving identity (new P-256 key) from `bundle`. */
+export function issueServingIdentity(
+  bundle: TrustBundle,
+  trustDomain: string,
+  namespace: string,
+  ttlMs: number,
+  skewMs: number,
+  now: Date,
+): ServingIdentity {
+  const key = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+  const id = SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
+  const issued = issueWorkloadCertificate(
+    bundle,
+    id,
+    spkiOf(key),
+    { ttlMs, skewMs },
+    now,
+    servingDnsNames(namespace),
+  );
+  return {
+    keyPem: privateKeyToPem(key),
+    chainPem: issued.chainPem,
+    notBefore: issued.notBefore,
+    notAfter: issued.notAfter,
+  };
+}
+
+/** When to renew: half-way through the certificate's life (as Dapr does). */
+export function renewalDelayMs(identity: ServingIdentity, now: Date): number {
+  const half = identity.notBefore.getTime() +
+    (identity.notAfter.getTime() - identity.notBefore.getTime()) / 2;
+  return Math.max(1000, half - now.getTime());
+}

@@ -1,0 +1,36 @@
+/**
+ * The credential store interface: where a trust bundle lives (a directory, a Kubernetes
+ * Secret, Vault). The CA core never knows which store it has; stores never validate
+ * certificates (the caller does, with src/ca/bundle.ts).
+ *
+ * @module
+ */
+import type { BundlePem } from "../src/ca/bundle.ts";
+
+/** The store's content cannot be used as it is (partial, unreadable); nothing was changed. */
+export class StoreError extends Error {
+  override name = "StoreError";
+}
+
+/** A place that holds one trust bundle. */
+export interface CredentialStore {
+  /** Where the bundle lives, for logs and messages (e.g. `directory /var/run/...`). */
+  readonly description: string;
+  /** File names used for the three parts, for messages about their content. */
+  readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
+  /**
+   * Reads the stored bundle. Returns null when nothing is stored at all; throws
+   * {@link StoreError} when the content is partial or unreadable (never "nothing stored").
+   */
+  load(): Promise<BundlePem | null>;
+  /**
+   * Stores `bundle` only if nothing is stored yet, never overwriting. If another writer got
+   * there first, returns what that writer stored instead.
+   */
+  create(bundle: BundlePem): Promise<BundlePem>;
+}
+
+/** Store kinds selectable with `--store`. */
+export const STORE_KINDS = ["fs", "k8s", "vault"] as const;
+/** One of {@link STORE_KINDS}. */
+export type StoreKind = typeof STORE_KINDS[number];
