@@ -6,8 +6,8 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { type KeyObject } from "node:crypto";
-import { DerError } from "./der.ts";
+import type { KeyObject } from "node:crypto";
+import type { DerError } from "./der.ts";
 import {
   type CaKeyAlgorithm,
   generateCaKey,
