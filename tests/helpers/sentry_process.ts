@@ -1,0 +1,174 @@
+/**
+ * Starts the real sentry program for end-to-end tests, on free loopback ports, and stops it.
+ * By default it runs `deno run -A main.ts` from this checkout; set SENTRY_BIN to a binary
+ * (for example dist/sentry) to run the same tests against that instead.
+ *
+ * @module
+ */
+import { createServer } from "node:net";
+import { fileURLToPath as fromFileUrl } from "node:url";
+
+const REPO = fromFileUrl(new URL("../../", import.meta.url));
+
+/** The command that starts sentry: SENTRY_BIN, or Deno running main.ts. */
+export function sentryCommand(): string[] {
+  const bin = Deno.env.get("SENTRY_BIN");
+  if (bin) return [bin];
+  return [Deno.execPath(), "run", "--allow-all", `${REPO}main.ts`];
+}
+
+/** A free TCP port on 127.0.0.1 (bound once, then released). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A temporary directory removed when the returned disposer runs. */
+export async function tempDir(prefix = "sentry-test-"): Promise<string> {
+  return await Deno.makeTempDir({ prefix });
+}
+
+/** The result of a sentry run that ended. */
+export interface Finished {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs sentry with `args` to completion (for commands and refused start-ups). */
+export async function runSentry(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<Finished> {
+  const [program, ...prefix] = sentryCommand();
+  const child = new Deno.Command(program, {
+    args: [...prefix, ...args],
+    env: options.env,
+    cwd: options.cwd,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
+  const output = await child.output();
+  clearTimeout(timer);
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** A running sentry server. */
+export interface RunningSentry {
+  grpcPort: number;
+  healthPort: number;
+  metricsPort: number;
+  /** The credentials directory. */
+  dir: string;
+  /** Everything written to stderr so far. */
+  logs(): string;
+  /** Sends `signal` and waits for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+  /** The process (for status checks). */
+  child: Deno.ChildProcess;
+}
+
+/** Options for {@link startSentry}. */
+export interface StartOptions {
+  /** Credentials directory (a new temporary one by default). */
+  dir?: string;
+  /** Extra flags. */
+  args?: string[];
+  env?: Record<string, string>;
+  /** How long to wait for /healthz (default 30 s). */
+  readyTimeoutMs?: number;
+}
+
+/** Starts sentry on free ports and waits until /healthz answers 200. */
+export async function startSentry(options: StartOptions = {}): Promise<RunningSentry> {
+  const dir = options.dir ?? await tempDir();
+  const [grpcPort, healthPort, metricsPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  const [program, ...prefix] = sentryCommand();
+  const child = new Deno.Command(program, {
+    args: [
+      ...prefix,
+      "--issuer-credentials",
+      dir,
+      "--listen-address=127.0.0.1",
+      `--port=${grpcPort}`,
+      "--healthz-listen-address=127.0.0.1",
+      `--healthz-port=${healthPort}`,
+      "--metrics-listen-address=127.0.0.1",
+      `--metrics-port=${metricsPort}`,
+      ...(options.args ?? []),
+    ],
+    env: options.env,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let logs = "";
+  const decoder = new TextDecoder();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) logs += decoder.decode(chunk, { stream: true });
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  let exited: Deno.CommandStatus | undefined;
+  const statusPromise = child.status.then((status) => (exited = status));
+
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
+  while (true) {
+    if (exited) {
+      await collecting;
+      throw new Error(`sentry exited with code ${exited.code} before becoming healthy:\n${logs}`);
+    }
+    try {
+      const response = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
+      await response.body?.cancel();
+      if (response.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      await statusPromise;
+      await collecting;
+      throw new Error(`sentry did not become healthy in time:\n${logs}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+
+  return {
+    grpcPort,
+    healthPort,
+    metricsPort,
+    dir,
+    child,
+    logs: () => logs,
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      if (!exited) {
+        try {
+          child.kill(signal);
+        } catch {
+          // already gone
+        }
+      }
+      const status = await statusPromise;
+      await collecting;
+      return status.code;
+    },
+  };
+}
