@@ -1,0 +1,93 @@
+/**
+ * End to end: health, metrics and logs of a running sentry, and a graceful stop while calls
+ * are in flight.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SentryClient } from "../helpers/grpc_client.ts";
+import { generateKey, makeCsr } from "../helpers/openssl.ts";
+import { startSentry, tempDir } from "../helpers/sentry_process.ts";
+
+async function metricsText(port: number): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(response.status, 200);
+  return await response.text();
+}
+
+function metric(text: string, name: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(name + " ") || l.startsWith(name + "{"));
+  assert.ok(line, `metric ${name} missing`);
+  return Number(line.split(" ").pop());
+}
+
+Deno.test("healthz, Dapr's metric names and JSON logs", async () => {
+  const work = await tempDir();
+  const sentry = await startSentry({ args: ["--log-as-json", "--log-level=debug"] });
+  try {
+    const health = await fetch(`http://127.0.0.1:${sentry.healthPort}/healthz`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+
+    const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
+    const client = new SentryClient(sentry.grpcPort, anchors);
+    const csr = await makeCsr(work, await generateKey("ec-p256"));
+    await client.sign({ id: "a", namespace: "ns", certificateSigningRequest: csr });
+    await client.sign({ id: "b", namespace: "ns", certificateSigningRequest: csr });
+    await assert.rejects(client.sign({ id: "", namespace: "ns", certificateSigningRequest: csr }));
+    await assert.rejects(client.sign({ id: "c", namespace: "ns", certificateSigningRequest: "junk" }));
+    client.close();
+
+    const text = await metricsText(sentry.metricsPort);
+    assert.equal(metric(text, "dapr_sentry_cert_sign_request_received_total"), 4);
+    assert.equal(metric(text, "dapr_sentry_cert_sign_success_total"), 2);
+    assert.match(text, /dapr_sentry_cert_sign_failure_total\{reason="token_validation_failed"\} 1/);
+    assert.match(text, /dapr_sentry_cert_sign_failure_total\{reason="invalid_csr"\} 1/);
+    const issuerExpiry = metric(text, "dapr_sentry_issuercert_expiry_timestamp");
+    const yearAhead = Date.now() / 1000 + 365 * 86400;
+    assert.ok(Math.abs(issuerExpiry - yearAhead) < 3600, `issuer expiry ${issuerExpiry}`);
+    assert.ok(metric(text, "dapr_sentry_rootcert_expiry_timestamp") >= issuerExpiry);
+    assert.match(text, /dapr_sentry_servercert_issue_failed_total 0/);
+    assert.match(text, /dapr_sentry_issuercert_changed_total 0/);
+  } finally {
+    assert.equal(await sentry.stop(), 0);
+  }
+  const lines = sentry.logs().trim().split("\n");
+  for (const line of lines) {
+    const entry = JSON.parse(line);
+    assert.equal(entry.scope, "dapr.sentry");
+    assert.equal(entry.type, "log");
+    assert.ok(["debug", "info", "warn", "error", "fatal"].includes(entry.level));
+    assert.ok(!Number.isNaN(Date.parse(entry.time)));
+    assert.equal(typeof entry.instance, "string");
+    assert.equal(typeof entry.ver, "string");
+  }
+  assert.ok(lines.some((line) => JSON.parse(line).msg.includes("signed certificate for spiffe://public/ns/ns/a")));
+});
+
+Deno.test("SIGTERM lets in-flight calls finish and exits 0", async () => {
+  const work = await tempDir();
+  const sentry = await startSentry();
+  const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
+  const client = new SentryClient(sentry.grpcPort, anchors);
+  const csr = await makeCsr(work, await generateKey("rsa-2048"));
+  // Warm the channel so the calls below are sent on an open connection.
+  await client.sign({ id: "warm", namespace: "default", certificateSigningRequest: csr });
+  const calls = Array.from({ length: 30 }, (_, i) =>
+    client.sign({ id: `app${i}`, namespace: "default", certificateSigningRequest: csr }).then(
+      (response) => ({ ok: true as const, pem: response.workloadCertificate.toString() }),
+      (error) => ({ ok: false as const, code: error.code as number }),
+    ));
+  await Promise.race(calls); // the server is now busy with the rest
+  const code = await sentry.stop("SIGTERM");
+  const results = await Promise.all(calls);
+  client.close();
+  assert.equal(code, 0);
+  const completed = results.filter((r) => r.ok);
+  assert.ok(completed.length > 1, `calls already sent must complete (${completed.length} did)`);
+  for (const result of results) {
+    if (result.ok) assert.match(result.pem, /BEGIN CERTIFICATE/);
+    else assert.equal(result.code, 14, "calls after the stop are UNAVAILABLE, never cut off half-way");
+  }
+  assert.match(sentry.logs(), /received SIGTERM: finishing in-flight requests/);
+  assert.match(sentry.logs(), /sentry stopped/);
+});
