@@ -62,7 +62,7 @@ export function parseCertificate(bytes: Uint8Array): ParsedCertificate {
   }
   const [algorithmOid] = der.children(bytes, algorithm);
   const spkiBytes = Buffer.from(der.bytesOf(bytes, spki));
-  return {
+  const parsed: ParsedCertificate = {
     der: Buffer.from(bytes),
     tbs: der.bytesOf(bytes, tbs),
     signatureAlgorithm: der.decodeOid(der.contentOf(bytes, algorithmOid)),
@@ -76,6 +76,12 @@ export function parseCertificate(bytes: Uint8Array): ParsedCertificate {
     publicKey: createPublicKey({ key: spkiBytes, format: "der", type: "spki" }),
     extensions,
   };
+  // Decode the extensions sentry relies on now, so that a malformed one fails parsing
+  // (with the caller's file name) instead of surfacing later in a check.
+  isCa(parsed);
+  hasKeyUsage(parsed, 0);
+  subjectKeyId(parsed);
+  return parsed;
 }
 
 /** True when `cert` carries a signature made by `signer`'s key. */

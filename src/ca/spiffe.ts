@@ -39,6 +39,7 @@ export class SpiffeId {
   /** Builds an ID from a trust domain and path segments, validating every part. */
   static fromSegments(trustDomain: string, ...segments: string[]): SpiffeId {
     validateTrustDomain(trustDomain);
+    if (segments.length === 0) throw new SpiffeIdError("a workload SPIFFE ID needs a path");
     for (const segment of segments) {
       if (!SEGMENT.test(segment) || segment === "." || segment === "..") {
         throw new SpiffeIdError(

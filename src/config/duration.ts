@@ -47,7 +47,11 @@ export function parseDuration(text: string, extraUnits: ExtraUnits = {}): number
     const match = /^(\d*)(?:\.(\d*))?([^\d.]+)/.exec(rest);
     if (!match || (match[1] === "" && (match[2] ?? "") === "")) throw invalid();
     const unit = match[3];
-    const scale = UNIT_MS[unit] ?? extraUnits[unit];
+    const scale = Object.hasOwn(UNIT_MS, unit)
+      ? UNIT_MS[unit]
+      : Object.hasOwn(extraUnits, unit)
+      ? extraUnits[unit]
+      : undefined;
     if (scale === undefined) {
       throw new DurationError(
         `invalid duration ${JSON.stringify(text)}: unknown unit ${JSON.stringify(unit)} ` +

@@ -15,7 +15,9 @@ const FILES = ["ca.crt", "issuer.crt", "issuer.key"];
 
 async function snapshot(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for await (const entry of Deno.readDir(dir)) out[entry.name] = await Deno.readTextFile(join(dir, entry.name));
+  for await (const entry of Deno.readDir(dir)) {
+    out[entry.name] = await Deno.readTextFile(join(dir, entry.name));
+  }
   return out;
 }
 
@@ -57,7 +59,9 @@ Deno.test("first boot creates a private bundle; a restart keeps the same CA", as
   const created = await snapshot(dir);
   assert.deepEqual(Object.keys(created).sort(), FILES.slice().sort());
   assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
-  for (const file of FILES) assert.equal((await Deno.stat(join(dir, file))).mode! & 0o777, 0o600, file);
+  for (const file of FILES) {
+    assert.equal((await Deno.stat(join(dir, file))).mode! & 0o777, 0o600, file);
+  }
   const issued1 = await signOnce(first.grpcPort, created["ca.crt"], parent);
   assert.equal(await first.stop(), 0);
   assert.match(first.logs(), /generating a new ecdsa-p256 root and issuer/);
@@ -68,14 +72,19 @@ Deno.test("first boot creates a private bundle; a restart keeps the same CA", as
     assert.match(second.logs(), /loaded trust bundle/);
     const issued2 = await signOnce(second.grpcPort, created["ca.crt"], parent);
     // Both leaves are signed by the same issuer (second PEM block).
-    assert.equal(issued1.split("-----END CERTIFICATE-----")[1], issued2.split("-----END CERTIFICATE-----")[1]);
+    assert.equal(
+      issued1.split("-----END CERTIFICATE-----")[1],
+      issued2.split("-----END CERTIFICATE-----")[1],
+    );
   } finally {
     assert.equal(await second.stop("SIGINT"), 0);
   }
 });
 
 Deno.test("--key-algorithm ed25519 generates an Ed25519 CA", async () => {
-  const sentry = await startSentry({ args: ["--key-algorithm", "ed25519", "--trust-domain", "cluster.local"] });
+  const sentry = await startSentry({
+    args: ["--key-algorithm", "ed25519", "--trust-domain", "cluster.local"],
+  });
   try {
     const text = await openssl(["x509", "-in", join(sentry.dir, "issuer.crt"), "-noout", "-text"]);
     assert.match(text, /Public Key Algorithm: ED25519/);
@@ -107,14 +116,51 @@ Deno.test("a partial bundle is refused, naming the missing file, and nothing is 
  */
 async function opensslBundle(dir: string, window?: { start: string; end: string }) {
   const path = (name: string) => join(dir, name);
-  await openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path("root.key")]);
   await openssl([
-    "req", "-x509", "-new", "-key", path("root.key"), "-subj", "/O=cluster.local", "-days", "30",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    "-out", path("ca.crt"),
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    path("root.key"),
   ]);
-  await openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path("issuer.key")]);
-  await openssl(["req", "-new", "-key", path("issuer.key"), "-subj", "/O=cluster.local", "-out", path("issuer.csr")]);
+  await openssl([
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    path("root.key"),
+    "-subj",
+    "/O=cluster.local",
+    "-days",
+    "30",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+    "-out",
+    path("ca.crt"),
+  ]);
+  await openssl([
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    path("issuer.key"),
+  ]);
+  await openssl([
+    "req",
+    "-new",
+    "-key",
+    path("issuer.key"),
+    "-subj",
+    "/O=cluster.local",
+    "-out",
+    path("issuer.csr"),
+  ]);
   await Deno.writeTextFile(path("index.txt"), "");
   await Deno.writeTextFile(
     path("ca.cnf"),
@@ -127,8 +173,20 @@ async function opensslBundle(dir: string, window?: { start: string; end: string 
   );
   const validity = window ? ["-startdate", window.start, "-enddate", window.end] : ["-days", "20"];
   await openssl([
-    "ca", "-batch", "-notext", "-config", path("ca.cnf"), "-cert", path("ca.crt"), "-keyfile", path("root.key"),
-    "-in", path("issuer.csr"), "-out", path("issuer.crt"), ...validity,
+    "ca",
+    "-batch",
+    "-notext",
+    "-config",
+    path("ca.cnf"),
+    "-cert",
+    path("ca.crt"),
+    "-keyfile",
+    path("root.key"),
+    "-in",
+    path("issuer.csr"),
+    "-out",
+    path("issuer.crt"),
+    ...validity,
   ]);
   for await (const entry of Deno.readDir(dir)) {
     if (!FILES.includes(entry.name)) await Deno.remove(path(entry.name));
@@ -143,7 +201,8 @@ Deno.test("a bundle made with openssl is used as is and never modified", async (
   const sentry = await startSentry({ dir, args: ["--trust-domain", "cluster.local"] });
   try {
     const chain = await signOnce(sentry.grpcPort, before["ca.crt"], await tempDir());
-    const issuerInChain = chain.split("-----END CERTIFICATE-----\n")[1] + "-----END CERTIFICATE-----\n";
+    const issuerInChain = chain.split("-----END CERTIFICATE-----\n")[1] +
+      "-----END CERTIFICATE-----\n";
     assert.equal(issuerInChain.trim(), before["issuer.crt"].trim());
   } finally {
     await sentry.stop();
@@ -157,7 +216,10 @@ Deno.test("inconsistent bundles are refused with the failed check named", async 
     await opensslBundle(dir);
     await Deno.writeTextFile(join(dir, "issuer.key"), await generateKey("ec-p256"));
     const before = await snapshot(dir);
-    assert.match(await refusedStart(dir), /issuer\.key does not match the certificate in .*issuer\.crt/);
+    assert.match(
+      await refusedStart(dir),
+      /issuer\.key does not match the certificate in .*issuer\.crt/,
+    );
     assert.deepEqual(await snapshot(dir), before);
   });
   await t.step("issuer from another root", async () => {
@@ -177,7 +239,10 @@ Deno.test("inconsistent bundles are refused with the failed check named", async 
   await t.step("expired issuer", async () => {
     const dir = await tempDir();
     await opensslBundle(dir, { start: "20200101000000Z", end: "20200201000000Z" });
-    assert.match(await refusedStart(dir), /issuer\.crt: certificate #1 has expired \(NotAfter 2020-02-01/);
+    assert.match(
+      await refusedStart(dir),
+      /issuer\.crt: certificate #1 has expired \(NotAfter 2020-02-01/,
+    );
   });
   await t.step("garbage in ca.crt", async () => {
     const dir = await tempDir();
@@ -196,7 +261,16 @@ Deno.test("bad flags exit 2 with a usage message; --help lists the flags", async
   assert.match(badInt.stderr, /invalid value "abc" for flag -port/);
   const help = await runSentry(["--help"]);
   assert.equal(help.code, 0);
-  for (const flag of ["issuer-credentials", "trust-domain", "store", "key-algorithm", "log-as-json", "healthz-port"]) {
+  for (
+    const flag of [
+      "issuer-credentials",
+      "trust-domain",
+      "store",
+      "key-algorithm",
+      "log-as-json",
+      "healthz-port",
+    ]
+  ) {
     assert.match(help.stdout, new RegExp(`--${flag}`));
   }
   const version = await runSentry(["--version"]);
@@ -216,14 +290,20 @@ Deno.test("a missing or invalid --config file stops start-up naming the file", a
   });
   await t.step("bad duration", async () => {
     const path = join(dir, "bad.yaml");
-    await Deno.writeTextFile(path, "kind: Configuration\nspec:\n  mtls:\n    workloadCertTTL: 1d\n");
+    await Deno.writeTextFile(
+      path,
+      "kind: Configuration\nspec:\n  mtls:\n    workloadCertTTL: 1d\n",
+    );
     const stderr = await refusedStart(join(dir, "certs"), ["-config", path]);
     assert.match(stderr, /bad\.yaml: spec\.mtls\.workloadCertTTL: invalid duration \\?"1d\\?"/);
   });
   await t.step("bad YAML", async () => {
     const path = join(dir, "broken.yaml");
     await Deno.writeTextFile(path, "spec: [unclosed\n");
-    assert.match(await refusedStart(join(dir, "certs"), ["--config", path]), /broken\.yaml: not valid YAML/);
+    assert.match(
+      await refusedStart(join(dir, "certs"), ["--config", path]),
+      /broken\.yaml: not valid YAML/,
+    );
   });
   // Nothing was generated by the refused start-ups.
   await assert.rejects(Deno.stat(join(dir, "certs")));
@@ -235,9 +315,11 @@ Deno.test("the Configuration from Dapr's guide sets the workload certificate TTL
   await Deno.writeTextFile(
     config,
     "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: default\nspec:\n" +
-      "  mtls:\n    enabled: true\n    workloadCertTTL: \"25s\"\n    allowedClockSkew: \"1m\"\n",
+      '  mtls:\n    enabled: true\n    workloadCertTTL: "25s"\n    allowedClockSkew: "1m"\n',
   );
-  const sentry = await startSentry({ args: ["--trust-domain", "cluster.local", `--config=${config}`] });
+  const sentry = await startSentry({
+    args: ["--trust-domain", "cluster.local", `--config=${config}`],
+  });
   try {
     const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
     const client = new SentryClient(sentry.grpcPort, anchors);
@@ -249,8 +331,14 @@ Deno.test("the Configuration from Dapr's guide sets the workload certificate TTL
     });
     client.close();
     const validUntil = Number(response.validUntil.seconds);
-    assert.ok(validUntil >= before + 24 && validUntil <= before + 27, `valid_until ${validUntil - before}s ahead`);
-    const dates = await openssl(["x509", "-noout", "-startdate"], response.workloadCertificate.toString());
+    assert.ok(
+      validUntil >= before + 24 && validUntil <= before + 27,
+      `valid_until ${validUntil - before}s ahead`,
+    );
+    const dates = await openssl(
+      ["x509", "-noout", "-startdate"],
+      response.workloadCertificate.toString(),
+    );
     const notBefore = Date.parse(dates.trim().replace("notBefore=", "")) / 1000;
     assert.ok(Math.abs(before - 60 - notBefore) <= 2, "NotBefore back-dated by the 1m skew");
   } finally {

@@ -1,7 +1,8 @@
 /**
  * Starts the real sentry program for end-to-end tests, on free loopback ports, and stops it.
- * By default it runs `deno run -A main.ts` from this checkout; set SENTRY_BIN to a binary
- * (for example dist/sentry) to run the same tests against that instead.
+ * By default it runs the Node bundle `node dist/sentry.cjs` (built by `deno task bundle`,
+ * which `deno task test` runs first); set SENTRY_BIN to a binary (for example dist/sentry)
+ * to run the same tests against that, or SENTRY_RUNTIME=deno to run main.ts on Deno.
  *
  * @module
  */
@@ -10,11 +11,22 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 
 const REPO = fromFileUrl(new URL("../../", import.meta.url));
 
-/** The command that starts sentry: SENTRY_BIN, or Deno running main.ts. */
+/** The command that starts sentry: SENTRY_BIN, Deno running main.ts, or the Node bundle. */
 export function sentryCommand(): string[] {
   const bin = Deno.env.get("SENTRY_BIN");
   if (bin) return [bin];
-  return [Deno.execPath(), "run", "--allow-all", `${REPO}main.ts`];
+  if (Deno.env.get("SENTRY_RUNTIME") === "deno") {
+    return [Deno.execPath(), "run", "--allow-all", `${REPO}main.ts`];
+  }
+  const bundle = `${REPO}dist/sentry.cjs`;
+  try {
+    Deno.statSync(bundle);
+  } catch {
+    throw new Error(
+      `${bundle} is missing: run 'deno task bundle' (deno task test does it for you)`,
+    );
+  }
+  return ["node", bundle];
 }
 
 /** A free TCP port on 127.0.0.1 (bound once, then released). */

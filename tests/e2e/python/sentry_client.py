@@ -20,6 +20,9 @@ Modes:
                (SAN, key usages, validity, public key match) and valid_until.
   error-cases  send a fixed list of requests (mostly bad ones) and report, for each case
                name, the gRPC status code name and details.
+  burst        on one warm connection, start --count calls at once; print the line
+               "first-done" as soon as one finishes (the test stops sentry then), and at the
+               end one JSON line with every call's status code name.
 """
 
 import argparse
@@ -464,6 +467,35 @@ def run_error_cases(args):
     return results
 
 
+def run_burst(args):
+    key = generate_key("ec-p256")
+    request = encode_sign_request(
+        id="burst",
+        trust_domain=args.trust_domain,
+        namespace="default",
+        csr=pem_block("CERTIFICATE REQUEST", make_csr_der(key)),
+        token_validator=INSECURE,
+    )
+    with open_channel(args.port, args.anchors) as channel:
+        stub = channel.unary_unary(
+            METHOD, request_serializer=lambda raw: raw, response_deserializer=decode_sign_response
+        )
+        stub(request, timeout=TIMEOUT_SECONDS)  # warm: the connection is open from here on
+        calls = [stub.future(request, timeout=TIMEOUT_SECONDS) for _ in range(args.count)]
+        announced = False
+        codes = []
+        for call in calls:
+            try:
+                response = call.result()
+                codes.append("OK" if b"BEGIN CERTIFICATE" in response["workload_certificate"] else "EMPTY")
+            except grpc.RpcError as error:
+                codes.append(error.code().name)
+            if not announced:
+                print("first-done", flush=True)
+                announced = True
+    return {"codes": codes}
+
+
 def main():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--port", type=int, required=True, help="sentry's gRPC port")
@@ -480,10 +512,13 @@ def main():
     sign.add_argument("--token-validator", type=int, default=INSECURE)
     sign.add_argument("--label", default="sign", help="file name tag for the written files")
     modes.add_parser("error-cases", parents=[common], help="send the list of bad requests")
+    burst = modes.add_parser("burst", parents=[common], help="many calls at once across a stop")
+    burst.add_argument("--count", type=int, default=50)
 
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
-    result = run_sign(args) if args.mode == "sign" else run_error_cases(args)
+    runners = {"sign": run_sign, "error-cases": run_error_cases, "burst": run_burst}
+    result = runners[args.mode](args)
     print(json.dumps(result, sort_keys=True))
 
 
