@@ -144,6 +144,9 @@ ${formatFlagHelp(SERVE_FLAGS)}
 `;
 }
 
+/** How long a stop waits for in-flight requests before closing their connections. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 function listenAddress(value: string): string {
   return value === "" ? "0.0.0.0" : value;
 }
@@ -269,12 +272,18 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
   );
 
   const signal = await waitForStopSignal(() => {
-    logger.warn("second stop signal: closing all connections now");
-    grpcServer.forceShutdown();
+    logger.warn("second stop signal: exiting now");
+    process.exit(1);
   });
   logger.info(`received ${signal}: finishing in-flight requests`);
   ready = false;
-  await grpcServer.shutdown();
+  if (!await grpcServer.shutdown(SHUTDOWN_GRACE_MS)) {
+    logger.warn(
+      `in-flight requests did not finish within ${
+        SHUTDOWN_GRACE_MS / 1000
+      }s: closed their connections`,
+    );
+  }
   await Promise.all(endpoints.map((endpoint) => endpoint.close()));
   logger.info("sentry stopped");
   return 0;

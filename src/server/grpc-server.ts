@@ -173,11 +173,23 @@ export class SentryGrpcServer {
     this.#unsubscribe = this.#options.state.onBundle(() => this.rotateServingCertificate());
   }
 
-  /** Stops taking new calls and waits for in-flight ones to finish. */
-  shutdown(): Promise<void> {
+  /**
+   * Stops taking new calls and waits up to `graceMs` for in-flight ones to finish, then closes
+   * what is left. Resolves to true when everything finished in time.
+   */
+  shutdown(graceMs: number): Promise<boolean> {
     clearTimeout(this.#renewTimer);
     this.#unsubscribe?.();
-    return new Promise((resolve) => this.#server.tryShutdown(() => resolve()));
+    return new Promise((resolve) => {
+      const deadline = setTimeout(() => {
+        this.forceShutdown();
+        resolve(false);
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(deadline);
+        resolve(true);
+      });
+    });
   }
 
   /** Closes every connection at once. */

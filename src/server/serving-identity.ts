@@ -16,7 +16,8 @@ export interface ServingIdentity {
   keyPem: string;
   /** Leaf followed by the issuer chain. */
   chainPem: string;
-  notBefore: Date;
+  /** When it was issued (NotBefore is earlier: it is back-dated by the clock skew). */
+  issuedAt: Date;
   notAfter: Date;
 }
 
@@ -52,14 +53,17 @@ export function issueServingIdentity(
   return {
     keyPem: privateKeyToPem(key),
     chainPem: issued.chainPem,
-    notBefore: issued.notBefore,
+    issuedAt: now,
     notAfter: issued.notAfter,
   };
 }
 
-/** When to renew: half-way through the certificate's life (as Dapr does). */
+/**
+ * When to renew: half-way between issuance and NotAfter (as Dapr does). The back-dated
+ * NotBefore is not used, so that a short TTL with a long skew does not renew constantly.
+ */
 export function renewalDelayMs(identity: ServingIdentity, now: Date): number {
-  const half = identity.notBefore.getTime() +
-    (identity.notAfter.getTime() - identity.notBefore.getTime()) / 2;
+  const half = identity.issuedAt.getTime() +
+    (identity.notAfter.getTime() - identity.issuedAt.getTime()) / 2;
   return Math.max(1000, half - now.getTime());
 }
