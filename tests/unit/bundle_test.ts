@@ -551,3 +551,30 @@ Deno.test({
     );
   },
 });
+
+Deno.test("a bundle shaped like `step certificate create --profile root-ca/intermediate-ca` is accepted", async () => {
+  // step's root-ca profile: CN subject, CA:TRUE with pathlen 1, KeyUsage certSign + cRLSign;
+  // its intermediate-ca profile: CN subject, CA:TRUE pathlen 0, the same KeyUsage, SKI/AKI.
+  const stepRoot = await makeRoot("/CN=cluster.local", 3650, [
+    "-addext",
+    "basicConstraints=critical,CA:TRUE,pathlen:1",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+  const stepIssuer = await makeSigned(
+    stepRoot,
+    "/CN=cluster.local",
+    365,
+    `[v3]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+`,
+  );
+  await assertUsable({
+    caCrt: stepRoot.cert,
+    issuerCrt: stepIssuer.cert,
+    issuerKey: stepIssuer.key,
+  });
+});
