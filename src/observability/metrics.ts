@@ -18,32 +18,27 @@ export type FailureReason =
 export class SentryMetrics {
   /** The registry to expose on /metrics. */
   readonly registry = new Registry();
-  readonly requestsReceived = new Counter({
-    name: "dapr_sentry_cert_sign_request_received_total",
-    help: "The number of CSRs received.",
-    registers: [this.registry],
-  });
-  readonly signSuccess = new Counter({
-    name: "dapr_sentry_cert_sign_success_total",
-    help: "The number of certificates issued successfully.",
-    registers: [this.registry],
-  });
-  readonly signFailure = new Counter({
-    name: "dapr_sentry_cert_sign_failure_total",
-    help: "The number of errors occurred when signing the CSR.",
-    labelNames: ["reason"],
-    registers: [this.registry],
-  });
-  readonly serverCertIssueFailed = new Counter({
-    name: "dapr_sentry_servercert_issue_failed_total",
-    help: "The number of server TLS certificate issuance failures.",
-    registers: [this.registry],
-  });
-  readonly issuerCertChanged = new Counter({
-    name: "dapr_sentry_issuercert_changed_total",
-    help: "The number of issuer cert updates, when issuer cert or key is changed.",
-    registers: [this.registry],
-  });
+  readonly requestsReceived = this.#counter(
+    "dapr_sentry_cert_sign_request_received_total",
+    "The number of CSRs received.",
+  );
+  readonly signSuccess = this.#counter(
+    "dapr_sentry_cert_sign_success_total",
+    "The number of certificates issued successfully.",
+  );
+  readonly signFailure = this.#counter(
+    "dapr_sentry_cert_sign_failure_total",
+    "The number of errors occurred when signing the CSR.",
+    ["reason"],
+  );
+  readonly serverCertIssueFailed = this.#counter(
+    "dapr_sentry_servercert_issue_failed_total",
+    "The number of server TLS certificate issuance failures.",
+  );
+  readonly issuerCertChanged = this.#counter(
+    "dapr_sentry_issuercert_changed_total",
+    "The number of issuer cert updates, when issuer cert or key is changed.",
+  );
   readonly issuerCertExpiry = new Gauge({
     name: "dapr_sentry_issuercert_expiry_timestamp",
     help: "The unix timestamp, in seconds, when issuer/root cert will expire.",
@@ -54,6 +49,10 @@ export class SentryMetrics {
     help: "The unix timestamp, in seconds, when the earliest trust anchor will expire.",
     registers: [this.registry],
   });
+
+  #counter(name: string, help: string, labelNames: string[] = []): Counter {
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
 
   /** Records a failed request. */
   failure(reason: FailureReason): void {
