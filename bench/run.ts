@@ -1,77 +1,73 @@
 /**
  * Benchmarks (not tests): prints numbers, asserts nothing.
- *   1. In-process signing core: decode + verify a CSR, build and sign a workload certificate.
- *   2. End-to-end SignCertificate over TLS against a real sentry process, with 1 and 32
- *      concurrent callers: certificates/s, p50 and p99 latency, errors.
- * Usage: deno task bench [--seconds N]   (SENTRY_BIN=dist/sentry benchmarks a binary)
+ *   1. In-process signing core (bench/signer.ts) on Node (the release runtime) and on Deno:
+ *      decode + verify an ECDSA P-256 CSR, build and sign a workload certificate, one core.
+ *   2. End-to-end SignCertificate over TLS against a real sentry process (the Node bundle, or
+ *      SENTRY_BIN), with 1 and 32 concurrent callers: certificates/s, p50 and p99, errors.
+ * Usage: deno task bench [--seconds N]
  */
 import { join } from "node:path";
-import { generateBundle, validateBundle } from "../src/ca/bundle.ts";
-import { decodeCsr } from "../src/ca/csr.ts";
-import { issueWorkloadCertificate } from "../src/ca/signer.ts";
-import { SpiffeId } from "../src/ca/spiffe.ts";
+import { fileURLToPath } from "node:url";
 import { SentryClient } from "../tests/helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../tests/helpers/openssl.ts";
 import { sentryCommand, startSentry, tempDir } from "../tests/helpers/sentry_process.ts";
 
 const secondsFlag = Deno.args.indexOf("--seconds");
 const SECONDS = secondsFlag >= 0 ? Number(Deno.args[secondsFlag + 1]) : 5;
+const HERE = fileURLToPath(new URL(".", import.meta.url));
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-function benchInProcess(csrPem: string): void {
-  const now = new Date();
-  const bundle = validateBundle(
-    generateBundle({
-      trustDomain: "cluster.local",
-      namespace: "default",
-      algorithm: "ecdsa-p256",
-      now,
-      ttlMs: 365 * 86_400_000,
-      skewMs: 900_000,
-    }),
-    now,
-  );
-  const id = SpiffeId.forWorkload("public", "default", "bench");
-  const csr = new TextEncoder().encode(csrPem);
-  let count = 0;
-  const start = performance.now();
-  const end = start + SECONDS * 1000;
-  while (performance.now() < end) {
-    for (let i = 0; i < 50; i++) {
-      const { subjectPublicKeyInfo } = decodeCsr(csr);
-      issueWorkloadCertificate(bundle, id, subjectPublicKeyInfo, {
-        ttlMs: 86_400_000,
-        skewMs: 900_000,
-      }, new Date());
-    }
-    count += 50;
+async function run(program: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command(program, { args, stderr: "inherit" }).output();
+  if (!output.success) throw new Error(`${program} ${args.join(" ")} failed`);
+  return new TextDecoder().decode(output.stdout).trim();
+}
+
+async function benchInProcess(csrFile: string, work: string): Promise<void> {
+  const bundle = join(work, "bench-signer.cjs");
+  await run(Deno.execPath(), [
+    "bundle",
+    "--quiet",
+    "--platform",
+    "node",
+    "--format",
+    "cjs",
+    "-o",
+    bundle,
+    join(HERE, "signer.ts"),
+  ]);
+  const runs = [
+    ["node", [bundle, csrFile, String(SECONDS)]],
+    [Deno.execPath(), ["run", "--allow-all", join(HERE, "signer.ts"), csrFile, String(SECONDS)]],
+  ] as const;
+  for (const [program, args] of runs) {
+    const result = JSON.parse(await run(program, [...args]));
+    console.log(
+      `in-process signer on ${result.runtime} (one core, ECDSA P-256 CSR and issuer): ` +
+        `${result.certificatesPerSecond} certificates/s (${result.count} in ${result.seconds} s)`,
+    );
   }
-  const elapsed = (performance.now() - start) / 1000;
-  console.log(
-    `in-process signer (deno ${Deno.version.deno}, one core, ECDSA P-256 CSR + issuer): ` +
-      `${(count / elapsed).toFixed(0)} certificates/s (${count} in ${elapsed.toFixed(1)} s)`,
-  );
 }
 
 async function benchEndToEnd(csrPem: string, work: string): Promise<void> {
   const sentry = await startSentry({ dir: join(work, "certs") });
   const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
-  const runtime = (await new Deno.Command(sentryCommand()[0], {
-    args: [...sentryCommand().slice(1), "--version"],
-  }).output()).stdout;
-  console.log(`end-to-end against: ${new TextDecoder().decode(runtime).trim()}`);
+  const [program, ...prefix] = sentryCommand();
+  console.log(
+    `end-to-end SignCertificate over TLS against ${await run(program, [...prefix, "--version"])}:`,
+  );
   try {
     for (const callers of [1, 32]) {
       const client = new SentryClient(sentry.grpcPort, anchors);
       await client.sign({ id: "warm", namespace: "default", certificateSigningRequest: csrPem });
       const latencies: number[] = [];
       let errors = 0;
-      const end = performance.now() + SECONDS * 1000;
       const start = performance.now();
+      const end = start + SECONDS * 1000;
       await Promise.all(Array.from({ length: callers }, async (_, worker) => {
         while (performance.now() < end) {
           const t0 = performance.now();
@@ -107,6 +103,8 @@ async function benchEndToEnd(csrPem: string, work: string): Promise<void> {
 
 const work = await tempDir("sentry-bench-");
 const csrPem = await makeCsr(work, await generateKey("ec-p256"));
-benchInProcess(csrPem);
+const csrFile = join(work, "bench.csr");
+await Deno.writeTextFile(csrFile, csrPem);
+await benchInProcess(csrFile, work);
 await benchEndToEnd(csrPem, work);
 await Deno.remove(work, { recursive: true });
