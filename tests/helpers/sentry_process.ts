@@ -29,6 +29,19 @@ export function sentryCommand(): string[] {
   return ["node", bundle];
 }
 
+/**
+ * Where and with which environment sentry runs. A binary under test (SENTRY_BIN) runs from
+ * an empty directory with HOME pointing to another empty one, which proves it needs nothing
+ * from the source tree or the user's files.
+ */
+function isolation(env: Record<string, string> | undefined, cwd?: string) {
+  if (!Deno.env.get("SENTRY_BIN")) return { env, cwd };
+  return {
+    env: { HOME: Deno.makeTempDirSync({ prefix: "sentry-home-" }), ...env },
+    cwd: cwd ?? Deno.makeTempDirSync({ prefix: "sentry-cwd-" }),
+  };
+}
+
 /** A free TCP port on 127.0.0.1 (bound once, then released). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -62,8 +75,7 @@ export async function runSentry(
   const [program, ...prefix] = sentryCommand();
   const child = new Deno.Command(program, {
     args: [...prefix, ...args],
-    env: options.env,
-    cwd: options.cwd,
+    ...isolation(options.env, options.cwd),
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -127,7 +139,7 @@ export async function startSentry(options: StartOptions = {}): Promise<RunningSe
       `--metrics-port=${metricsPort}`,
       ...(options.args ?? []),
     ],
-    env: options.env,
+    ...isolation(options.env),
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

@@ -1,0 +1,80 @@
+/**
+ * Builds the release binary `dist/sentry`: a Node.js single executable application.
+ * Steps: bundle main.ts into one CommonJS file, turn it into a SEA blob with
+ * `node --experimental-sea-config`, inject the blob into a copy of this machine's `node`
+ * binary with postject, and write `dist/sentry.sha256`. Works offline apart from fetching
+ * postject from the npm registry on first use.
+ */
+import { createHash } from "node:crypto";
+import { chmod, copyFile, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const DIST = join(ROOT, "dist");
+const BUNDLE = join(DIST, "sentry.cjs");
+const BLOB = join(DIST, "sentry.blob");
+const SEA_CONFIG = join(DIST, "sea-config.json");
+const BINARY = join(DIST, "sentry");
+/** The fuse Node's SEA documentation names; postject flips it to enable the blob. */
+const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+
+async function step(description: string, program: string, args: string[]): Promise<void> {
+  const output = await new Deno.Command(program, {
+    args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  if (!output.success) {
+    const text = new TextDecoder().decode(output.stderr) + new TextDecoder().decode(output.stdout);
+    throw new Error(`${description} failed (${program} ${args.join(" ")}):\n${text}`);
+  }
+}
+
+async function nodeBinary(): Promise<string> {
+  const output = await new Deno.Command("node", {
+    args: ["-p", "process.execPath"],
+    stdout: "piped",
+  }).output();
+  if (!output.success) throw new Error("node was not found on PATH: the binary is built from it");
+  return new TextDecoder().decode(output.stdout).trim();
+}
+
+await step("bundling main.ts", Deno.execPath(), [
+  "bundle",
+  "--quiet",
+  "--platform",
+  "node",
+  "--format",
+  "cjs",
+  "-o",
+  BUNDLE,
+  "main.ts",
+]);
+await writeFile(
+  SEA_CONFIG,
+  JSON.stringify({ main: BUNDLE, output: BLOB, disableExperimentalSEAWarning: true }, null, 2),
+);
+await step("preparing the SEA blob", "node", ["--experimental-sea-config", SEA_CONFIG]);
+const node = await nodeBinary();
+await rm(BINARY, { force: true });
+await copyFile(node, BINARY);
+await chmod(BINARY, 0o755);
+await step("injecting the blob with postject", "npx", [
+  "-y",
+  "postject@1.0.0-alpha.6",
+  BINARY,
+  "NODE_SEA_BLOB",
+  BLOB,
+  "--sentinel-fuse",
+  SEA_FUSE,
+]);
+await rm(BLOB, { force: true });
+await rm(SEA_CONFIG, { force: true });
+
+const digest = createHash("sha256").update(await readFile(BINARY)).digest("hex");
+await writeFile(`${BINARY}.sha256`, `${digest}  sentry\n`);
+const size = (await stat(BINARY)).size;
+console.log(`built ${BINARY} (${(size / 1048576).toFixed(1)} MiB, from ${node}), sha256 ${digest}`);
