@@ -104,6 +104,8 @@ export interface RunningSentry {
   stop(signal?: Deno.Signal): Promise<number>;
   /** The process (for status checks). */
   child: Deno.ChildProcess;
+  /** Milliseconds from spawning the command to the first /healthz 200. */
+  startupMs: number;
 }
 
 /** Options for {@link startSentry}. */
@@ -115,6 +117,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** How long to wait for /healthz (default 30 s). */
   readyTimeoutMs?: number;
+  /** The command to run instead of {@link sentryCommand} (benchmarks compare several). */
+  command?: string[];
 }
 
 /** Starts sentry on free ports and waits until /healthz answers 200. */
@@ -125,7 +129,8 @@ export async function startSentry(options: StartOptions = {}): Promise<RunningSe
     await freePort(),
     await freePort(),
   ];
-  const [program, ...prefix] = sentryCommand();
+  const [program, ...prefix] = options.command ?? sentryCommand();
+  const spawnedAt = performance.now();
   const child = new Deno.Command(program, {
     args: [
       ...prefix,
@@ -172,8 +177,9 @@ export async function startSentry(options: StartOptions = {}): Promise<RunningSe
       await collecting;
       throw new Error(`sentry did not become healthy in time:\n${logs}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
+  const startupMs = performance.now() - spawnedAt;
 
   return {
     grpcPort,
@@ -181,6 +187,7 @@ export async function startSentry(options: StartOptions = {}): Promise<RunningSe
     metricsPort,
     dir,
     child,
+    startupMs,
     logs: () => logs,
     async stop(signal: Deno.Signal = "SIGTERM") {
       if (!exited) {
