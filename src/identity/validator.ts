@@ -42,6 +42,8 @@ export interface TokenValidator {
   readonly wire: number;
   /** Checks `request` and returns the identity to certify, or throws ValidationError. */
   validate(request: SignRequest): Promise<ValidatedIdentity>;
+  /** Releases watchers and timers when the validator is replaced (configuration reload). */
+  close?(): void;
 }
 
 const TRUST_DOMAIN_CHARS = /^[a-z0-9._-]*$/;
