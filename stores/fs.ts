@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import type { BundlePem } from "../src/ca/bundle.ts";
+import { watchFiles } from "../src/config/file-watcher.ts";
 import { type CredentialStore, StoreError } from "./store.ts";
 
 /** Where the three files are. */
@@ -133,5 +134,10 @@ export class FsCredentialStore implements CredentialStore {
       }
     }
     return bundle;
+  }
+
+  /** Watches the directories of the three files (edits, renames, symlink swaps). */
+  watch(onChange: () => void): { close(): void } {
+    return watchFiles(PARTS.map((part) => this.paths[part]), onChange);
   }
 }

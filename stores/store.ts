@@ -28,6 +28,11 @@ export interface CredentialStore {
    * there first, returns what that writer stored instead.
    */
   create(bundle: BundlePem): Promise<BundlePem>;
+  /**
+   * Calls `onChange` when the stored bundle may have changed (debounced; spurious calls are
+   * allowed: the caller re-loads and compares). Returns a handle that stops watching.
+   */
+  watch(onChange: () => void): { close(): void };
 }
 
 /** Store kinds selectable with `--store`. */

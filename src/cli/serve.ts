@@ -8,22 +8,9 @@
 import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
-import {
-  DEFAULT_SETTINGS,
-  loadConfigurationFile,
-  type MtlsSettings,
-} from "../config/configuration.ts";
-import { selectStandaloneValidators } from "../identity/select.ts";
+import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
 import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
-import { SentryMetrics } from "../observability/metrics.ts";
-import { CaState } from "../server/ca-state.ts";
-import { loadOrCreateBundle } from "../server/credentials.ts";
-import { SentryGrpcServer } from "../server/grpc-server.ts";
-import {
-  type HttpEndpoint,
-  startHealthServer,
-  startMetricsServer,
-} from "../server/http-endpoints.ts";
+import { SentryServer } from "../server/sentry-server.ts";
 import { runtimeDescription, VERSION } from "../version.ts";
 import { FsCredentialStore } from "../../stores/fs.ts";
 import { STORE_KINDS } from "../../stores/store.ts";
@@ -184,12 +171,9 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     version: VERSION,
     sink: (line) => io.stderr(line + "\n"),
   });
-  const namespace = io.env.NAMESPACE || "default";
   const trustDomain = flags["trust-domain"] as string;
 
-  let settings: MtlsSettings = DEFAULT_SETTINGS;
-  let state: CaState;
-  const metrics = new SentryMetrics();
+  let server: SentryServer;
   try {
     if (flags.mode !== "standalone") {
       throw new UsageError(`--mode ${flags.mode} is not available in this version of sentry yet`);
@@ -198,93 +182,62 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       throw new UsageError(`--store ${flags.store} is not available in this version of sentry yet`);
     }
     validateTrustDomain(trustDomain);
-    if (parsed.given.has("config")) {
-      settings = await loadConfigurationFile(flags.config as string, io.env);
-      logger.info(`loaded configuration from ${flags.config}`);
-    }
-    const validators = selectStandaloneValidators(settings);
-    const store = new FsCredentialStore({
-      directory: flags["issuer-credentials"] as string,
-      caFilename: flags["issuer-ca-filename"] as string,
-      issuerCertFilename: flags["issuer-certificate-filename"] as string,
-      issuerKeyFilename: flags["issuer-key-filename"] as string,
-    });
-    const bundle = await loadOrCreateBundle(
-      store,
-      {
-        trustDomain,
-        namespace,
-        algorithm: flags["key-algorithm"] as CaKeyAlgorithm,
-        ttlMs: 365 * 24 * 3_600_000,
-        skewMs: settings.allowedClockSkewMs,
+    server = await SentryServer.start({
+      trustDomain,
+      namespace: io.env.NAMESPACE || "default",
+      store: new FsCredentialStore({
+        directory: flags["issuer-credentials"] as string,
+        caFilename: flags["issuer-ca-filename"] as string,
+        issuerCertFilename: flags["issuer-certificate-filename"] as string,
+        issuerKeyFilename: flags["issuer-key-filename"] as string,
+      }),
+      settingsSource: parsed.given.has("config")
+        ? new FileSettingsSource(flags.config as string, io.env)
+        : new DefaultSettingsSource(),
+      keyAlgorithm: flags["key-algorithm"] as CaKeyAlgorithm,
+      grpc: {
+        address: listenAddress(flags["listen-address"] as string),
+        port: flags.port as number,
       },
-      io.now,
+      health: {
+        address: listenAddress(flags["healthz-listen-address"] as string),
+        port: flags["healthz-port"] as number,
+      },
+      metrics: flags["enable-metrics"]
+        ? {
+          address: listenAddress(flags["metrics-listen-address"] as string),
+          port: flags["metrics-port"] as number,
+        }
+        : undefined,
       logger,
-    );
-    state = new CaState(bundle, settings, validators);
-    metrics.setBundleExpiry(bundle.issuerNotAfter, bundle.rootNotAfter);
+      now: io.now,
+    });
   } catch (error) {
     logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
     return error instanceof UsageError ? 2 : 1;
   }
-
-  let ready = false;
-  const endpoints: HttpEndpoint[] = [];
-  const grpcServer = new SentryGrpcServer({
-    listenAddress: listenAddress(flags["listen-address"] as string),
-    port: flags.port as number,
-    trustDomain,
-    namespace,
-    state,
-    metrics,
-    logger,
-    now: io.now,
-  });
-  try {
-    endpoints.push(
-      await startHealthServer(
-        listenAddress(flags["healthz-listen-address"] as string),
-        flags["healthz-port"] as number,
-        () => ready,
-      ),
-    );
-    if (flags["enable-metrics"]) {
-      endpoints.push(
-        await startMetricsServer(
-          listenAddress(flags["metrics-listen-address"] as string),
-          flags["metrics-port"] as number,
-          metrics.registry,
-        ),
-      );
-    }
-    await grpcServer.start();
-  } catch (error) {
-    logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
-    grpcServer.forceShutdown();
-    await Promise.all(endpoints.map((endpoint) => endpoint.close()));
-    return 1;
-  }
-  ready = true;
+  const ports = server.ports;
   logger.info(
-    `sentry ${VERSION} (${runtimeDescription()}) serving the CA on port ${grpcServer.port}, ` +
-      `trust domain ${trustDomain}, health on port ${endpoints[0].port}` +
-      (endpoints[1] ? `, metrics on port ${endpoints[1].port}` : ""),
+    `sentry ${VERSION} (${runtimeDescription()}) serving the CA on port ${ports.grpc}, ` +
+      `trust domain ${trustDomain}, health on port ${ports.health}` +
+      (ports.metrics ? `, metrics on port ${ports.metrics}` : ""),
   );
 
+  const onHangup = () => void server.reload();
+  process.on("SIGHUP", onHangup);
   const signal = await waitForStopSignal(() => {
     logger.warn("second stop signal: exiting now");
     process.exit(1);
   });
+  process.off("SIGHUP", onHangup);
   logger.info(`received ${signal}: finishing in-flight requests`);
-  ready = false;
-  if (!await grpcServer.shutdown(SHUTDOWN_GRACE_MS)) {
+  if (!await server.stop(SHUTDOWN_GRACE_MS)) {
     logger.warn(
       `in-flight requests did not finish within ${
         SHUTDOWN_GRACE_MS / 1000
       }s: closed their connections`,
     );
   }
-  await Promise.all(endpoints.map((endpoint) => endpoint.close()));
   logger.info("sentry stopped");
   return 0;
 }

@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { parseDuration } from "./duration.ts";
 
@@ -163,20 +162,4 @@ export function parseConfiguration(
     tokenValidators: tokenValidatorsField(mtls, source),
     ...(controlPlaneTrustDomain ? { controlPlaneTrustDomain } : {}),
   });
-}
-
-/** Reads and parses a Configuration file; a missing or unreadable file is a ConfigurationError. */
-export async function loadConfigurationFile(
-  path: string,
-  env: Record<string, string | undefined>,
-): Promise<MtlsSettings> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
-    throw new ConfigurationError(`configuration file ${path}: ${reason}`);
-  }
-  return parseConfiguration(text, `configuration file ${path}`, env);
 }

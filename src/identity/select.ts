@@ -10,16 +10,31 @@ import type { ValidatorSet } from "../server/ca-state.ts";
 import { InsecureValidator } from "./insecure.ts";
 import { type TokenValidator, WireValidator } from "./validator.ts";
 
-/** A configured validator that this build cannot run yet. */
+/** A configured validator that cannot be used. */
 export class ValidatorConfigError extends Error {
   override name = "ValidatorConfigError";
 }
 
-/** Builds the validator set for self-hosted (standalone) mode. */
-export function selectStandaloneValidators(settings: MtlsSettings): ValidatorSet {
+/** Facts about sentry that validators need (audiences name sentry's own SPIFFE ID). */
+export interface ValidatorContext {
+  sentryTrustDomain: string;
+  sentryNamespace: string;
+}
+
+/**
+ * Builds the validator set for self-hosted (standalone) mode. Validators that hold resources
+ * (watchers, timers) are closed again if a later one fails.
+ */
+export function selectStandaloneValidators(
+  settings: MtlsSettings,
+  _context: ValidatorContext,
+): Promise<ValidatorSet> {
   if (settings.tokenValidators.length === 0) {
     const insecure = new InsecureValidator();
-    return { defaultWire: WireValidator.INSECURE, enabled: new Map([[insecure.wire, insecure]]) };
+    return Promise.resolve({
+      defaultWire: WireValidator.INSECURE,
+      enabled: new Map([[insecure.wire, insecure]]),
+    });
   }
   const enabled = new Map<number, TokenValidator>();
   for (const config of settings.tokenValidators) {
@@ -27,12 +42,15 @@ export function selectStandaloneValidators(settings: MtlsSettings): ValidatorSet
       const insecure = new InsecureValidator();
       enabled.set(insecure.wire, insecure);
     } else {
-      throw new ValidatorConfigError(
-        `token validator ${
-          JSON.stringify(config.name)
-        } is not available in this version of sentry yet`,
+      for (const validator of enabled.values()) validator.close?.();
+      return Promise.reject(
+        new ValidatorConfigError(
+          `token validator ${
+            JSON.stringify(config.name)
+          } is not available in this version of sentry yet`,
+        ),
       );
     }
   }
-  return { defaultWire: WireValidator.UNKNOWN, enabled };
+  return Promise.resolve({ defaultWire: WireValidator.UNKNOWN, enabled });
 }

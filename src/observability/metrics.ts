@@ -39,6 +39,14 @@ export class SentryMetrics {
     "dapr_sentry_issuercert_changed_total",
     "The number of issuer cert updates, when issuer cert or key is changed.",
   );
+  readonly configReloads = this.#counter(
+    "dapr_sentry_config_reload_total",
+    "The number of mTLS configuration changes applied without a restart.",
+  );
+  readonly configReloadFailures = this.#counter(
+    "dapr_sentry_config_reload_failed_total",
+    "The number of mTLS configuration changes rejected (the previous settings stayed in force).",
+  );
   readonly issuerCertExpiry = new Gauge({
     name: "dapr_sentry_issuercert_expiry_timestamp",
     help: "The unix timestamp, in seconds, when issuer/root cert will expire.",

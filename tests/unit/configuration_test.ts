@@ -8,9 +8,9 @@ import {
   ConfigurationError,
   DEFAULT_SETTINGS,
   expandEnv,
-  loadConfigurationFile,
   parseConfiguration,
 } from "../../src/config/configuration.ts";
+import { FileSettingsSource } from "../../src/config/settings-source.ts";
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
@@ -287,17 +287,17 @@ Deno.test({
   },
 });
 
-Deno.test("loadConfigurationFile reads a file and expands the given environment", async () => {
+Deno.test("a FileSettingsSource reads a file and expands the given environment", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sentry-config-test-" });
   try {
     const path = join(dir, "config.yaml");
     await Deno.writeTextFile(path, withMtls(`workloadCertTTL: $TTL\nallowedClockSkew: 1m`));
-    const settings = await loadConfigurationFile(path, { TTL: "25s" });
+    const settings = await new FileSettingsSource(path, { TTL: "25s" }).load();
     assert.equal(settings.workloadCertTtlMs, 25_000);
     assert.equal(settings.allowedClockSkewMs, MINUTE);
 
     await Deno.writeTextFile(path, withMtls(`workloadCertTTL: 7x`));
-    await assert.rejects(loadConfigurationFile(path, {}), (error: Error) => {
+    await assert.rejects(new FileSettingsSource(path, {}).load(), (error: Error) => {
       assert.ok(error instanceof ConfigurationError);
       assert.ok(error.message.includes(path), error.message);
       assert.match(error.message, /spec\.mtls\.workloadCertTTL/);
@@ -308,11 +308,11 @@ Deno.test("loadConfigurationFile reads a file and expands the given environment"
   }
 });
 
-Deno.test("loadConfigurationFile on a missing file says file not found, with the path", async () => {
+Deno.test("a FileSettingsSource on a missing file says file not found, with the path", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sentry-config-test-" });
   try {
     const path = join(dir, "does-not-exist.yaml");
-    await assert.rejects(loadConfigurationFile(path, {}), (error: Error) => {
+    await assert.rejects(new FileSettingsSource(path, {}).load(), (error: Error) => {
       assert.ok(error instanceof ConfigurationError);
       assert.ok(error.message.includes(path), error.message);
       assert.match(error.message, /file not found/);

@@ -1,0 +1,92 @@
+/**
+ * Hot reload of the trust bundle: when the store reports a change, load and validate the new
+ * bundle and swap it in atomically (requests already running finish with the old one). A
+ * partial, invalid or vanished bundle is logged and ignored: the last good one keeps serving,
+ * and the next change is tried again. Nothing is ever written back to the store.
+ *
+ * @module
+ */
+import { type BundlePem, type TrustBundle, validateBundle } from "../ca/bundle.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { SentryMetrics } from "../observability/metrics.ts";
+import type { CredentialStore } from "../../stores/store.ts";
+import type { CaState } from "./ca-state.ts";
+
+function samePem(a: BundlePem, b: BundlePem): boolean {
+  return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey;
+}
+
+/** Watches a store and swaps valid new bundles into the CA state. */
+export class CredentialReloader {
+  #watch?: { close(): void };
+  #running: Promise<void> = Promise.resolve();
+  #lastProblem?: string;
+
+  /** Nothing happens until {@link start}. */
+  constructor(
+    readonly store: CredentialStore,
+    readonly state: CaState,
+    readonly metrics: SentryMetrics,
+    readonly logger: Logger,
+    readonly now: () => Date,
+  ) {}
+
+  /** Starts watching the store. */
+  start(): void {
+    this.#watch = this.store.watch(() => void this.reload());
+  }
+
+  /** Loads the store now and swaps the bundle in if it is new and valid; runs one at a time. */
+  reload(): Promise<void> {
+    this.#running = this.#running.then(() => this.#reloadOnce());
+    return this.#running;
+  }
+
+  async #reloadOnce(): Promise<void> {
+    let candidate: TrustBundle;
+    try {
+      const stored = await this.store.load();
+      if (!stored) {
+        this.#problem(`the trust bundle disappeared from ${this.store.description}`);
+        return;
+      }
+      if (samePem(stored, this.state.bundle.pem)) {
+        this.#lastProblem = undefined;
+        return;
+      }
+      candidate = validateBundle(stored, this.now(), this.store.names);
+    } catch (error) {
+      this.#problem(
+        `the changed trust bundle in ${this.store.description} is not usable: ${
+          (error as Error).message
+        }`,
+      );
+      return;
+    }
+    this.#lastProblem = undefined;
+    const previous = this.state.bundle;
+    this.state.setBundle(candidate);
+    this.metrics.issuerCertChanged.inc();
+    this.metrics.setBundleExpiry(candidate.issuerNotAfter, candidate.rootNotAfter);
+    const rootChanged = previous.anchorsPem !== candidate.anchorsPem;
+    this.logger.info(
+      `trust bundle reloaded from ${this.store.description}` +
+        (rootChanged
+          ? ": the trust anchors changed, sidecars need the new ca.crt"
+          : ": issuer rotated"),
+      { issuer_expiry: candidate.issuerNotAfter.toISOString() },
+    );
+  }
+
+  /** Logs a problem once until it changes (half-written bundles produce several events). */
+  #problem(message: string): void {
+    if (message === this.#lastProblem) return;
+    this.#lastProblem = message;
+    this.logger.warn(`${message}; still serving with the current bundle`);
+  }
+
+  /** Stops watching. */
+  close(): void {
+    this.#watch?.close();
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * One running sentry: wires the settings source, the credential store, the CA state, the gRPC
+ * server, the health and metrics endpoints, and the reloaders that keep settings and
+ * credentials current without a restart. The command line (src/cli/serve.ts) only turns flags
+ * into {@link SentryServerOptions}.
+ *
+ * @module
+ */
+import type { CaKeyAlgorithm } from "../ca/keys.ts";
+import type { MtlsSettings } from "../config/configuration.ts";
+import type { SettingsSource } from "../config/settings-source.ts";
+import { selectStandaloneValidators, type ValidatorContext } from "../identity/select.ts";
+import type { Logger } from "../observability/logger.ts";
+import { SentryMetrics } from "../observability/metrics.ts";
+import type { CredentialStore } from "../../stores/store.ts";
+import { CaState, type ValidatorSet } from "./ca-state.ts";
+import { CredentialReloader } from "./credential-reloader.ts";
+import { loadOrCreateBundle } from "./credentials.ts";
+import { ExpiryMonitor } from "./expiry-monitor.ts";
+import { SentryGrpcServer } from "./grpc-server.ts";
+import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
+
+/** An address and port to listen on. */
+export interface Listen {
+  address: string;
+  port: number;
+}
+
+/** Everything a sentry server needs. */
+export interface SentryServerOptions {
+  trustDomain: string;
+  namespace: string;
+  store: CredentialStore;
+  settingsSource: SettingsSource;
+  /** Key algorithm of a generated root and issuer. */
+  keyAlgorithm: CaKeyAlgorithm;
+  grpc: Listen;
+  health: Listen;
+  /** Omitted when metrics are disabled. */
+  metrics?: Listen;
+  logger: Logger;
+  now: () => Date;
+}
+
+const YEAR_MS = 365 * 86_400_000;
+
+function describeSettings(settings: MtlsSettings): string {
+  const validators = settings.tokenValidators.map((v) => v.name).join(", ") || "insecure (default)";
+  return `workloadCertTTL=${settings.workloadCertTtlMs / 1000}s, ` +
+    `allowedClockSkew=${settings.allowedClockSkewMs / 1000}s, token validators: ${validators}`;
+}
+
+function closeValidators(set: ValidatorSet): void {
+  for (const validator of set.enabled.values()) validator.close?.();
+}
+
+/** A started server; {@link stop} it once. */
+export class SentryServer {
+  readonly metrics: SentryMetrics;
+  readonly state: CaState;
+  readonly #options: SentryServerOptions;
+  readonly #grpc: SentryGrpcServer;
+  readonly #endpoints: HttpEndpoint[];
+  readonly #credentials: CredentialReloader;
+  readonly #expiry: ExpiryMonitor;
+  #serving = false;
+
+  private constructor(
+    options: SentryServerOptions,
+    metrics: SentryMetrics,
+    state: CaState,
+    grpc: SentryGrpcServer,
+    endpoints: HttpEndpoint[],
+  ) {
+    this.#options = options;
+    this.metrics = metrics;
+    this.state = state;
+    this.#grpc = grpc;
+    this.#endpoints = endpoints;
+    this.#credentials = new CredentialReloader(
+      options.store,
+      state,
+      metrics,
+      options.logger,
+      options.now,
+    );
+    this.#expiry = new ExpiryMonitor(state, options.logger, options.now);
+  }
+
+  /**
+   * Loads settings and credentials (generating a CA into an empty store), starts every
+   * listener and the reloaders. Throws with the reason when anything cannot start; nothing
+   * is left listening then.
+   */
+  static async start(options: SentryServerOptions): Promise<SentryServer> {
+    const { logger, now } = options;
+    const context: ValidatorContext = {
+      sentryTrustDomain: options.trustDomain,
+      sentryNamespace: options.namespace,
+    };
+    const settings = await options.settingsSource.load();
+    logger.info(
+      `settings from ${options.settingsSource.description}: ${describeSettings(settings)}`,
+    );
+    const validators = await selectStandaloneValidators(settings, context);
+    const metrics = new SentryMetrics();
+    let state: CaState;
+    try {
+      const bundle = await loadOrCreateBundle(
+        options.store,
+        {
+          trustDomain: options.trustDomain,
+          namespace: options.namespace,
+          algorithm: options.keyAlgorithm,
+          ttlMs: YEAR_MS,
+          skewMs: settings.allowedClockSkewMs,
+        },
+        now,
+        logger,
+      );
+      state = new CaState(bundle, settings, validators);
+    } catch (error) {
+      closeValidators(validators);
+      throw error;
+    }
+    metrics.setBundleExpiry(state.bundle.issuerNotAfter, state.bundle.rootNotAfter);
+
+    const grpc = new SentryGrpcServer({
+      listenAddress: options.grpc.address,
+      port: options.grpc.port,
+      trustDomain: options.trustDomain,
+      namespace: options.namespace,
+      state,
+      metrics,
+      logger,
+      now,
+    });
+    const endpoints: HttpEndpoint[] = [];
+    const started: { server?: SentryServer } = {};
+    try {
+      endpoints.push(
+        await startHealthServer(
+          options.health.address,
+          options.health.port,
+          () => started.server?.healthy() ?? false,
+        ),
+      );
+      if (options.metrics) {
+        endpoints.push(
+          await startMetricsServer(options.metrics.address, options.metrics.port, metrics.registry),
+        );
+      }
+      await grpc.start();
+    } catch (error) {
+      grpc.forceShutdown();
+      await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+      closeValidators(validators);
+      throw error;
+    }
+    const server = new SentryServer(options, metrics, state, grpc, endpoints);
+    started.server = server;
+    server.#startReloading();
+    server.#serving = true;
+    return server;
+  }
+
+  /** Ports actually bound: gRPC, health, metrics (0 when disabled). */
+  get ports(): { grpc: number; health: number; metrics: number } {
+    return {
+      grpc: this.#grpc.port,
+      health: this.#endpoints[0].port,
+      metrics: this.#endpoints[1]?.port ?? 0,
+    };
+  }
+
+  /** Ready to sign: serving, and the issuer is within its validity window. */
+  healthy(): boolean {
+    const now = this.#options.now();
+    const bundle = this.state.bundle;
+    return this.#serving && now >= bundle.issuerNotBefore && now <= bundle.issuerNotAfter;
+  }
+
+  #startReloading(): void {
+    const { settingsSource, logger } = this.#options;
+    settingsSource.watch({
+      onUpdate: (settings) => void this.#applySettings(settings),
+      onError: (error) => this.#settingsRejected(error),
+    });
+    this.#credentials.start();
+    this.state.onBundle(() => this.#expiry.check());
+    this.#expiry.start();
+    logger.debug("watching configuration and credentials for changes");
+  }
+
+  async #applySettings(settings: MtlsSettings): Promise<void> {
+    let validators: ValidatorSet;
+    try {
+      validators = await selectStandaloneValidators(settings, {
+        sentryTrustDomain: this.#options.trustDomain,
+        sentryNamespace: this.#options.namespace,
+      });
+    } catch (error) {
+      this.#settingsRejected(error as Error);
+      return;
+    }
+    const previous = this.state.validators;
+    this.state.setSettings(settings, validators);
+    closeValidators(previous);
+    this.metrics.configReloads.inc();
+    this.#options.logger.info(
+      `configuration reloaded from ${this.#options.settingsSource.description}: ${
+        describeSettings(settings)
+      }`,
+    );
+  }
+
+  #settingsRejected(error: Error): void {
+    this.metrics.configReloadFailures.inc();
+    this.#options.logger.error(
+      `configuration not reloaded: ${error.message}; the previous settings stay in force`,
+    );
+  }
+
+  /** Re-reads settings and credentials now (SIGHUP). */
+  async reload(): Promise<void> {
+    this.#options.logger.info("reload requested");
+    await Promise.all([this.#options.settingsSource.reload(), this.#credentials.reload()]);
+  }
+
+  /** Stops listening; waits up to `graceMs` for in-flight calls. Resolves to true if all finished. */
+  async stop(graceMs: number): Promise<boolean> {
+    this.#serving = false;
+    this.#options.settingsSource.close();
+    this.#credentials.close();
+    this.#expiry.close();
+    const graceful = await this.#grpc.shutdown(graceMs);
+    await Promise.all(this.#endpoints.map((endpoint) => endpoint.close()));
+    closeValidators(this.state.validators);
+    return graceful;
+  }
+
+  /** Closes everything at once. */
+  forceStop(): void {
+    this.#grpc.forceShutdown();
+  }
+}
