@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr, openssl } from "../helpers/openssl.ts";
+import { generateKey, makeCsr, openssl, opensslBundle } from "../helpers/openssl.ts";
 import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
 const FILES = ["ca.crt", "issuer.crt", "issuer.key"];
@@ -109,89 +109,6 @@ Deno.test("a partial bundle is refused, naming the missing file, and nothing is 
     });
   }
 });
-
-/**
- * A bring-your-own bundle built with the openssl CLI: a root, and an intermediate issuer with
- * a SEC1 key, signed with `openssl ca` so that the validity window can lie in the past.
- */
-async function opensslBundle(dir: string, window?: { start: string; end: string }) {
-  const path = (name: string) => join(dir, name);
-  await openssl([
-    "genpkey",
-    "-algorithm",
-    "EC",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-out",
-    path("root.key"),
-  ]);
-  await openssl([
-    "req",
-    "-x509",
-    "-new",
-    "-key",
-    path("root.key"),
-    "-subj",
-    "/O=cluster.local",
-    "-days",
-    "30",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-    "-out",
-    path("ca.crt"),
-  ]);
-  await openssl([
-    "ecparam",
-    "-name",
-    "prime256v1",
-    "-genkey",
-    "-noout",
-    "-out",
-    path("issuer.key"),
-  ]);
-  await openssl([
-    "req",
-    "-new",
-    "-key",
-    path("issuer.key"),
-    "-subj",
-    "/O=cluster.local",
-    "-out",
-    path("issuer.csr"),
-  ]);
-  await Deno.writeTextFile(path("index.txt"), "");
-  await Deno.writeTextFile(
-    path("ca.cnf"),
-    `[ca]\ndefault_ca = this\n[this]\ndatabase = ${path("index.txt")}\nnew_certs_dir = ${dir}\n` +
-      `rand_serial = yes\ndefault_md = sha256\npolicy = any\nunique_subject = no\n` +
-      `x509_extensions = issuer\n[any]\norganizationName = optional\n` +
-      `[issuer]\nbasicConstraints = critical,CA:TRUE,pathlen:0\n` +
-      `keyUsage = critical,keyCertSign,cRLSign,digitalSignature\n` +
-      `subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n`,
-  );
-  const validity = window ? ["-startdate", window.start, "-enddate", window.end] : ["-days", "20"];
-  await openssl([
-    "ca",
-    "-batch",
-    "-notext",
-    "-config",
-    path("ca.cnf"),
-    "-cert",
-    path("ca.crt"),
-    "-keyfile",
-    path("root.key"),
-    "-in",
-    path("issuer.csr"),
-    "-out",
-    path("issuer.crt"),
-    ...validity,
-  ]);
-  for await (const entry of Deno.readDir(dir)) {
-    if (!FILES.includes(entry.name)) await Deno.remove(path(entry.name));
-  }
-}
 
 Deno.test("a bundle made with openssl is used as is and never modified", async () => {
   const dir = await tempDir();

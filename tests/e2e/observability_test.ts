@@ -7,22 +7,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../helpers/openssl.ts";
+import { metric, metricsText } from "../helpers/metrics.ts";
 import { startSentry, tempDir } from "../helpers/sentry_process.ts";
 import { TextLineStream } from "../helpers/text_lines.ts";
 
 const PYTHON_CLIENT = fileURLToPath(new URL("./python/sentry_client.py", import.meta.url));
-
-async function metricsText(port: number): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  assert.equal(response.status, 200);
-  return await response.text();
-}
-
-function metric(text: string, name: string): number {
-  const line = text.split("\n").find((l) => l.startsWith(name + " ") || l.startsWith(name + "{"));
-  assert.ok(line, `metric ${name} missing`);
-  return Number(line.split(" ").pop());
-}
 
 Deno.test("healthz, Dapr's metric names and JSON logs", async () => {
   const work = await tempDir();

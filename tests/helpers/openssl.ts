@@ -74,3 +74,134 @@ export async function verifyChain(
   if (blocks.length > 1) args.push("-untrusted", untrusted);
   return await openssl([...args, leaf]);
 }
+
+/** A root CA made with openssl: its certificate and key files. */
+export interface OpensslRoot {
+  certPath: string;
+  keyPath: string;
+}
+
+/** Creates a self-signed ECDSA root `O=cluster.local` (30 days) in `dir`. */
+export async function opensslRoot(dir: string): Promise<OpensslRoot> {
+  const keyPath = join(dir, "root.key");
+  const certPath = join(dir, "root.crt");
+  await openssl([
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    keyPath,
+  ]);
+  await openssl([
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    keyPath,
+    "-subj",
+    "/O=cluster.local",
+    "-days",
+    "30",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+    "-out",
+    certPath,
+  ]);
+  return { certPath, keyPath };
+}
+
+/** A validity window for `openssl ca` (`YYMMDDHHMMSSZ` or `YYYYMMDDHHMMSSZ`). */
+export interface Window {
+  start: string;
+  end: string;
+}
+
+/** `openssl ca` time format of a Date. */
+export function opensslTime(date: Date): string {
+  return date.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
+}
+
+/**
+ * Issues an intermediate issuer (SEC1 `EC PRIVATE KEY`) under `root` with `openssl ca`, which
+ * allows any validity window (in the past, or ending in a few seconds). Returns the PEMs.
+ */
+export async function opensslIssuer(
+  root: OpensslRoot,
+  window?: Window,
+): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "sentry-openssl-ca-" });
+  const path = (name: string) => join(dir, name);
+  try {
+    await openssl([
+      "ecparam",
+      "-name",
+      "prime256v1",
+      "-genkey",
+      "-noout",
+      "-out",
+      path("issuer.key"),
+    ]);
+    await openssl([
+      "req",
+      "-new",
+      "-key",
+      path("issuer.key"),
+      "-subj",
+      "/O=cluster.local",
+      "-out",
+      path("issuer.csr"),
+    ]);
+    await Deno.writeTextFile(path("index.txt"), "");
+    await Deno.writeTextFile(
+      path("ca.cnf"),
+      `[ca]\ndefault_ca = this\n[this]\ndatabase = ${path("index.txt")}\nnew_certs_dir = ${dir}\n` +
+        `rand_serial = yes\ndefault_md = sha256\npolicy = any\nunique_subject = no\n` +
+        `x509_extensions = issuer\n[any]\norganizationName = optional\n` +
+        `[issuer]\nbasicConstraints = critical,CA:TRUE,pathlen:0\n` +
+        `keyUsage = critical,keyCertSign,cRLSign,digitalSignature\n` +
+        `subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n`,
+    );
+    const validity = window
+      ? ["-startdate", window.start, "-enddate", window.end]
+      : ["-days", "20"];
+    await openssl([
+      "ca",
+      "-batch",
+      "-notext",
+      "-config",
+      path("ca.cnf"),
+      "-cert",
+      root.certPath,
+      "-keyfile",
+      root.keyPath,
+      "-in",
+      path("issuer.csr"),
+      "-out",
+      path("issuer.crt"),
+      ...validity,
+    ]);
+    return {
+      cert: await Deno.readTextFile(path("issuer.crt")),
+      key: await Deno.readTextFile(path("issuer.key")),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Writes a bring-your-own bundle made with openssl into `dir` (`ca.crt`, `issuer.crt`,
+ * `issuer.key` only) and returns the root, kept in a separate directory, for later rotations.
+ */
+export async function opensslBundle(dir: string, window?: Window): Promise<OpensslRoot> {
+  const root = await opensslRoot(await Deno.makeTempDir({ prefix: "sentry-openssl-root-" }));
+  const issuer = await opensslIssuer(root, window);
+  await Deno.copyFile(root.certPath, join(dir, "ca.crt"));
+  await Deno.writeTextFile(join(dir, "issuer.crt"), issuer.cert);
+  await Deno.writeTextFile(join(dir, "issuer.key"), issuer.key);
+  return root;
+}

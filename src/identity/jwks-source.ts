@@ -1,0 +1,593 @@
+/**
+ * Where the JWKS token validator gets its keys (compat spec §2, Dapr's `jwkscache`): a JSON Web
+ * Key Set loaded from the validator's `source` option, which is one of
+ *
+ * - an `http://` or `https://` URL, fetched with `node:http(s)` (trusting `caCertificate` in
+ *   addition to the system roots, each request bounded by `requestTimeout`), re-fetched on
+ *   demand when a token names an unknown key and periodically (every `minRefreshInterval`, or
+ *   the response's `Cache-Control: max-age` when longer), never more often than
+ *   `minRefreshInterval`;
+ * - a file path, read once and then watched (its directory, so that editors' save-by-rename
+ *   and Kubernetes' `..data` symlink swaps are seen) so that a rotated set is used without a
+ *   restart;
+ * - the set itself as JSON, or the same base64-encoded.
+ *
+ * A set that cannot be loaded at start is an error; a later refresh that fails (network down,
+ * broken file) is reported and the last good set stays in force.
+ *
+ * @module
+ */
+import { X509Certificate } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { type ClientRequest, type IncomingMessage, request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import { rootCertificates } from "node:tls";
+import type { JSONWebKeySet, JWK } from "jose";
+import { formatDuration, parseDuration } from "../config/duration.ts";
+import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
+
+/** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
+export class JwksSourceError extends Error {
+  override name = "JwksSourceError";
+}
+
+/** Dapr's default for `requestTimeout`. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Dapr's default for `minRefreshInterval`. */
+export const DEFAULT_MIN_REFRESH_INTERVAL_MS = 10 * 60_000;
+/** The shortest `minRefreshInterval` honoured; shorter values are raised to this. */
+export const MIN_REFRESH_FLOOR_MS = 1000;
+/** Debounce for file change events. */
+const FILE_DEBOUNCE_MS = 200;
+/** Largest JWKS document accepted from a URL or file. */
+const MAX_DOCUMENT_BYTES = 1024 * 1024;
+/** Redirects followed when fetching a URL (Go's client follows up to 10). */
+const MAX_REDIRECTS = 5;
+/** Members that only private or symmetric keys have. */
+const SECRET_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
+
+/** Settings of a JWKS source, as parsed from the validator's options. */
+export interface JwksSourceOptions {
+  /** URL, file path, or JWKS JSON (optionally base64-encoded). */
+  source: string;
+  /** PEM certificate(s), or the path of a PEM file, trusted for an https `source`. */
+  caCertificate?: string;
+  /** Lower bound between two fetches of a URL source (default 10 min, at least 1 s). */
+  minRefreshIntervalMs?: number;
+  /** Bound on each HTTP request, including redirects and the body (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+/** What a source reports while it runs (all optional). */
+export interface JwksSourceHandlers {
+  /** A different key set is now in force (after a refresh or a file change). */
+  onUpdate?(keySet: JSONWebKeySet, description: string): void;
+  /** A refresh failed; the previous key set stays in force. */
+  onError?(error: Error): void;
+  /** Something works but is not advisable (an `http://` URL). */
+  onWarning?(message: string): void;
+}
+
+/** Which kind of `source` a source was built from. */
+export type JwksSourceKind = "url" | "file" | "inline";
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function durationOption(
+  options: Readonly<Record<string, unknown>>,
+  name: string,
+): number | undefined {
+  const value = options[name];
+  if (value === undefined || value === null || value === "") return undefined;
+  if (typeof value !== "string") {
+    throw new JwksSourceError(
+      `jwks token validator: option "${name}" must be a duration string such as "10m", got ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  let ms: number;
+  try {
+    ms = parseDuration(value);
+  } catch (error) {
+    throw new JwksSourceError(`jwks token validator: option "${name}": ${(error as Error).message}`);
+  }
+  if (ms < 0) {
+    throw new JwksSourceError(
+      `jwks token validator: option "${name}" must not be negative, got ${JSON.stringify(value)}`,
+    );
+  }
+  return ms === 0 ? undefined : ms;
+}
+
+/**
+ * Reads the JWKS validator's options record (`spec.mtls.tokenValidators[].options`): `source`
+ * (required), `caCertificate`, `minRefreshInterval` and `requestTimeout` (Go durations; empty
+ * or zero means the default). Other keys are ignored, as Dapr ignores them.
+ */
+export function parseJwksSourceOptions(
+  options: Readonly<Record<string, unknown>>,
+): JwksSourceOptions {
+  const source = options.source;
+  if (typeof source !== "string" || source.trim() === "") {
+    throw new JwksSourceError(
+      `jwks token validator: option "source" is required (a URL, a file path, or the JWKS ` +
+        `as JSON, optionally base64-encoded)`,
+    );
+  }
+  const caCertificate = options.caCertificate;
+  if (caCertificate !== undefined && caCertificate !== null && typeof caCertificate !== "string") {
+    throw new JwksSourceError(
+      `jwks token validator: option "caCertificate" must be a PEM certificate or a file path`,
+    );
+  }
+  const result: JwksSourceOptions = { source: source.trim() };
+  if (caCertificate) result.caCertificate = caCertificate;
+  const minRefreshIntervalMs = durationOption(options, "minRefreshInterval");
+  if (minRefreshIntervalMs !== undefined) result.minRefreshIntervalMs = minRefreshIntervalMs;
+  const requestTimeoutMs = durationOption(options, "requestTimeout");
+  if (requestTimeoutMs !== undefined) result.requestTimeoutMs = requestTimeoutMs;
+  return result;
+}
+
+/**
+ * Parses and checks a JWKS document: a JSON object with a `keys` array of JWK objects, each
+ * with a string `kty` and no private or symmetric key material. `description` names the
+ * source in messages.
+ */
+export function parseJwks(text: string, description: string): JSONWebKeySet {
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    throw new JwksSourceError(`${description}: not valid JSON: ${(error as Error).message}`);
+  }
+  if (!isRecord(document) || !Array.isArray(document.keys)) {
+    throw new JwksSourceError(
+      `${description}: not a JSON Web Key Set: expected an object with a "keys" array`,
+    );
+  }
+  const keys = document.keys as unknown[];
+  keys.forEach((key, index) => {
+    const where = `${description}: key ${index}`;
+    if (!isRecord(key)) throw new JwksSourceError(`${where} is not a JSON object`);
+    if (typeof key.kty !== "string" || key.kty === "") {
+      throw new JwksSourceError(`${where} has no "kty" (key type)`);
+    }
+    if (key.kid !== undefined && typeof key.kid !== "string") {
+      throw new JwksSourceError(`${where} has a "kid" that is not a string`);
+    }
+    const secret = SECRET_MEMBERS.find((member) => Object.hasOwn(key, member));
+    if (secret !== undefined) {
+      const kid = typeof key.kid === "string" ? ` (kid ${JSON.stringify(key.kid)})` : "";
+      throw new JwksSourceError(
+        `${where}${kid} holds private or secret key material ("${secret}"); a JWKS for ` +
+          `token validation must contain public keys only`,
+      );
+    }
+  });
+  return { keys: keys as JWK[] };
+}
+
+/** A URL for messages, without credentials. */
+function redactUrl(url: URL): string {
+  if (url.username === "" && url.password === "") return url.href;
+  const copy = new URL(url.href);
+  copy.username = "***";
+  copy.password = "";
+  return copy.href;
+}
+
+/** The start of an inline value, for messages. */
+function preview(text: string): string {
+  return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
+}
+
+/** Decodes standard or URL-safe base64 (padding and line breaks optional); undefined if not. */
+function decodeBase64Text(text: string): string | undefined {
+  const compact = text.replace(/\s+/g, "");
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact)) return undefined;
+  const standard = compact.replace(/=+$/, "").replace(/-/g, "+").replace(/_/g, "/");
+  if (standard.length % 4 === 1) return undefined;
+  try {
+    const binary = atob(standard + "=".repeat((4 - (standard.length % 4)) % 4));
+    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads `caCertificate`: PEM text, or a file holding PEM text; checks the first certificate. */
+function loadCaCertificate(value: string): string {
+  let pem = value;
+  if (!value.includes("-----BEGIN")) {
+    try {
+      pem = readFileSync(value, "utf8");
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      throw new JwksSourceError(
+        `jwks token validator: option "caCertificate" is neither a PEM certificate nor a ` +
+          `readable file (${reason})`,
+      );
+    }
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (error) {
+    throw new JwksSourceError(
+      `jwks token validator: option "caCertificate" is not a valid PEM certificate: ${
+        (error as Error).message
+      }`,
+    );
+  }
+  return pem;
+}
+
+/** `max-age` of a Cache-Control header, in ms. */
+function maxAgeMs(header: string | string[] | undefined): number | undefined {
+  const value = Array.isArray(header) ? header.join(",") : header;
+  const match = value ? /(?:^|[,\s])max-age\s*=\s*"?(\d+)"?/i.exec(value) : null;
+  return match ? Number(match[1]) * 1000 : undefined;
+}
+
+interface Loaded {
+  keySet: JSONWebKeySet;
+  /** For a URL: how long the server says the set may be cached. */
+  maxAgeMs?: number;
+}
+
+/**
+ * A loaded JSON Web Key Set and the means to keep it current. Create with
+ * {@link JwksSource.open}; `keySet` is always the last good set; `close()` stops watchers,
+ * timers and in-flight requests.
+ */
+export class JwksSource {
+  /** Which kind of source this is. */
+  readonly kind: JwksSourceKind;
+  /** For messages, e.g. `JWKS URL https://issuer.example/jwks.json` or `JWKS file /x.json`. */
+  readonly description: string;
+  readonly #handlers: JwksSourceHandlers;
+  readonly #minRefreshMs: number;
+  readonly #timeoutMs: number;
+  readonly #url?: URL;
+  readonly #path?: string;
+  readonly #ca?: string[];
+  #keySet: JSONWebKeySet = { keys: [] };
+  #canonical = "";
+  #version = 0;
+  #lastAttempt = -Infinity;
+  #inFlight?: Promise<boolean>;
+  #timer?: ReturnType<typeof setTimeout>;
+  #watch?: FileWatch;
+  #lastReported?: string;
+  #closed = false;
+  readonly #cancels = new Set<() => void>();
+  #inline?: string;
+
+  private constructor(
+    kind: JwksSourceKind,
+    description: string,
+    options: JwksSourceOptions,
+    handlers: JwksSourceHandlers,
+    extra: { url?: URL; path?: string; inline?: string },
+  ) {
+    this.kind = kind;
+    this.description = description;
+    this.#handlers = handlers;
+    this.#minRefreshMs = Math.max(
+      MIN_REFRESH_FLOOR_MS,
+      options.minRefreshIntervalMs ?? DEFAULT_MIN_REFRESH_INTERVAL_MS,
+    );
+    this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.#url = extra.url;
+    this.#path = extra.path;
+    this.#inline = extra.inline;
+    if (extra.url?.protocol === "https:" && options.caCertificate) {
+      this.#ca = [...rootCertificates, loadCaCertificate(options.caCertificate)];
+    }
+  }
+
+  /**
+   * Works out what `options.source` is, loads the initial key set and starts keeping it
+   * current. Throws JwksSourceError, naming the source, when no usable set can be loaded.
+   */
+  static async open(
+    options: JwksSourceOptions,
+    handlers: JwksSourceHandlers = {},
+  ): Promise<JwksSource> {
+    const text = options.source.trim();
+    let source: JwksSource;
+    if (/^https?:\/\//i.test(text)) {
+      let url: URL;
+      try {
+        url = new URL(text);
+      } catch {
+        throw new JwksSourceError(`JWKS URL ${preview(text)} is not a valid URL`);
+      }
+      source = new JwksSource("url", `JWKS URL ${redactUrl(url)}`, options, handlers, { url });
+      if (url.protocol === "http:") {
+        handlers.onWarning?.(
+          `${source.description}: loading a JWKS over plain HTTP (without TLS) is not ` +
+            `recommended in production`,
+        );
+      }
+    } else if (text.startsWith("{")) {
+      source = new JwksSource("inline", "inline JWKS", options, handlers, { inline: text });
+    } else {
+      let isFile = false;
+      try {
+        const stat = statSync(text);
+        if (stat.isDirectory()) {
+          throw new JwksSourceError(`JWKS file ${text}: is a directory, not a file`);
+        }
+        isFile = true;
+      } catch (error) {
+        if (error instanceof JwksSourceError) throw error;
+      }
+      if (isFile) {
+        source = new JwksSource("file", `JWKS file ${text}`, options, handlers, { path: text });
+      } else {
+        const decoded = decodeBase64Text(text);
+        if (decoded === undefined || !decoded.trim().startsWith("{")) {
+          throw new JwksSourceError(
+            `JWKS source ${preview(text)}: no such file, and not an http(s) URL or a JWKS ` +
+              `as JSON (optionally base64-encoded)`,
+          );
+        }
+        source = new JwksSource("inline", "inline JWKS (base64)", options, handlers, {
+          inline: decoded,
+        });
+      }
+    }
+    await source.#start();
+    return source;
+  }
+
+  /** The key set in force (the last one that loaded successfully). */
+  get keySet(): JSONWebKeySet {
+    return this.#keySet;
+  }
+
+  /** Increases every time a different key set comes into force. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** The effective minimum interval between two fetches, in ms. */
+  get minRefreshIntervalMs(): number {
+    return this.#minRefreshMs;
+  }
+
+  async #start(): Promise<void> {
+    if (this.#inline !== undefined) {
+      this.#apply(parseJwks(this.#inline, this.description));
+      this.#inline = undefined;
+      return;
+    }
+    this.#lastAttempt = performance.now();
+    const loaded = await this.#load();
+    this.#apply(loaded.keySet);
+    if (this.#path !== undefined) {
+      this.#watch = watchFiles([this.#path], () => void this.#reloadFile(), {
+        debounceMs: FILE_DEBOUNCE_MS,
+      });
+    } else {
+      this.#schedule(Math.max(this.#minRefreshMs, loaded.maxAgeMs ?? 0));
+    }
+  }
+
+  /**
+   * Asks for a fresh copy (used when a token names a key the set does not hold). Fetches a URL
+   * or re-reads a file unless the last attempt was less than `minRefreshInterval` ago;
+   * concurrent callers share one attempt. Resolves true when a different set is now in force;
+   * never rejects (failures are reported through `onError`).
+   */
+  refresh(): Promise<boolean> {
+    if (this.#closed || this.kind === "inline") return Promise.resolve(false);
+    if (this.#inFlight) return this.#inFlight;
+    if (performance.now() - this.#lastAttempt < this.#minRefreshMs) return Promise.resolve(false);
+    return this.#refreshNow();
+  }
+
+  /** Stops watching, cancels timers and aborts any request in flight. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#watch?.close();
+    this.#watch = undefined;
+    for (const cancel of [...this.#cancels]) cancel();
+  }
+
+  #refreshNow(): Promise<boolean> {
+    this.#lastAttempt = performance.now();
+    const attempt = (async () => {
+      let delay = this.#minRefreshMs;
+      try {
+        const loaded = await this.#load();
+        if (this.#closed) return false;
+        delay = Math.max(this.#minRefreshMs, loaded.maxAgeMs ?? 0);
+        this.#lastReported = undefined;
+        return this.#apply(loaded.keySet);
+      } catch (error) {
+        if (!this.#closed) this.#report(error as Error);
+        return false;
+      } finally {
+        this.#inFlight = undefined;
+        if (this.#url && !this.#closed) this.#schedule(delay);
+      }
+    })();
+    this.#inFlight = attempt;
+    return attempt;
+  }
+
+  #schedule(delayMs: number): void {
+    clearTimeout(this.#timer);
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#inFlight === undefined) void this.#refreshNow();
+    }, delayMs);
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  async #reloadFile(): Promise<void> {
+    if (this.#closed || this.#inFlight) return;
+    try {
+      const loaded = await this.#load();
+      if (this.#closed) return;
+      this.#lastReported = undefined;
+      this.#apply(loaded.keySet);
+    } catch (error) {
+      if (!this.#closed) this.#report(error as Error);
+    }
+  }
+
+  /** Reports a failure once until it changes (the file poll would repeat it). */
+  #report(error: Error): void {
+    if (error.message === this.#lastReported) return;
+    this.#lastReported = error.message;
+    this.#handlers.onError?.(error);
+  }
+
+  /** Puts `keySet` in force; true when it differs from the current one. */
+  #apply(keySet: JSONWebKeySet): boolean {
+    const canonical = JSON.stringify(keySet);
+    if (canonical === this.#canonical) return false;
+    const first = this.#version === 0;
+    this.#keySet = keySet;
+    this.#canonical = canonical;
+    this.#version++;
+    if (!first) this.#handlers.onUpdate?.(keySet, this.description);
+    return true;
+  }
+
+  #load(): Promise<Loaded> {
+    return this.#url ? this.#fetch(this.#url) : this.#readFile(this.#path as string);
+  }
+
+  async #readFile(path: string): Promise<Loaded> {
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      throw new JwksSourceError(`${this.description}: ${reason}`);
+    }
+    if (text.length > MAX_DOCUMENT_BYTES) {
+      throw new JwksSourceError(`${this.description}: larger than ${MAX_DOCUMENT_BYTES} bytes`);
+    }
+    return { keySet: parseJwks(text, this.description) };
+  }
+
+  #fetch(start: URL): Promise<Loaded> {
+    return new Promise<Loaded>((resolve, reject) => {
+      let settled = false;
+      let current: ClientRequest | undefined;
+      const finish = (error: Error | undefined, loaded?: Loaded) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#cancels.delete(cancel);
+        current?.destroy();
+        if (error) reject(error);
+        else resolve(loaded as Loaded);
+      };
+      const fail = (reason: string) =>
+        finish(new JwksSourceError(`${this.description}: ${reason}`));
+      const cancel = () => fail("source closed");
+      this.#cancels.add(cancel);
+      const timer = setTimeout(
+        () => fail(`request timed out after ${formatDuration(this.#timeoutMs)}`),
+        this.#timeoutMs,
+      );
+      const get = (url: URL, redirects: number) => {
+        if (this.#closed) return fail("source closed");
+        const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+        let request: ClientRequest;
+        try {
+          request = send(url, {
+            method: "GET",
+            agent: false,
+            headers: { accept: "application/json, application/jwk-set+json", connection: "close" },
+            ...(url.protocol === "https:"
+              ? { minVersion: "TLSv1.2" as const, ...(this.#ca ? { ca: this.#ca } : {}) }
+              : {}),
+          });
+        } catch (error) {
+          return fail((error as Error).message);
+        }
+        current = request;
+        request.on("error", (error) => fail(error.message));
+        request.on("response", (response: IncomingMessage) => {
+          const status = response.statusCode ?? 0;
+          const location = response.headers.location;
+          if (status >= 300 && status < 400 && location) {
+            response.resume();
+            request.destroy();
+            let next: URL;
+            try {
+              next = new URL(location, url);
+            } catch {
+              return fail(`HTTP ${status} redirect to an invalid URL`);
+            }
+            if (redirects >= MAX_REDIRECTS) return fail(`more than ${MAX_REDIRECTS} redirects`);
+            if (next.protocol !== "https:" && next.protocol !== "http:") {
+              return fail(`HTTP ${status} redirect to unsupported URL ${redactUrl(next)}`);
+            }
+            if (url.protocol === "https:" && next.protocol === "http:") {
+              return fail(`HTTP ${status} redirect from https to plain http refused`);
+            }
+            return get(next, redirects + 1);
+          }
+          if (status !== 200) {
+            response.resume();
+            return fail(`HTTP ${status}${response.statusMessage ? " " + response.statusMessage : ""}`);
+          }
+          const chunks: Uint8Array[] = [];
+          let size = 0;
+          response.on("data", (chunk: Uint8Array) => {
+            size += chunk.length;
+            if (size > MAX_DOCUMENT_BYTES) {
+              fail(`response larger than ${MAX_DOCUMENT_BYTES} bytes`);
+              return;
+            }
+            chunks.push(chunk);
+          });
+          response.on("error", (error) => fail(error.message));
+          response.on("end", () => {
+            if (settled) return;
+            const body = new Uint8Array(size);
+            let offset = 0;
+            for (const chunk of chunks) {
+              body.set(chunk, offset);
+              offset += chunk.length;
+            }
+            let text: string;
+            try {
+              text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+            } catch {
+              return fail("response is not UTF-8 text");
+            }
+            try {
+              finish(undefined, {
+                keySet: parseJwks(text, this.description),
+                maxAgeMs: maxAgeMs(response.headers["cache-control"]),
+              });
+            } catch (error) {
+              finish(error as Error);
+            }
+          });
+        });
+        request.end();
+      };
+      get(start, 0);
+    });
+  }
+}
