@@ -93,7 +93,9 @@ function durationOption(
   try {
     ms = parseDuration(value);
   } catch (error) {
-    throw new JwksSourceError(`jwks token validator: option "${name}": ${(error as Error).message}`);
+    throw new JwksSourceError(
+      `jwks token validator: option "${name}": ${(error as Error).message}`,
+    );
   }
   if (ms < 0) {
     throw new JwksSourceError(
@@ -548,7 +550,9 @@ export class JwksSource {
           }
           if (status !== 200) {
             response.resume();
-            return fail(`HTTP ${status}${response.statusMessage ? " " + response.statusMessage : ""}`);
+            return fail(
+              `HTTP ${status}${response.statusMessage ? " " + response.statusMessage : ""}`,
+            );
           }
           const chunks: Uint8Array[] = [];
           let size = 0;

@@ -174,7 +174,10 @@ export class JwksValidator implements TokenValidator {
         try {
           return (await jwtVerify(token, key, VERIFY_OPTIONS)).payload;
         } catch (attempt) {
-          if (attempt instanceof errors.JWTExpired || attempt instanceof errors.JWTClaimValidationFailed) {
+          if (
+            attempt instanceof errors.JWTExpired ||
+            attempt instanceof errors.JWTClaimValidationFailed
+          ) {
             throw attempt; // the signature verified; the claims are what is wrong
           }
           last = attempt;

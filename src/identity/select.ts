@@ -1,13 +1,16 @@
 /**
  * Which validators are on, from the Configuration and the mode (compat spec §2): in
  * self-hosted mode with no `tokenValidators`, INSECURE is the default and only validator;
- * configuring any validator turns INSECURE off and makes UNKNOWN the default.
+ * configuring any validator turns INSECURE off and makes UNKNOWN the default (callers must
+ * name one).
  *
  * @module
  */
-import type { MtlsSettings } from "../config/configuration.ts";
+import type { MtlsSettings, TokenValidatorConfig } from "../config/configuration.ts";
+import type { Logger } from "../observability/logger.ts";
 import type { ValidatorSet } from "../server/ca-state.ts";
 import { InsecureValidator } from "./insecure.ts";
+import { JwksValidator } from "./jwks.ts";
 import { type TokenValidator, WireValidator } from "./validator.ts";
 
 /** A configured validator that cannot be used. */
@@ -19,38 +22,56 @@ export class ValidatorConfigError extends Error {
 export interface ValidatorContext {
   sentryTrustDomain: string;
   sentryNamespace: string;
+  /** Where validators report background events (key set refreshes and their failures). */
+  logger?: Logger;
+}
+
+async function createValidator(
+  config: TokenValidatorConfig,
+  context: ValidatorContext,
+): Promise<TokenValidator> {
+  switch (config.name) {
+    case "insecure":
+      return new InsecureValidator();
+    case "jwks":
+      return await JwksValidator.create(config.options, {
+        sentryTrustDomain: context.sentryTrustDomain,
+        sentryNamespace: context.sentryNamespace,
+        onUpdate: (_, description) =>
+          context.logger?.info(`JWKS key set loaded from ${description}`),
+        onError: (error) => context.logger?.warn(`JWKS key set not refreshed: ${error.message}`),
+        onWarning: (message) => context.logger?.warn(message),
+      });
+    case "kubernetes":
+      throw new ValidatorConfigError(
+        "the kubernetes token validator needs --mode kubernetes, which this version of sentry " +
+          "does not offer yet",
+      );
+  }
 }
 
 /**
- * Builds the validator set for self-hosted (standalone) mode. Validators that hold resources
- * (watchers, timers) are closed again if a later one fails.
+ * Builds the validator set for self-hosted (standalone) mode. If one validator cannot be
+ * created, those already created are closed again and the error names the validator.
  */
-export function selectStandaloneValidators(
+export async function selectStandaloneValidators(
   settings: MtlsSettings,
-  _context: ValidatorContext,
+  context: ValidatorContext,
 ): Promise<ValidatorSet> {
   if (settings.tokenValidators.length === 0) {
     const insecure = new InsecureValidator();
-    return Promise.resolve({
-      defaultWire: WireValidator.INSECURE,
-      enabled: new Map([[insecure.wire, insecure]]),
-    });
+    return { defaultWire: WireValidator.INSECURE, enabled: new Map([[insecure.wire, insecure]]) };
   }
   const enabled = new Map<number, TokenValidator>();
-  for (const config of settings.tokenValidators) {
-    if (config.name === "insecure") {
-      const insecure = new InsecureValidator();
-      enabled.set(insecure.wire, insecure);
-    } else {
-      for (const validator of enabled.values()) validator.close?.();
-      return Promise.reject(
-        new ValidatorConfigError(
-          `token validator ${
-            JSON.stringify(config.name)
-          } is not available in this version of sentry yet`,
-        ),
-      );
+  try {
+    for (const config of settings.tokenValidators) {
+      const validator = await createValidator(config, context);
+      enabled.get(validator.wire)?.close?.();
+      enabled.set(validator.wire, validator);
     }
+  } catch (error) {
+    for (const validator of enabled.values()) validator.close?.();
+    throw new ValidatorConfigError(`token validator: ${(error as Error).message}`);
   }
-  return Promise.resolve({ defaultWire: WireValidator.UNKNOWN, enabled });
+  return { defaultWire: WireValidator.UNKNOWN, enabled };
 }

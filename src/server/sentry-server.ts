@@ -198,6 +198,7 @@ export class SentryServer {
       validators = await selectStandaloneValidators(settings, {
         sentryTrustDomain: this.#options.trustDomain,
         sentryNamespace: this.#options.namespace,
+        logger: this.#options.logger,
       });
     } catch (error) {
       this.#settingsRejected(error as Error);
