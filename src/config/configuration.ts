@@ -5,7 +5,7 @@
  * @module
  */
 import { parse as parseYaml } from "yaml";
-import { parseDuration } from "./duration.ts";
+import { durationSetting } from "./duration.ts";
 
 /** Token validator names Dapr's Configuration knows. */
 export const VALIDATOR_NAMES = ["insecure", "kubernetes", "jwks"] as const;
@@ -47,7 +47,8 @@ export function expandEnv(text: string, env: Record<string, string | undefined>)
   );
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+/** True for a plain mapping (not null, not a list). */
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
@@ -58,29 +59,11 @@ function durationField(
   source: string,
   allowZero: boolean,
 ): number {
-  const value = mtls[field];
-  if (value === undefined || value === null || value === "") return fallback;
-  if (typeof value !== "string") {
-    throw new ConfigurationError(
-      `${source}: spec.mtls.${field} must be a duration string such as "24h", got ${
-        JSON.stringify(value)
-      }`,
-    );
-  }
-  let ms: number;
   try {
-    ms = parseDuration(value);
+    return durationSetting(mtls[field], { allowZero, example: "24h" }) ?? fallback;
   } catch (error) {
     throw new ConfigurationError(`${source}: spec.mtls.${field}: ${(error as Error).message}`);
   }
-  if (ms < 0 || (ms === 0 && !allowZero)) {
-    throw new ConfigurationError(
-      `${source}: spec.mtls.${field} must be ${allowZero ? "zero or positive" : "positive"}, got ${
-        JSON.stringify(value)
-      }`,
-    );
-  }
-  return ms;
 }
 
 function tokenValidatorsField(mtls: Record<string, unknown>, source: string) {

@@ -80,3 +80,32 @@ export function formatDuration(ms: number): string {
   if (minutes > 0) return `${sign}${minutes}m${seconds}s`;
   return `${sign}${seconds}s`;
 }
+
+/** What a duration setting may hold. */
+export interface DurationSettingRules {
+  /** Whether "0" is allowed. */
+  allowZero: boolean;
+  /** An example shown when the value is not a string, e.g. "24h". */
+  example: string;
+}
+
+/**
+ * Reads an optional duration setting from a document (YAML/JSON value): undefined when absent
+ * or empty, milliseconds when valid, otherwise a DurationError whose message describes the
+ * value (callers prefix the setting's name).
+ */
+export function durationSetting(value: unknown, rules: DurationSettingRules): number | undefined {
+  if (value === undefined || value === null || value === "") return undefined;
+  if (typeof value !== "string") {
+    throw new DurationError(
+      `must be a duration string such as "${rules.example}", got ${JSON.stringify(value)}`,
+    );
+  }
+  const ms = parseDuration(value);
+  if (ms < 0 || (ms === 0 && !rules.allowZero)) {
+    throw new DurationError(
+      `must be ${rules.allowZero ? "zero or positive" : "positive"}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return ms;
+}

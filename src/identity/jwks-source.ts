@@ -24,7 +24,8 @@ import { type ClientRequest, type IncomingMessage, request as httpRequest } from
 import { request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 import type { JSONWebKeySet, JWK } from "jose";
-import { formatDuration, parseDuration } from "../config/duration.ts";
+import { isRecord } from "../config/configuration.ts";
+import { durationSetting, formatDuration } from "../config/duration.ts";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
 
 /** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
@@ -72,37 +73,17 @@ export interface JwksSourceHandlers {
 /** Which kind of `source` a source was built from. */
 export type JwksSourceKind = "url" | "file" | "inline";
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function durationOption(
   options: Readonly<Record<string, unknown>>,
   name: string,
 ): number | undefined {
-  const value = options[name];
-  if (value === undefined || value === null || value === "") return undefined;
-  if (typeof value !== "string") {
-    throw new JwksSourceError(
-      `jwks token validator: option "${name}" must be a duration string such as "10m", got ${
-        JSON.stringify(value)
-      }`,
-    );
-  }
-  let ms: number;
   try {
-    ms = parseDuration(value);
+    return durationSetting(options[name], { allowZero: true, example: "10m" }) || undefined;
   } catch (error) {
     throw new JwksSourceError(
       `jwks token validator: option "${name}": ${(error as Error).message}`,
     );
   }
-  if (ms < 0) {
-    throw new JwksSourceError(
-      `jwks token validator: option "${name}" must not be negative, got ${JSON.stringify(value)}`,
-    );
-  }
-  return ms === 0 ? undefined : ms;
 }
 
 /**

@@ -101,7 +101,7 @@ Deno.test("configuration changes apply to the next certificate without a restart
               "dapr_sentry_config_reload_failed_total",
             ) === 2,
         );
-        assert.match(sentry.logs(), /workloadCertTTL must be positive/);
+        assert.match(sentry.logs(), /workloadCertTTL: must be positive/);
         assert.ok(await near(25)());
       });
       await t.step("saved by rename, as editors do", async () => {

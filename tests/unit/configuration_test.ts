@@ -221,7 +221,7 @@ Deno.test("errors name the source and the field", async (t) => {
   await t.step("negative TTL", () => {
     assertRejected(
       withMtls(`workloadCertTTL: -1h`),
-      /spec\.mtls\.workloadCertTTL must be positive/,
+      /spec\.mtls\.workloadCertTTL: must be positive/,
       /"-1h"/,
     );
   });

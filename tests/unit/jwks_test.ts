@@ -529,11 +529,11 @@ Deno.test("a source that is not a usable key set makes the factory throw a clear
   );
   await assertCreateFails(
     { source: JSON.stringify(keySet(key)), requestTimeout: 30 },
-    /option "requestTimeout" must be a duration string/,
+    /option "requestTimeout": must be a duration string/,
   );
   await assertCreateFails(
     { source: JSON.stringify(keySet(key)), requestTimeout: "-1s" },
-    /must not be negative/,
+    /option "requestTimeout": must be zero or positive/,
   );
   const dir = await Deno.makeTempDir({ prefix: "jwks-" });
   try {
