@@ -8,13 +8,13 @@
  */
 
 /** The kinds of value a flag takes. */
-export type FlagType = "string" | "int" | "bool";
+export type FlagType = "string" | "int" | "bool" | "list";
 
 /** One flag's definition. */
 export interface FlagSpec {
   name: string;
   type: FlagType;
-  default: string | number | boolean;
+  default: string | number | boolean | string[];
   help: string;
   /** Allowed values, checked after parsing (strings only). */
   choices?: readonly string[];
@@ -22,7 +22,7 @@ export interface FlagSpec {
 
 /** Parsed values by flag name, plus what came after the flags. */
 export interface ParsedFlags {
-  values: Record<string, string | number | boolean>;
+  values: Record<string, string | number | boolean | string[]>;
   /** Names of flags given explicitly on the command line. */
   given: Set<string>;
   positionals: string[];
@@ -39,7 +39,7 @@ function parseBool(name: string, raw: string): boolean {
   throw new UsageError(`invalid boolean value ${JSON.stringify(raw)} for flag -${name}`);
 }
 
-function convert(spec: FlagSpec, raw: string): string | number | boolean {
+function convert(spec: FlagSpec, raw: string): string | number | boolean | string[] {
   if (spec.type === "bool") return parseBool(spec.name, raw);
   if (spec.type === "int") {
     if (!/^-?\d+$/.test(raw)) {
@@ -59,12 +59,31 @@ function convert(spec: FlagSpec, raw: string): string | number | boolean {
   return raw;
 }
 
-/** Parses `argv` against `specs`; throws {@link UsageError} on unknown flags or bad values. */
-export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[]): ParsedFlags {
+/** Parsing options. */
+export interface ParseOptions {
+  /**
+   * Allow positional arguments between flags (`inspect cert.pem --json`), as subcommands do;
+   * Dapr's server flags stop at the first positional, like Go's flag package.
+   */
+  interspersed?: boolean;
+}
+
+/**
+ * Parses `argv` against `specs`; throws {@link UsageError} on unknown flags or bad values.
+ * A `list` flag may be repeated and takes comma-separated values.
+ */
+export function parseFlags(
+  specs: readonly FlagSpec[],
+  argv: readonly string[],
+  options: ParseOptions = {},
+): ParsedFlags {
   const byName = new Map(specs.map((spec) => [spec.name, spec]));
-  const values: Record<string, string | number | boolean> = {};
-  for (const spec of specs) values[spec.name] = spec.default;
+  const values: ParsedFlags["values"] = {};
+  for (const spec of specs) {
+    values[spec.name] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
+  }
   const given = new Set<string>();
+  const positionals: string[] = [];
   let i = 0;
   for (; i < argv.length; i++) {
     const arg = argv[i];
@@ -72,7 +91,11 @@ export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[]):
       i++;
       break;
     }
-    if (!arg.startsWith("-") || arg === "-") break;
+    if (!arg.startsWith("-") || arg === "-") {
+      if (!options.interspersed) break;
+      positionals.push(arg);
+      continue;
+    }
     const body = arg.replace(/^--?/, "");
     const eq = body.indexOf("=");
     const name = eq === -1 ? body : body.slice(0, eq);
@@ -87,18 +110,29 @@ export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[]):
       if (i + 1 >= argv.length) throw new UsageError(`flag needs an argument: -${name}`);
       raw = argv[++i];
     }
-    values[name] = convert(spec, raw);
+    if (spec.type === "list") {
+      const previous = given.has(name) ? values[name] as string[] : [];
+      values[name] = [...previous, ...raw.split(",").map((v) => v.trim()).filter((v) => v !== "")];
+    } else {
+      values[name] = convert(spec, raw);
+    }
     given.add(name);
   }
-  return { values, given, positionals: argv.slice(i) as string[] };
+  return { values, given, positionals: [...positionals, ...argv.slice(i)] };
 }
 
 /** Formats a help text listing every flag with its default, in Go's style. */
 export function formatFlagHelp(specs: readonly FlagSpec[]): string {
   return specs.map((spec) => {
-    const kind = spec.type === "bool" ? "" : ` ${spec.type}`;
+    const kind = spec.type === "bool"
+      ? ""
+      : spec.type === "list"
+      ? " value[,value]"
+      : ` ${spec.type}`;
     const shown = spec.type === "string" ? JSON.stringify(spec.default) : String(spec.default);
-    const fallback = spec.default === "" || spec.default === false ? "" : ` (default ${shown})`;
+    const empty = spec.default === "" || spec.default === false ||
+      (Array.isArray(spec.default) && spec.default.length === 0);
+    const fallback = empty ? "" : ` (default ${shown})`;
     return `  --${spec.name}${kind}\n        ${spec.help}${fallback}`;
   }).join("\n");
 }
