@@ -12,6 +12,11 @@ export class StoreError extends Error {
   override name = "StoreError";
 }
 
+/** A compare-and-swap write found the store changed since it was read; nothing was written. */
+export class StoreConflictError extends StoreError {
+  override name = "StoreConflictError";
+}
+
 /** A place that holds one trust bundle. */
 export interface CredentialStore {
   /** Where the bundle lives, for logs and messages (e.g. `directory /var/run/...`). */
@@ -28,6 +33,11 @@ export interface CredentialStore {
    * there first, returns what that writer stored instead.
    */
   create(bundle: BundlePem): Promise<BundlePem>;
+  /**
+   * Replaces the stored bundle with `bundle` only if the store still holds `expected`
+   * (compare-and-swap); throws {@link StoreConflictError} otherwise, writing nothing.
+   */
+  replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem>;
   /**
    * Calls `onChange` when the stored bundle may have changed (debounced; spurious calls are
    * allowed: the caller re-loads and compares). Returns a handle that stops watching.

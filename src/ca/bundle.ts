@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
 import type { KeyObject } from "node:crypto";
 import type { DerError } from "./der.ts";
 import {
@@ -209,6 +208,28 @@ export function validateBundle(
   };
 }
 
+/** When the parts of a bundle expire, read without validating anything else. */
+export interface BundleLifetimes {
+  /** The earliest NotAfter among the trust anchors. */
+  rootNotAfter: Date;
+  issuerNotBefore: Date;
+  issuerNotAfter: Date;
+}
+
+/** Reads the validity of the anchors and the issuer (works on expired bundles too). */
+export function bundleLifetimes(
+  pem: BundlePem,
+  names: BundleNames = DEFAULT_BUNDLE_NAMES,
+): BundleLifetimes {
+  const anchors = parseCertificates(pem.caCrt, names.caCrt);
+  const [issuer] = parseCertificates(pem.issuerCrt, names.issuerCrt);
+  return {
+    rootNotAfter: new Date(Math.min(...anchors.map((cert) => cert.notAfter.getTime()))),
+    issuerNotBefore: issuer.notBefore,
+    issuerNotAfter: issuer.notAfter,
+  };
+}
+
 /** What a freshly generated bundle looks like. */
 export interface GenerateOptions {
   trustDomain: string;
@@ -216,34 +237,81 @@ export interface GenerateOptions {
   namespace: string;
   algorithm: CaKeyAlgorithm;
   now: Date;
-  /** Lifetime of root and issuer, in milliseconds. */
+  /** Lifetime of the root (and of the issuer unless `issuerTtlMs` is given), in milliseconds. */
   ttlMs: number;
+  /** Lifetime of the issuer, in milliseconds; never beyond the root's NotAfter. */
+  issuerTtlMs?: number;
   /** Back-dating of NotBefore, in milliseconds. */
   skewMs: number;
   /** Also return the root key (for stores that keep it). */
   keepRootKey?: boolean;
 }
 
-/** Generates a root and an issuer (Dapr's profiles) and returns their PEMs. */
-export function generateBundle(options: GenerateOptions): BundlePem {
-  const validity = {
+/** A root certificate with its signing key. */
+export interface RootCa {
+  certificate: ParsedCertificate;
+  key: SigningKey;
+}
+
+/** Generates a self-signed root `O=<trust domain>` (Dapr's root profile). */
+export function generateRoot(
+  options: Pick<GenerateOptions, "trustDomain" | "algorithm" | "now" | "ttlMs" | "skewMs">,
+): RootCa {
+  const key = new SigningKey(generateCaKey(options.algorithm));
+  const der = createRootCertificate(options.trustDomain, key, {
     notBefore: new Date(options.now.getTime() - options.skewMs),
     notAfter: new Date(options.now.getTime() + options.ttlMs),
-  };
-  const rootKey = new SigningKey(generateCaKey(options.algorithm));
-  const rootCert: Buffer = createRootCertificate(options.trustDomain, rootKey, validity);
-  const rootParsed = parseCertificate(rootCert);
+  });
+  return { certificate: parseCertificate(der), key };
+}
+
+/** Loads a root from the anchors in `certsPem` and a key, picking the anchor the key belongs to. */
+export function rootFromPem(
+  certsPem: string,
+  keyPem: string,
+  names = { cert: "ca.crt", key: "ca.key" },
+): RootCa {
+  const key = loadIssuerKey(keyPem, names.key);
+  const spki = spkiOf(key);
+  const certificate = parseCertificates(certsPem, names.cert)
+    .find((candidate) => candidate.subjectPublicKeyInfo.equals(spki));
+  if (!certificate) {
+    throw new BundleError(`${names.key} does not belong to any certificate in ${names.cert}`);
+  }
+  return { certificate, key: new SigningKey(key) };
+}
+
+/**
+ * Issues a new issuer (Dapr's issuer profile) under `root`: a fresh key of `algorithm`,
+ * valid for `ttlMs` but never beyond the root's NotAfter. Returns its PEMs.
+ */
+export function issueIssuer(
+  root: RootCa,
+  options: Pick<GenerateOptions, "trustDomain" | "namespace" | "algorithm" | "now" | "skewMs"> & {
+    ttlMs: number;
+  },
+): { issuerCrt: string; issuerKey: string } {
   const issuerKey = generateCaKey(options.algorithm);
   const sentryId = SpiffeId.forWorkload(options.trustDomain, options.namespace, "dapr-sentry");
+  const notAfter = Math.min(
+    options.now.getTime() + options.ttlMs,
+    root.certificate.notAfter.getTime(),
+  );
   const issuerCert = createIssuerCertificate(sentryId, spkiOf(issuerKey), {
-    key: rootKey,
-    subject: rootParsed.subject,
-    keyId: keyIdentifier(rootKey.spki),
-  }, validity);
+    key: root.key,
+    subject: root.certificate.subject,
+    keyId: subjectKeyId(root.certificate) ?? keyIdentifier(root.certificate.subjectPublicKeyInfo),
+  }, { notBefore: new Date(options.now.getTime() - options.skewMs), notAfter: new Date(notAfter) });
+  return { issuerCrt: encodeCertificates([issuerCert]), issuerKey: privateKeyToPem(issuerKey) };
+}
+
+/** Generates a root and an issuer (Dapr's profiles) and returns their PEMs. */
+export function generateBundle(options: GenerateOptions): BundlePem {
+  const root = generateRoot(options);
+  const issuer = issueIssuer(root, { ...options, ttlMs: options.issuerTtlMs ?? options.ttlMs });
   return {
-    caCrt: encodeCertificates([rootCert]),
-    issuerCrt: encodeCertificates([issuerCert]),
-    issuerKey: privateKeyToPem(issuerKey),
-    ...(options.keepRootKey ? { caKey: privateKeyToPem(rootKey.privateKey) } : {}),
+    caCrt: encodeCertificates([root.certificate.der]),
+    ...issuer,
+    ...(options.keepRootKey ? { caKey: privateKeyToPem(root.key.privateKey) } : {}),
   };
 }

@@ -67,13 +67,44 @@ export function extendedKeyUsage(...oids: string[]): Extension {
 export interface AltNames {
   uris?: readonly string[];
   dnsNames?: readonly string[];
+  /** IPv4 or IPv6 addresses in text form. */
+  ips?: readonly string[];
+  emails?: readonly string[];
+}
+
+/** The bytes of an IPv4 or IPv6 address; throws on anything else. */
+export function ipAddressBytes(text: string): Uint8Array {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (v4) {
+    const parts = v4.slice(1).map(Number);
+    if (parts.every((part) => part <= 255)) return Uint8Array.from(parts);
+  } else if (/^[0-9a-fA-F:]+$/.test(text) && text.includes(":")) {
+    const [head, tail, extra] = text.split("::");
+    const groups = (part: string | undefined) => part ? part.split(":") : [];
+    const left = groups(head);
+    const right = groups(tail);
+    const missing = 8 - left.length - right.length;
+    const all = tail === undefined ? left : [...left, ...Array(missing).fill("0"), ...right];
+    if (
+      extra === undefined && (tail === undefined ? left.length === 8 : missing >= 1) &&
+      all.every((group) => /^[0-9a-fA-F]{1,4}$/.test(group))
+    ) {
+      return Uint8Array.from(all.flatMap((group) => {
+        const value = parseInt(group, 16);
+        return [value >> 8, value & 0xff];
+      }));
+    }
+  }
+  throw new Error(`${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
 }
 
 /** SubjectAltName; critical when the subject is empty (RFC 5280 §4.2.1.6). */
 export function subjectAltName(names: AltNames, critical: boolean): Extension {
   const general = [
+    ...(names.emails ?? []).map((e) => der.implicitPrimitive(1, Buffer.from(e, "ascii"))),
     ...(names.dnsNames ?? []).map((n) => der.implicitPrimitive(2, Buffer.from(n, "ascii"))),
     ...(names.uris ?? []).map((u) => der.implicitPrimitive(6, Buffer.from(u, "utf8"))),
+    ...(names.ips ?? []).map((ip) => der.implicitPrimitive(7, ipAddressBytes(ip))),
   ];
   return { oid: "2.5.29.17", critical, value: der.sequence(...general) };
 }

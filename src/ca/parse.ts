@@ -122,3 +122,16 @@ export function subjectKeyId(cert: ParsedCertificate): Uint8Array | undefined {
 export function isSelfSigned(cert: ParsedCertificate): boolean {
   return cert.subject.equals(cert.issuer) && isSignedBy(cert, cert);
 }
+
+/** The first value of attribute `oid` (e.g. 2.5.4.10 for O) in an encoded Name, as text. */
+export function nameAttribute(name: Uint8Array, oid: string): string | undefined {
+  for (const rdn of der.children(name, der.expectElement(name, der.Tag.SEQUENCE))) {
+    for (const attribute of der.children(name, rdn)) {
+      const [type, value] = der.children(name, attribute);
+      if (type && value && der.decodeOid(der.contentOf(name, type)) === oid) {
+        return Buffer.from(der.contentOf(name, value)).toString("utf8");
+      }
+    }
+  }
+  return undefined;
+}

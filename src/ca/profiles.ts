@@ -7,6 +7,7 @@
  */
 import type { Buffer } from "node:buffer";
 import {
+  type AltNames,
   authorityKeyIdentifier,
   basicConstraints,
   encodeName,
@@ -20,33 +21,13 @@ import {
   subjectKeyIdentifier,
 } from "./certificate.ts";
 import { keyIdentifier, type SigningKey } from "./keys.ts";
-import type { SpiffeId } from "./spiffe.ts";
+import { SpiffeId } from "./spiffe.ts";
+import { nameAttribute } from "./parse.ts";
 
 /** When a certificate starts and stops being valid. */
 export interface Validity {
   notBefore: Date;
   notAfter: Date;
-}
-
-/** A self-signed root: `O=<trust domain>`, CA without path length limit. */
-export function createRootCertificate(
-  trustDomain: string,
-  rootKey: SigningKey,
-  validity: Validity,
-): Buffer {
-  const name = encodeName([["O", trustDomain]]);
-  return signCertificate({
-    serial: randomSerial(),
-    issuer: name,
-    subject: name,
-    ...validity,
-    subjectPublicKeyInfo: rootKey.spki,
-    extensions: [
-      keyUsage(KeyUsage.digitalSignature, KeyUsage.keyCertSign),
-      basicConstraints(true),
-      subjectKeyIdentifier(keyIdentifier(rootKey.spki)),
-    ],
-  }, rootKey);
 }
 
 /** The signer's side of an issued certificate: its key and its certificate's exact names. */
@@ -58,29 +39,105 @@ export interface IssuerIdentity {
   keyId: Uint8Array;
 }
 
-/** An intermediate: `O=spiffe://<td>/ns/<namespace>/dapr-sentry`, signed by the root. */
+/** What distinguishes one CA certificate from another. */
+export interface CaCertificateOptions {
+  /** Encoded subject Name. */
+  subject: Uint8Array;
+  /** The certified key; for a self-signed root, the signer's own. */
+  subjectPublicKeyInfo: Uint8Array;
+  /** The signer; omitted for a self-signed root (signed by `selfKey`). */
+  issuer?: IssuerIdentity;
+  /** The root's own key, when `issuer` is omitted. */
+  selfKey?: SigningKey;
+  validity: Validity;
+  keyUsages: number[];
+  pathLength?: number;
+}
+
+/** A CA certificate: critical KeyUsage, critical BasicConstraints CA, SKI, and AKI when issued. */
+export function createCaCertificate(options: CaCertificateOptions): Buffer {
+  const signer = options.issuer?.key ?? options.selfKey;
+  if (!signer) throw new Error("a CA certificate needs an issuer or its own key");
+  return signCertificate({
+    serial: randomSerial(),
+    issuer: options.issuer?.subject ?? options.subject,
+    subject: options.subject,
+    ...options.validity,
+    subjectPublicKeyInfo: options.subjectPublicKeyInfo,
+    extensions: [
+      keyUsage(...options.keyUsages),
+      basicConstraints(true, options.pathLength),
+      subjectKeyIdentifier(keyIdentifier(options.subjectPublicKeyInfo)),
+      ...(options.issuer ? [authorityKeyIdentifier(options.issuer.keyId)] : []),
+    ],
+  }, signer);
+}
+
+/** A self-signed root: `O=<trust domain>`, CA without path length limit (Dapr's profile). */
+export function createRootCertificate(
+  trustDomain: string,
+  rootKey: SigningKey,
+  validity: Validity,
+): Buffer {
+  return createCaCertificate({
+    subject: encodeName([["O", trustDomain]]),
+    subjectPublicKeyInfo: rootKey.spki,
+    selfKey: rootKey,
+    validity,
+    keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign],
+  });
+}
+
+/** An intermediate: `O=spiffe://<td>/ns/<namespace>/dapr-sentry`, signed by the root (Dapr's profile). */
 export function createIssuerCertificate(
   sentryId: SpiffeId,
   issuerSpki: Uint8Array,
   root: IssuerIdentity,
   validity: Validity,
 ): Buffer {
-  return signCertificate({
-    serial: randomSerial(),
-    issuer: root.subject,
+  return createCaCertificate({
     subject: encodeName([["O", sentryId.toString()]]),
-    ...validity,
     subjectPublicKeyInfo: issuerSpki,
-    extensions: [
-      keyUsage(KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign),
-      basicConstraints(true),
-      subjectKeyIdentifier(keyIdentifier(issuerSpki)),
-      authorityKeyIdentifier(root.keyId),
-    ],
-  }, root.key);
+    issuer: root,
+    validity,
+    keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign],
+  });
 }
 
 const EMPTY_NAME = encodeName([]);
+
+/** What distinguishes one end-entity certificate from another. */
+export interface LeafCertificateOptions {
+  /** Encoded subject Name (empty: the SAN extension becomes critical). */
+  subject?: Uint8Array;
+  subjectPublicKeyInfo: Uint8Array;
+  issuer: IssuerIdentity;
+  validity: Validity;
+  names: AltNames;
+  extendedKeyUsages: string[];
+  keyUsages: number[];
+}
+
+/** An end-entity certificate: no BasicConstraints, critical KeyUsage, EKU, SANs, AKI. */
+export function createLeafCertificate(options: LeafCertificateOptions): Buffer {
+  const subject = options.subject ?? EMPTY_NAME;
+  const emptySubject = subject.length === EMPTY_NAME.length;
+  return signCertificate({
+    serial: randomSerial(),
+    issuer: options.issuer.subject,
+    subject,
+    ...options.validity,
+    subjectPublicKeyInfo: options.subjectPublicKeyInfo,
+    extensions: [
+      keyUsage(...options.keyUsages),
+      ...(options.extendedKeyUsages.length > 0
+        ? [extendedKeyUsage(...options.extendedKeyUsages)]
+        : []),
+      subjectAltName(options.names, emptySubject),
+      authorityKeyIdentifier(options.issuer.keyId),
+    ],
+  }, options.issuer.key);
+}
 
 /**
  * A workload certificate: empty subject, one critical URI SAN with the SPIFFE ID (plus DNS
@@ -94,17 +151,27 @@ export function createWorkloadCertificate(
   validity: Validity,
   dnsNames: readonly string[] = [],
 ): Buffer {
-  return signCertificate({
-    serial: randomSerial(),
-    issuer: issuer.subject,
-    subject: EMPTY_NAME,
-    ...validity,
+  return createLeafCertificate({
     subjectPublicKeyInfo: workloadSpki,
-    extensions: [
-      keyUsage(KeyUsage.digitalSignature),
-      extendedKeyUsage(ExtKeyUsage.serverAuth, ExtKeyUsage.clientAuth),
-      subjectAltName({ uris: [id.toString()], dnsNames }, true),
-      authorityKeyIdentifier(issuer.keyId),
-    ],
-  }, issuer.key);
+    issuer,
+    validity,
+    names: { uris: [id.toString()], dnsNames },
+    extendedKeyUsages: [ExtKeyUsage.serverAuth, ExtKeyUsage.clientAuth],
+    keyUsages: [KeyUsage.digitalSignature],
+  });
+}
+
+/**
+ * Reads back what a Dapr-profile CA certificate says about its trust domain: the issuer
+ * profile's `O=spiffe://<td>/ns/<namespace>/dapr-sentry`, or the root profile's `O=<td>`.
+ */
+export function daprIdentityOf(subject: Uint8Array): { trustDomain?: string; namespace?: string } {
+  const organization = nameAttribute(subject, "2.5.4.10") ?? "";
+  try {
+    const id = SpiffeId.parse(organization);
+    const match = /^\/ns\/([^/]+)\/dapr-sentry$/.exec(id.path);
+    return { trustDomain: id.trustDomain, namespace: match?.[1] };
+  } catch {
+    return /^[a-z0-9._-]+$/.test(organization) ? { trustDomain: organization } : {};
+  }
 }

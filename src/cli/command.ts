@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { parseDuration } from "../config/duration.ts";
 import {
   type FlagSpec,
   formatFlagHelp,
@@ -95,4 +96,19 @@ export function flagValues(parsed: ParsedFlags) {
     list: (name: string) => parsed.values[name] as string[],
     given: (name: string) => parsed.given.has(name),
   };
+}
+
+/** Days as a duration unit, accepted by the commands' TTL flags (not by the Configuration). */
+export const DAY_UNIT = { d: 86_400_000 };
+
+/** Parses a positive TTL flag value (Go duration or `Nd`); UsageError naming the flag otherwise. */
+export function ttlFlag(name: string, value: string): number {
+  let ms: number;
+  try {
+    ms = parseDuration(value, DAY_UNIT);
+  } catch (error) {
+    throw new UsageError(`--${name}: ${(error as Error).message}`);
+  }
+  if (!(ms > 0)) throw new UsageError(`--${name} must be positive, got ${JSON.stringify(value)}`);
+  return ms;
 }

@@ -12,42 +12,18 @@ import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-so
 import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
 import { SentryServer } from "../server/sentry-server.ts";
 import { runtimeDescription, VERSION } from "../version.ts";
-import { FsCredentialStore } from "../../stores/fs.ts";
-import { STORE_KINDS } from "../../stores/store.ts";
+import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
 import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 
 /** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
 export const SERVE_FLAGS: readonly FlagSpec[] = [
+  ...STORE_FLAGS,
   {
     name: "config",
     type: "string",
     default: "daprsystem",
     help:
       "Path to a Dapr Configuration file (self-hosted) with spec.mtls settings; built-in defaults apply when not given",
-  },
-  {
-    name: "issuer-credentials",
-    type: "string",
-    default: "/var/run/secrets/dapr.io/credentials",
-    help: "Directory holding (or receiving) the trust bundle",
-  },
-  {
-    name: "issuer-ca-filename",
-    type: "string",
-    default: "ca.crt",
-    help: "Trust anchors file name (an absolute path replaces the directory)",
-  },
-  {
-    name: "issuer-certificate-filename",
-    type: "string",
-    default: "issuer.crt",
-    help: "Issuer certificate chain file name",
-  },
-  {
-    name: "issuer-key-filename",
-    type: "string",
-    default: "issuer.key",
-    help: "Issuer private key file name",
   },
   {
     name: "trust-domain",
@@ -99,13 +75,6 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   },
   { name: "log-as-json", type: "bool", default: false, help: "Log one JSON object per line" },
   {
-    name: "store",
-    type: "string",
-    default: "fs",
-    choices: STORE_KINDS,
-    help: "Credential store: fs (directory), k8s (Secret) or vault",
-  },
-  {
     name: "key-algorithm",
     type: "string",
     default: "ecdsa-p256",
@@ -115,6 +84,19 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "help", type: "bool", default: false, help: "Show this help" },
 ];
 
+/** One line for `sentry --help`. */
+export const SERVE_SUMMARY = "run the CA server (the default when no command is given)";
+
+/** The server's environment and flags, for help texts. */
+export function serveFlagsHelp(): string {
+  return `Environment:
+  NAMESPACE   namespace of sentry, part of its SPIFFE ID (default "default")
+
+Server flags (one or two dashes; -flag=value or -flag value):
+${formatFlagHelp(SERVE_FLAGS)}
+`;
+}
+
 /** The usage text of `sentry serve`. */
 export function serveHelp(): string {
   return `sentry ${VERSION}: a certificate authority for Dapr's mutual TLS
@@ -123,12 +105,7 @@ Usage:
   sentry [serve] [flags]
   sentry --version
 
-Environment:
-  NAMESPACE   namespace of sentry, part of its SPIFFE ID (default "default")
-
-Flags (one or two dashes; -flag=value or -flag value):
-${formatFlagHelp(SERVE_FLAGS)}
-`;
+${serveFlagsHelp()}`;
 }
 
 /** How long a stop waits for in-flight requests before closing their connections. */
@@ -178,19 +155,11 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     if (flags.mode !== "standalone") {
       throw new UsageError(`--mode ${flags.mode} is not available in this version of sentry yet`);
     }
-    if (flags.store !== "fs") {
-      throw new UsageError(`--store ${flags.store} is not available in this version of sentry yet`);
-    }
     validateTrustDomain(trustDomain);
     server = await SentryServer.start({
       trustDomain,
       namespace: io.env.NAMESPACE || "default",
-      store: new FsCredentialStore({
-        directory: flags["issuer-credentials"] as string,
-        caFilename: flags["issuer-ca-filename"] as string,
-        issuerCertFilename: flags["issuer-certificate-filename"] as string,
-        issuerKeyFilename: flags["issuer-key-filename"] as string,
-      }),
+      store: storeFromFlags(parsed),
       settingsSource: parsed.given.has("config")
         ? new FileSettingsSource(flags.config as string, io.env)
         : new DefaultSettingsSource(),

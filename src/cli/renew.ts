@@ -1,0 +1,221 @@
+/**
+ * `sentry renew`: issues a new issuer under the existing root (with the root key kept in the
+ * store or given by `--root-key`), or with `--root` rotates root and issuer together. Writes
+ * through the store's compare-and-swap, so it cannot clobber a concurrent change; a running
+ * sentry picks the new bundle up through its watcher.
+ *
+ * @module
+ */
+import { readFile } from "node:fs/promises";
+import {
+  type BundlePem,
+  generateRoot,
+  issueIssuer,
+  rootFromPem,
+  validateBundle,
+} from "../ca/bundle.ts";
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, privateKeyToPem } from "../ca/keys.ts";
+import { parseCertificate } from "../ca/parse.ts";
+import { daprIdentityOf } from "../ca/profiles.ts";
+import { decodePem, encodeCertificates } from "../ca/pem.ts";
+import {
+  type CommandIO,
+  type CommandSpec,
+  Exit,
+  flagValues,
+  runCommand,
+  ttlFlag,
+} from "./command.ts";
+import { UsageError } from "./flags.ts";
+import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
+
+/** `sentry renew`. */
+export const RENEW_COMMAND: CommandSpec = {
+  name: "renew",
+  summary: "rotate the issuer under the same root (or, with --root, root and issuer)",
+  usage: `Usage:
+  sentry renew --issuer-credentials DIR [--root-key FILE] [--issuer-ttl 365d]
+  sentry renew --issuer-credentials DIR --root [--root-ttl 365d] [--keep-root-key]
+
+Without --root, a new issuer key and certificate are issued under the current root. That needs
+the root key: ca.key in the store (sentry init --keep-root-key) or --root-key FILE. Sidecars
+keep working: their trust anchors do not change.
+
+With --root, a new root and issuer replace the old ones. ca.crt then holds the new root
+followed by the old roots that are still valid, so that sidecars given the new ca.crt still
+trust peers with old certificates; sidecars must get the new ca.crt (restart or re-inject
+them) before they trust certificates from the new issuer.
+
+The store is updated with compare-and-swap: if it changed since it was read, nothing is
+written. A running sentry picks the new bundle up within seconds, without a restart.`,
+  flags: [
+    ...STORE_FLAGS,
+    {
+      name: "root-key",
+      type: "string",
+      default: "",
+      help: "File holding the root's private key (when the store does not keep it)",
+    },
+    { name: "root", type: "bool", default: false, help: "Rotate the root too" },
+    {
+      name: "issuer-ttl",
+      type: "string",
+      default: "365d",
+      help: "Lifetime of the new issuer (at most the root's remaining life)",
+    },
+    {
+      name: "root-ttl",
+      type: "string",
+      default: "365d",
+      help: "Lifetime of the new root (with --root)",
+    },
+    {
+      name: "key-algorithm",
+      type: "string",
+      default: "ecdsa-p256",
+      choices: CA_KEY_ALGORITHMS,
+      help: "Key algorithm of the new keys",
+    },
+    {
+      name: "trust-domain",
+      type: "string",
+      default: "",
+      help: "Trust domain (default: read from the current issuer)",
+    },
+    {
+      name: "namespace",
+      type: "string",
+      default: "",
+      help: "Namespace in the issuer's SPIFFE ID (default: read from the current issuer)",
+    },
+    {
+      name: "keep-root-key",
+      type: "bool",
+      default: false,
+      help: "With --root: store the new root key as ca.key (default: only if the store kept one)",
+    },
+    {
+      name: "drop-old-roots",
+      type: "bool",
+      default: false,
+      help: "With --root: ca.crt holds only the new root",
+    },
+    { name: "json", type: "bool", default: false, help: "Print the result as JSON" },
+  ],
+};
+
+/** What the current issuer's subject says about trust domain and namespace. */
+function currentIdentity(pem: BundlePem): { trustDomain?: string; namespace?: string } {
+  const block = decodePem(pem.issuerCrt).find((b) => b.label === "CERTIFICATE");
+  return block ? daprIdentityOf(parseCertificate(block.der).subject) : {};
+}
+
+/** Runs `sentry renew`. */
+export function runRenew(argv: readonly string[], io: CommandIO): Promise<number> {
+  return runCommand(RENEW_COMMAND, argv, io, async (parsed) => {
+    const flags = flagValues(parsed);
+    if (parsed.positionals.length > 0) {
+      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    }
+    const rotateRoot = flags.bool("root");
+    const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
+    const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));
+    const algorithm = flags.string("key-algorithm") as CaKeyAlgorithm;
+    const store = storeFromFlags(parsed);
+    const current = await store.load();
+    if (!current) {
+      throw new Error(`${store.description} holds no trust bundle to renew (use 'sentry init')`);
+    }
+
+    const identity = currentIdentity(current);
+    const trustDomain = flags.string("trust-domain") || identity.trustDomain;
+    const namespace = flags.string("namespace") || identity.namespace || io.env.NAMESPACE ||
+      "default";
+    if (!trustDomain) {
+      throw new UsageError("the current issuer does not name a trust domain: pass --trust-domain");
+    }
+    const now = io.now();
+    let next: BundlePem;
+    if (rotateRoot) {
+      const root = generateRoot({ trustDomain, algorithm, now, ttlMs: rootTtlMs, skewMs: 0 });
+      const oldRoots = flags.bool("drop-old-roots") ? [] : decodePem(current.caCrt)
+        .filter((block) => block.label === "CERTIFICATE")
+        .map((block) => parseCertificate(block.der))
+        .filter((cert) => cert.notAfter > now)
+        .map((cert) => cert.der);
+      const keepRootKey = flags.bool("keep-root-key") || current.caKey !== undefined;
+      next = {
+        caCrt: encodeCertificates([root.certificate.der, ...oldRoots]),
+        ...issueIssuer(root, {
+          trustDomain,
+          namespace,
+          algorithm,
+          now,
+          skewMs: 0,
+          ttlMs: issuerTtlMs,
+        }),
+        ...(keepRootKey ? { caKey: privateKeyToPem(root.key.privateKey) } : {}),
+      };
+    } else {
+      const rootKeyFile = flags.string("root-key");
+      let rootKeyPem = current.caKey;
+      if (rootKeyFile) {
+        try {
+          rootKeyPem = await readFile(rootKeyFile, "utf8");
+        } catch (error) {
+          throw new Error(`cannot read --root-key ${rootKeyFile}: ${(error as Error).message}`);
+        }
+      }
+      if (!rootKeyPem) {
+        throw new Error(
+          `renewing the issuer needs the root key, which ${store.description} does not keep: ` +
+            `pass --root-key FILE, or rotate root and issuer together with --root`,
+        );
+      }
+      const root = rootFromPem(current.caCrt, rootKeyPem, {
+        cert: store.names.caCrt,
+        key: rootKeyFile || "ca.key",
+      });
+      if (root.certificate.notAfter <= now) {
+        throw new Error(
+          `the root expired at ${root.certificate.notAfter.toISOString()}: rotate it with --root`,
+        );
+      }
+      next = {
+        ...current,
+        ...issueIssuer(root, {
+          trustDomain,
+          namespace,
+          algorithm,
+          now,
+          skewMs: 0,
+          ttlMs: issuerTtlMs,
+        }),
+      };
+    }
+    const trust = validateBundle(next, now, store.names);
+    await store.replace(next, current);
+
+    const result = {
+      store: store.description,
+      rotated: rotateRoot ? "root and issuer" : "issuer",
+      issuerNotAfter: trust.issuerNotAfter.toISOString(),
+      rootNotAfter: trust.rootNotAfter.toISOString(),
+      anchors: trust.anchors.length,
+      nextSteps: rotateRoot
+        ? "distribute the new ca.crt as the sidecars' trust anchors (DAPR_TRUST_ANCHORS), then restart or re-inject them; a running sentry picks up the new bundle by itself"
+        : "nothing: a running sentry picks up the new issuer by itself and sidecars keep their trust anchors",
+    };
+    if (flags.bool("json")) {
+      io.stdout(JSON.stringify(result, null, 2) + "\n");
+    } else {
+      io.stdout(
+        `renewed the ${result.rotated} in ${result.store}\n` +
+          `  issuer valid until ${result.issuerNotAfter}\n` +
+          `  trust anchors: ${result.anchors} (earliest expiry ${result.rootNotAfter})\n` +
+          `next: ${result.nextSteps}\n`,
+      );
+    }
+    return Exit.OK;
+  });
+}
