@@ -90,7 +90,7 @@ TTLs take Go durations or days (30d); --not-after takes an RFC 3339 time instead
       name: "key-type",
       type: "string",
       default: "ec-p256",
-      choices: ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-4096"],
+      choices: KEY_TYPES,
       help: "Type of the generated key",
     },
     {
