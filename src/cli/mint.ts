@@ -292,6 +292,9 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
     let clamped = false;
     let spiffeId: string | undefined;
     const validityUnder = (ca: LoadedCa): Validity => {
+      if (ca.notAfter <= now) {
+        throw new Error(`the CA in --ca expired at ${ca.notAfter.toISOString()}`);
+      }
       clamped = notAfter > ca.notAfter;
       if (clamped) notAfter = ca.notAfter;
       return { notBefore: now, notAfter };
