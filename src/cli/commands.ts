@@ -9,6 +9,7 @@ import { EXPIRY_COMMAND, runExpiry } from "./expiry.ts";
 import { INIT_COMMAND, runInit } from "./init.ts";
 import { MINT_COMMAND, runMint } from "./mint.ts";
 import { RENEW_COMMAND, runRenew } from "./renew.ts";
+import { REQUEST_COMMAND, runRequest } from "./request.ts";
 import { runServe, SERVE_SUMMARY, serveFlagsHelp } from "./serve.ts";
 import { VERSION } from "../version.ts";
 
@@ -30,6 +31,7 @@ export const COMMANDS: readonly Command[] = [
   entry(MINT_COMMAND, runMint),
   entry(EXPIRY_COMMAND, runExpiry),
   entry(RENEW_COMMAND, runRenew),
+  entry(REQUEST_COMMAND, runRequest),
 ];
 
 /** `sentry --help` without a subcommand. */
