@@ -192,15 +192,21 @@ export class FsCredentialStore implements CredentialStore {
     await this.#makeDirectories();
     try {
       for (const part of PARTS) {
-        if (bundle[part] !== current[part]) await replaceFileAtomically(this.paths[part], bundle[part]);
+        if (bundle[part] !== current[part]) {
+          await replaceFileAtomically(this.paths[part], bundle[part]);
+        }
       }
       if (bundle.caKey) {
-        if (bundle.caKey !== current.caKey) await replaceFileAtomically(this.rootKeyPath, bundle.caKey);
+        if (bundle.caKey !== current.caKey) {
+          await replaceFileAtomically(this.rootKeyPath, bundle.caKey);
+        }
       } else if (current.caKey !== undefined) {
         await rm(this.rootKeyPath, { force: true });
       }
     } catch (error) {
-      throw new StoreError(`cannot write the new bundle into ${this.description}: ${(error as Error).message}`);
+      throw new StoreError(
+        `cannot write the new bundle into ${this.description}: ${(error as Error).message}`,
+      );
     }
     return bundle;
   }

@@ -7,6 +7,7 @@
 import type { CommandIO, CommandSpec } from "./command.ts";
 import { EXPIRY_COMMAND, runExpiry } from "./expiry.ts";
 import { INIT_COMMAND, runInit } from "./init.ts";
+import { INSPECT_COMMAND, runInspect } from "./inspect.ts";
 import { MINT_COMMAND, runMint } from "./mint.ts";
 import { RENEW_COMMAND, runRenew } from "./renew.ts";
 import { REQUEST_COMMAND, runRequest } from "./request.ts";
@@ -29,6 +30,7 @@ export const COMMANDS: readonly Command[] = [
   { name: "serve", summary: SERVE_SUMMARY, run: runServe },
   entry(INIT_COMMAND, runInit),
   entry(MINT_COMMAND, runMint),
+  entry(INSPECT_COMMAND, runInspect),
   entry(EXPIRY_COMMAND, runExpiry),
   entry(RENEW_COMMAND, runRenew),
   entry(REQUEST_COMMAND, runRequest),
