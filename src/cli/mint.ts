@@ -6,9 +6,8 @@
  *
  * @module
  */
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { type KeyObject, randomBytes } from "node:crypto";
+import { readInputFile, writeOutputFiles } from "./files.ts";
+import type { KeyObject } from "node:crypto";
 import { rootFromPem } from "../ca/bundle.ts";
 import { encodeName, ExtKeyUsage, KeyUsage } from "../ca/certificate.ts";
 import { decodeCsr } from "../ca/csr.ts";
@@ -180,26 +179,6 @@ function parseSubject(text: string): Uint8Array {
   return encodeName(attributes as Parameters<typeof encodeName>[0]);
 }
 
-/** Writes a file atomically with `mode`. */
-async function writeAtomically(path: string, content: string, mode: number): Promise<void> {
-  const temporary = join(dirname(path), `.${randomBytes(6).toString("hex")}.tmp`);
-  await writeFile(temporary, content, { mode, flag: "wx" });
-  try {
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
-}
-
-async function readText(flag: string, path: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    throw new Error(`cannot read --${flag} ${path}: ${(error as Error).message}`);
-  }
-}
-
 interface LoadedCa {
   identity: IssuerIdentity;
   /** Trust domain named by a Dapr-profile CA (default for SPIFFE IDs). */
@@ -211,8 +190,8 @@ interface LoadedCa {
 
 async function loadCa(caPath: string, caKeyPath: string): Promise<LoadedCa> {
   if (!caPath || !caKeyPath) throw new UsageError("this profile needs --ca and --ca-key");
-  const caPem = await readText("ca", caPath);
-  const ca = rootFromPem(caPem, await readText("ca-key", caKeyPath), {
+  const caPem = await readInputFile(caPath, "--ca");
+  const ca = rootFromPem(caPem, await readInputFile(caKeyPath, "--ca-key"), {
     cert: caPath,
     key: caKeyPath,
   });
@@ -258,7 +237,7 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
     let privateKey: KeyObject | undefined;
     let spki: Uint8Array;
     if (csrPath) {
-      spki = decodeCsr(await readText("csr", csrPath)).subjectPublicKeyInfo;
+      spki = decodeCsr(await readInputFile(csrPath, "--csr")).subjectPublicKeyInfo;
     } else {
       const keyType = flags.string("key-type");
       if (!isKeyType(keyType)) {
@@ -366,7 +345,7 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
             );
           }
           const keyType = describeKey(
-            privateKey ?? decodeCsr(await readText("csr", csrPath)).publicKey,
+            privateKey ?? decodeCsr(await readInputFile(csrPath, "--csr")).publicKey,
           );
           der = createLeafCertificate({
             subject: subjectFlag ? parseSubject(subjectFlag) : undefined,
@@ -390,9 +369,11 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
 
     const certificatePem = encodePem("CERTIFICATE", der) + (flags.bool("bundle") ? chainPem : "");
     const out = flags.string("out");
-    if (privateKey) await writeAtomically(keyOut, privateKeyToPem(privateKey), 0o600);
-    if (out) await writeAtomically(out, certificatePem, 0o644);
-    else io.stdout(certificatePem);
+    await writeOutputFiles([
+      ...(privateKey ? [{ path: keyOut, content: privateKeyToPem(privateKey), mode: 0o600 }] : []),
+      ...(out ? [{ path: out, content: certificatePem, mode: 0o644 }] : []),
+    ]);
+    if (!out) io.stdout(certificatePem);
     const summary = {
       profile,
       certificate: out || "-",

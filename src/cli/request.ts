@@ -7,10 +7,10 @@
  *
  * @module
  */
+import { readInputFile, writeOutputFiles } from "./files.ts";
 import type { Buffer } from "node:buffer";
-import { randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { csrPem } from "../ca/csr-builder.ts";
 import { DEFAULT_KEY_TYPE, generateKey, KEY_TYPES, type KeyType } from "../ca/key-types.ts";
 import { privateKeyToPem, spkiOf } from "../ca/keys.ts";
@@ -181,14 +181,6 @@ function readOptions(
   };
 }
 
-async function readText(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    throw new Error(`cannot read ${what} ${path}: ${(error as Error).message}`);
-  }
-}
-
 function certificatesIn(pem: string | Uint8Array, what: string): ParsedCertificate[] {
   const blocks = decodePem(pem).filter((block) => block.label === "CERTIFICATE");
   return blocks.map((block, index) => {
@@ -271,57 +263,17 @@ function verifyResponse(
   return { chain, anchors, spiffeId: uris[0], notAfter: leaf.notAfter };
 }
 
-/** One file to write: where, what and with which permissions. */
-interface OutputFile {
-  path: string;
-  content: string;
-  mode: number;
-}
-
-/**
- * Writes every file to a temporary name next to it first (exact mode, despite the umask),
- * then renames them into place, so that a failure leaves no partial file and no new key next
- * to an old certificate. Temporary files are removed on failure.
- */
-async function writeAll(files: readonly OutputFile[]): Promise<void> {
-  const staged: { file: OutputFile; temporary: string }[] = [];
-  try {
-    for (const file of files) {
-      const temporary = join(
-        dirname(file.path),
-        `.${basename(file.path)}.${randomBytes(6).toString("hex")}.tmp`,
-      );
-      staged.push({ file, temporary });
-      try {
-        await writeFile(temporary, file.content, { mode: file.mode, flag: "wx" });
-        await chmod(temporary, file.mode);
-      } catch (error) {
-        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`);
-      }
-    }
-    for (const { file, temporary } of staged) {
-      try {
-        await rename(temporary, file.path);
-      } catch (error) {
-        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`);
-      }
-    }
-  } finally {
-    await Promise.all(staged.map(({ temporary }) => rm(temporary, { force: true })));
-  }
-}
-
 /** Runs `sentry request` with `argv` (the arguments after `request`); returns the exit code. */
 export function runRequest(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(REQUEST_COMMAND, argv, io, async (parsed) => {
     const options = readOptions(flagValues(parsed), parsed.positionals);
-    const anchorsPem = await readText(options.anchorsPath, "trust anchors");
+    const anchorsPem = await readInputFile(options.anchorsPath, "trust anchors");
     const trusted = certificatesIn(anchorsPem, options.anchorsPath);
     if (trusted.length === 0) {
       throw new CheckFailed(`${options.anchorsPath} holds no PEM certificate`);
     }
     const token = options.tokenFile !== ""
-      ? (await readText(options.tokenFile, "token file")).trim()
+      ? (await readInputFile(options.tokenFile, "token file")).trim()
       : options.tokenFlag;
 
     const key = await generateKey(options.keyType);
@@ -354,7 +306,7 @@ export function runRequest(argv: readonly string[], io: CommandIO): Promise<numb
       key: join(outDir, "key.pem"),
       ca: join(outDir, "ca.pem"),
     };
-    await writeAll([
+    await writeOutputFiles([
       { path: paths.key, content: privateKeyToPem(key), mode: 0o600 },
       {
         path: paths.certificate,
