@@ -39,6 +39,8 @@ export interface CommandSpec {
   /** Usage lines and explanation for `sentry NAME --help` (flags are appended). */
   usage: string;
   flags: readonly FlagSpec[];
+  /** How many positional arguments the command takes at most (default none). */
+  positionals?: number;
 }
 
 const HELP_FLAG: FlagSpec = { name: "help", type: "bool", default: false, help: "Show this help" };
@@ -72,6 +74,15 @@ export async function runCommand(
   if (parsed.values.help) {
     io.stdout(commandHelp(spec));
     return Exit.OK;
+  }
+  const extra = parsed.positionals[spec.positionals ?? 0];
+  if (extra !== undefined) {
+    io.stderr(
+      `sentry ${spec.name}: unexpected argument ${
+        JSON.stringify(extra)
+      }\nRun 'sentry ${spec.name} --help' for usage.\n`,
+    );
+    return Exit.USAGE;
   }
   try {
     return await body(parsed);

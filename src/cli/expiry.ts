@@ -13,7 +13,6 @@ import {
   runCommand,
   ttlFlag,
 } from "./command.ts";
-import { UsageError } from "./flags.ts";
 import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
 
 const DAY_MS = 86_400_000;
@@ -44,9 +43,6 @@ sooner than that, so that a cron job or CI step can alert before anything breaks
 export function runExpiry(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(EXPIRY_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
-    if (parsed.positionals.length > 0) {
-      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    }
     const warnMs = flags.string("warn") === "" ? undefined : ttlFlag("warn", flags.string("warn"));
     const store = storeFromFlags(parsed);
     const pem = await store.load();

@@ -77,9 +77,6 @@ that is acceptable, or keep the root key offline and pass it to 'sentry renew --
 export function runInit(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(INIT_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
-    if (parsed.positionals.length > 0) {
-      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    }
     const trustDomain = flags.string("trust-domain");
     const namespace = flags.string("namespace") || io.env.NAMESPACE || "default";
     try {

@@ -77,6 +77,7 @@ import { UsageError } from "./flags.ts";
 /** The `inspect` subcommand. */
 export const INSPECT_COMMAND: CommandSpec = {
   name: "inspect",
+  positionals: 1,
   summary: "Describe certificates, chains and CSRs; verify a chain against trust anchors",
   usage: `
 Usage: sentry inspect [flags] FILE|-
@@ -304,9 +305,6 @@ export function runInspect(argv: readonly string[], io: CommandIO): Promise<numb
     const anchorsPath = flags.string("anchors");
     if (parsed.positionals.length === 0) {
       throw new UsageError("missing FILE argument (use - for standard input)");
-    }
-    if (parsed.positionals.length > 1) {
-      throw new UsageError(`expected one FILE, got ${parsed.positionals.length}`);
     }
     const [path] = parsed.positionals;
     if (flags.given("anchors") && anchorsPath === "") {

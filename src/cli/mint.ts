@@ -214,9 +214,6 @@ async function loadCa(caPath: string, caKeyPath: string): Promise<LoadedCa> {
 export function runMint(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(MINT_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
-    if (parsed.positionals.length > 0) {
-      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    }
     const profile = flags.string("profile") as Profile;
     if (!flags.given("profile")) {
       throw new UsageError(`--profile is required: ${PROFILES.join(", ")}`);

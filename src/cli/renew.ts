@@ -114,9 +114,6 @@ function currentIdentity(pem: BundlePem): { trustDomain?: string; namespace?: st
 export function runRenew(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(RENEW_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
-    if (parsed.positionals.length > 0) {
-      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    }
     const rotateRoot = flags.bool("root");
     const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));

@@ -139,13 +139,7 @@ interface RequestOptions {
 }
 
 /** Reads and checks the flags; UsageError (exit 2) for anything missing or malformed. */
-function readOptions(
-  values: ReturnType<typeof flagValues>,
-  positionals: readonly string[],
-): RequestOptions {
-  if (positionals.length > 0) {
-    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  }
+function readOptions(values: ReturnType<typeof flagValues>): RequestOptions {
   const appId = values.string("app-id");
   if (appId === "") throw new UsageError("--app-id is required");
   const anchorsPath = values.string("anchors");
@@ -266,7 +260,7 @@ function verifyResponse(
 /** Runs `sentry request` with `argv` (the arguments after `request`); returns the exit code. */
 export function runRequest(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(REQUEST_COMMAND, argv, io, async (parsed) => {
-    const options = readOptions(flagValues(parsed), parsed.positionals);
+    const options = readOptions(flagValues(parsed));
     const anchorsPem = await readInputFile(options.anchorsPath, "trust anchors");
     const trusted = certificatesIn(anchorsPem, options.anchorsPath);
     if (trusted.length === 0) {
