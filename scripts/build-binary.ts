@@ -55,7 +55,11 @@ await step("bundling main.ts", Deno.execPath(), [
 ]);
 await writeFile(
   SEA_CONFIG,
-  JSON.stringify({ main: BUNDLE, output: BLOB, disableExperimentalSEAWarning: true }, null, 2),
+  JSON.stringify(
+    { main: BUNDLE, output: BLOB, disableExperimentalSEAWarning: true, useCodeCache: true },
+    null,
+    2,
+  ),
 );
 await step("preparing the SEA blob", "node", ["--experimental-sea-config", SEA_CONFIG]);
 const node = await nodeBinary();
