@@ -12,6 +12,15 @@ export class StoreError extends Error {
   override name = "StoreError";
 }
 
+/**
+ * The store cannot be reached or refuses to answer right now (network, a sealed or standby
+ * Vault, a Kubernetes API outage). Never "nothing stored": callers retry or keep what they
+ * have, and never generate a new CA because of it.
+ */
+export class StoreUnavailableError extends StoreError {
+  override name = "StoreUnavailableError";
+}
+
 /** A compare-and-swap write found the store changed since it was read; nothing was written. */
 export class StoreConflictError extends StoreError {
   override name = "StoreConflictError";
@@ -43,6 +52,8 @@ export interface CredentialStore {
    * allowed: the caller re-loads and compares). Returns a handle that stops watching.
    */
   watch(onChange: () => void): { close(): void };
+  /** Releases connections and timers (token renewal, polling). */
+  close?(): void;
 }
 
 /** Store kinds selectable with `--store`. */

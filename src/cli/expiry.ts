@@ -44,7 +44,7 @@ export function runExpiry(argv: readonly string[], io: CommandIO): Promise<numbe
   return runCommand(EXPIRY_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
     const warnMs = flags.string("warn") === "" ? undefined : ttlFlag("warn", flags.string("warn"));
-    const store = storeFromFlags(parsed);
+    const store = storeFromFlags(parsed, io.env);
     const pem = await store.load();
     if (!pem) throw new Error(`${store.description} holds no trust bundle`);
     const lifetimes = bundleLifetimes(pem, store.names);

@@ -89,7 +89,7 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
     if (issuerTtlMs > rootTtlMs) {
       throw new UsageError("--issuer-ttl must not be longer than --root-ttl");
     }
-    const store = storeFromFlags(parsed);
+    const store = storeFromFlags(parsed, io.env);
 
     // A partial bundle fails here even with --force: sentry never completes or deletes part
     // of an operator's bundle; the message says which files are there.

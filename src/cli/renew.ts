@@ -118,7 +118,7 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
     const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));
     const algorithm = flags.string("key-algorithm") as CaKeyAlgorithm;
-    const store = storeFromFlags(parsed);
+    const store = storeFromFlags(parsed, io.env);
     const current = await store.load();
     if (!current) {
       throw new Error(`${store.description} holds no trust bundle to renew (use 'sentry init')`);

@@ -159,7 +159,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     server = await SentryServer.start({
       trustDomain,
       namespace: io.env.NAMESPACE || "default",
-      store: storeFromFlags(parsed),
+      store: storeFromFlags(parsed, io.env, logger),
       settingsSource: parsed.given.has("config")
         ? new FileSettingsSource(flags.config as string, io.env)
         : new DefaultSettingsSource(),

@@ -4,8 +4,13 @@
  *
  * @module
  */
+import { readFileSync } from "node:fs";
+import { parseDuration } from "../config/duration.ts";
+import type { Logger } from "../observability/logger.ts";
+import { type VaultAuth, VaultClient } from "../vault/client.ts";
 import { FsCredentialStore } from "../../stores/fs.ts";
 import { type CredentialStore, STORE_KINDS } from "../../stores/store.ts";
+import { VaultCredentialStore } from "../../stores/vault.ts";
 import { type FlagSpec, type ParsedFlags, UsageError } from "./flags.ts";
 
 /** `--store` and the filesystem store's location flags (Dapr's names and defaults). */
@@ -41,11 +46,133 @@ export const STORE_FLAGS: readonly FlagSpec[] = [
     default: "issuer.key",
     help: "Issuer private key file name",
   },
+  { name: "vault-addr", type: "string", default: "", help: "Vault address (default $VAULT_ADDR)" },
+  { name: "vault-mount", type: "string", default: "secret", help: "KV version 2 mount" },
+  {
+    name: "vault-path",
+    type: "string",
+    default: "dapr/sentry/trust-bundle",
+    help: "Secret path inside the mount",
+  },
+  {
+    name: "vault-namespace",
+    type: "string",
+    default: "",
+    help: "Vault namespace, sent as X-Vault-Namespace (default $VAULT_NAMESPACE)",
+  },
+  {
+    name: "vault-cacert",
+    type: "string",
+    default: "",
+    help: "PEM file of the CA of Vault's certificate (default $VAULT_CACERT)",
+  },
+  {
+    name: "vault-skip-verify",
+    type: "bool",
+    default: false,
+    help: "Do not verify Vault's certificate (default $VAULT_SKIP_VERIFY)",
+  },
+  {
+    name: "vault-token-file",
+    type: "string",
+    default: "",
+    help: "File holding the Vault token, re-read on every call (default: $VAULT_TOKEN)",
+  },
+  {
+    name: "vault-k8s-role",
+    type: "string",
+    default: "",
+    help: "Log in with Kubernetes auth as this role instead of a token",
+  },
+  { name: "vault-k8s-mount", type: "string", default: "kubernetes", help: "Kubernetes auth mount" },
+  {
+    name: "vault-k8s-token-file",
+    type: "string",
+    default: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    help: "Service-account token used for Kubernetes auth",
+  },
+  {
+    name: "vault-poll-interval",
+    type: "string",
+    default: "30s",
+    help: "How often to look for a new version of the secret",
+  },
 ];
 
-/** The store the flags select; UsageError for stores this version does not offer. */
-export function storeFromFlags(parsed: ParsedFlags): CredentialStore {
+function truthy(value: string | undefined): boolean {
+  return value !== undefined && /^(1|t|true|yes)$/i.test(value);
+}
+
+function vaultStore(
+  parsed: ParsedFlags,
+  env: Record<string, string | undefined>,
+  logger?: Logger,
+): VaultCredentialStore {
   const values = parsed.values;
+  const flag = (name: string) => values[name] as string;
+  const address = flag("vault-addr") || env.VAULT_ADDR;
+  if (!address) throw new UsageError("--store vault needs --vault-addr or VAULT_ADDR");
+  try {
+    new URL(address);
+  } catch {
+    throw new UsageError(`--vault-addr ${JSON.stringify(address)} is not a URL`);
+  }
+  const caFile = flag("vault-cacert") || env.VAULT_CACERT;
+  let caCertPem: string | undefined;
+  if (caFile) {
+    try {
+      caCertPem = readFileSync(caFile, "utf8");
+    } catch (error) {
+      throw new UsageError(`cannot read --vault-cacert ${caFile}: ${(error as Error).message}`);
+    }
+  }
+  let pollIntervalMs: number;
+  try {
+    pollIntervalMs = parseDuration(flag("vault-poll-interval"));
+  } catch (error) {
+    throw new UsageError(`--vault-poll-interval: ${(error as Error).message}`);
+  }
+  if (!(pollIntervalMs >= 100)) {
+    throw new UsageError("--vault-poll-interval must be at least 100ms");
+  }
+  const auth: VaultAuth = flag("vault-k8s-role")
+    ? {
+      kind: "kubernetes",
+      role: flag("vault-k8s-role"),
+      mount: flag("vault-k8s-mount"),
+      jwtFile: flag("vault-k8s-token-file"),
+    }
+    : { kind: "token", token: env.VAULT_TOKEN, tokenFile: flag("vault-token-file") || undefined };
+  if (auth.kind === "token" && !auth.token && !auth.tokenFile) {
+    throw new UsageError("--store vault needs VAULT_TOKEN, --vault-token-file or --vault-k8s-role");
+  }
+  const client = new VaultClient({
+    address,
+    namespace: flag("vault-namespace") || env.VAULT_NAMESPACE || undefined,
+    caCertPem,
+    skipVerify: (values["vault-skip-verify"] as boolean) || truthy(env.VAULT_SKIP_VERIFY),
+    auth,
+    logger,
+  });
+  return new VaultCredentialStore({
+    client,
+    mount: flag("vault-mount"),
+    path: flag("vault-path"),
+    pollIntervalMs,
+  });
+}
+
+/**
+ * The store the flags select (Vault settings fall back to Vault's environment variables);
+ * UsageError for stores this version does not offer or incomplete settings.
+ */
+export function storeFromFlags(
+  parsed: ParsedFlags,
+  env: Record<string, string | undefined> = {},
+  logger?: Logger,
+): CredentialStore {
+  const values = parsed.values;
+  if (values.store === "vault") return vaultStore(parsed, env, logger);
   if (values.store !== "fs") {
     throw new UsageError(`--store ${values.store} is not available in this version of sentry yet`);
   }

@@ -1,7 +1,8 @@
 /**
  * Start-up of the trust bundle: load it from the store and validate it, or, when the store
  * holds nothing at all, generate a root + issuer and store it (create-only, so concurrent
- * starters converge on one CA).
+ * starters converge on one CA). A store that is unavailable (Vault sealed, API down) is
+ * retried with backoff for a while; it never leads to generating a CA.
  *
  * @module
  */
@@ -12,7 +13,37 @@ import {
   validateBundle,
 } from "../ca/bundle.ts";
 import type { Logger } from "../observability/logger.ts";
-import type { CredentialStore } from "../../stores/store.ts";
+import { type CredentialStore, StoreUnavailableError } from "../../stores/store.ts";
+
+/** How long start-up waits for an unavailable store, and the longest pause between tries. */
+export interface StartupRetry {
+  timeoutMs: number;
+  maxDelayMs: number;
+}
+
+const DEFAULT_RETRY: StartupRetry = { timeoutMs: 5 * 60_000, maxDelayMs: 10_000 };
+
+/** Runs `operation`, retrying StoreUnavailableError with doubling delays until the timeout. */
+async function whileUnavailable<T>(
+  operation: () => Promise<T>,
+  logger: Logger,
+  retry: StartupRetry,
+): Promise<T> {
+  const deadline = Date.now() + retry.timeoutMs;
+  let delay = 250;
+  while (true) {
+    try {
+      return await operation();
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError) || Date.now() + delay > deadline) throw error;
+      logger.warn(
+        `credential store unavailable, retrying in ${(delay / 1000).toFixed(1)}s: ${error.message}`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, retry.maxDelayMs);
+    }
+  }
+}
 
 /** Loads or creates the bundle; throws StoreError / BundleError with the reason. */
 export async function loadOrCreateBundle(
@@ -20,8 +51,9 @@ export async function loadOrCreateBundle(
   generate: Omit<GenerateOptions, "now">,
   now: () => Date,
   logger: Logger,
+  retry: StartupRetry = DEFAULT_RETRY,
 ): Promise<TrustBundle> {
-  const stored = await store.load();
+  const stored = await whileUnavailable(() => store.load(), logger, retry);
   if (stored) {
     const bundle = validateBundle(stored, now(), store.names);
     logger.info(`loaded trust bundle from ${store.description}`, {
@@ -32,10 +64,14 @@ export async function loadOrCreateBundle(
   logger.info(
     `no trust bundle in ${store.description}: generating a new ${generate.algorithm} root and issuer`,
   );
-  const created = await store.create(generateBundle({ ...generate, now: now() }));
+  const fresh = generateBundle({ ...generate, now: now() });
+  const created = await whileUnavailable(() => store.create(fresh), logger, retry);
   const bundle = validateBundle(created, now(), store.names);
-  logger.info(`stored the new trust bundle in ${store.description}`, {
-    issuer_expiry: bundle.issuerNotAfter.toISOString(),
-  });
+  logger.info(
+    created === fresh
+      ? `stored the new trust bundle in ${store.description}`
+      : `another instance stored a trust bundle in ${store.description} first: using it`,
+    { issuer_expiry: bundle.issuerNotAfter.toISOString() },
+  );
   return bundle;
 }

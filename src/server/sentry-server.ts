@@ -121,6 +121,7 @@ export class SentryServer {
       state = new CaState(bundle, settings, validators);
     } catch (error) {
       closeValidators(validators);
+      options.store.close?.();
       throw error;
     }
     metrics.setBundleExpiry(state.bundle.issuerNotAfter, state.bundle.rootNotAfter);
@@ -237,6 +238,7 @@ export class SentryServer {
     const graceful = await this.#grpc.shutdown(graceMs);
     await Promise.all(this.#endpoints.map((endpoint) => endpoint.close()));
     closeValidators(this.state.validators);
+    this.#options.store.close?.();
     return graceful;
   }
 

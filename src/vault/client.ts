@@ -1,0 +1,281 @@
+/**
+ * A small HashiCorp Vault HTTP client: `X-Vault-Token` and `X-Vault-Namespace` headers, TLS
+ * with a custom CA or verification off (Vault's VAULT_CACERT / VAULT_SKIP_VERIFY), and
+ * authentication by token (VAULT_TOKEN or a token file re-read on every call, so an agent can
+ * rotate it) or by Kubernetes service-account login (`auth/<mount>/login`), logging in again
+ * when the token expires or is refused. Renewable tokens are renewed at two thirds of their TTL.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { readFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import type { Logger } from "../observability/logger.ts";
+
+/** How sentry authenticates to Vault. */
+export type VaultAuth =
+  | { kind: "token"; token?: string; tokenFile?: string }
+  | { kind: "kubernetes"; role: string; mount: string; jwtFile: string };
+
+/** Connection settings. */
+export interface VaultClientOptions {
+  /** Base address, e.g. `https://vault.example:8200`. */
+  address: string;
+  namespace?: string;
+  /** PEM of the CA that signed Vault's certificate. */
+  caCertPem?: string;
+  skipVerify?: boolean;
+  auth: VaultAuth;
+  /** Per-request timeout (default 10 s). */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+/** A Vault answer that is not a success, with Vault's own `errors` list. */
+export class VaultError extends Error {
+  override name = "VaultError";
+  /** Creates an error for `status` (0 for connection failures) with Vault's messages. */
+  constructor(readonly status: number, readonly errors: readonly string[], message: string) {
+    super(message);
+  }
+
+  /** Vault cannot answer now (down, sealed, standby, overloaded, refusing us): try later. */
+  get transient(): boolean {
+    return this.status === 0 || this.status === 403 || this.status === 412 || this.status === 429 ||
+      this.status === 473 || this.status >= 500;
+  }
+}
+
+/** A decoded response. */
+export interface VaultResponse {
+  status: number;
+  // deno-lint-ignore no-explicit-any
+  body: any;
+}
+
+interface TokenState {
+  token: string;
+  /** When to renew (ms since epoch), if renewable. */
+  renewAt?: number;
+}
+
+/** One client per Vault address; {@link close} stops the renewal timer. */
+export class VaultClient {
+  readonly #options: VaultClientOptions;
+  #token?: TokenState;
+  #renewTimer?: ReturnType<typeof setTimeout>;
+  #closed = false;
+  /** Number of Kubernetes logins performed (for logs and tests). */
+  logins = 0;
+
+  /** Nothing is sent until the first request. */
+  constructor(options: VaultClientOptions) {
+    this.#options = options;
+  }
+
+  /** Where requests go, for messages. */
+  get address(): string {
+    return this.#options.address;
+  }
+
+  #send(
+    method: string,
+    path: string,
+    body: unknown,
+    token: string | undefined,
+  ): Promise<VaultResponse> {
+    const url = new URL(`/v1/${path.replace(/^\/+/, "")}`, this.#options.address);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (token) headers["x-vault-token"] = token;
+    if (this.#options.namespace) headers["x-vault-namespace"] = this.#options.namespace;
+    if (payload !== undefined) {
+      headers["content-type"] = "application/json";
+      headers["content-length"] = String(Buffer.byteLength(payload));
+    }
+    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const request = send(url, {
+        method,
+        headers,
+        ca: this.#options.caCertPem,
+        rejectUnauthorized: !this.#options.skipVerify,
+        timeout: this.#options.timeoutMs ?? 10_000,
+      }, (response) => {
+        const chunks: Uint8Array[] = [];
+        response.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+        response.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown = undefined;
+          try {
+            parsed = text ? JSON.parse(text) : undefined;
+          } catch {
+            parsed = { errors: [text.slice(0, 200)] };
+          }
+          resolve({ status: response.statusCode ?? 0, body: parsed });
+        });
+        response.on("error", reject);
+      });
+      request.on("timeout", () => request.destroy(new Error("request timed out")));
+      request.on(
+        "error",
+        (error) =>
+          reject(
+            new VaultError(
+              0,
+              [],
+              `Vault at ${this.#options.address} is unreachable: ${error.message}`,
+            ),
+          ),
+      );
+      request.end(payload);
+    });
+  }
+
+  #error(method: string, path: string, response: VaultResponse): VaultError {
+    const errors: string[] = Array.isArray(response.body?.errors)
+      ? response.body.errors.map(String)
+      : [];
+    const said = errors.length > 0
+      ? errors.join("; ").replace(/\s+/g, " ").trim()
+      : "no error message";
+    return new VaultError(
+      response.status,
+      errors,
+      `Vault ${method} /v1/${path}: ${response.status}: ${said}`,
+    );
+  }
+
+  async #currentToken(): Promise<string> {
+    const auth = this.#options.auth;
+    if (auth.kind === "token") {
+      if (auth.tokenFile) {
+        try {
+          return (await readFile(auth.tokenFile, "utf8")).trim();
+        } catch (error) {
+          throw new VaultError(
+            0,
+            [],
+            `cannot read the Vault token file ${auth.tokenFile}: ${(error as Error).message}`,
+          );
+        }
+      }
+      if (this.#token) return this.#token.token;
+      if (!auth.token) {
+        throw new VaultError(
+          0,
+          [],
+          "no Vault token: set VAULT_TOKEN, --vault-token-file or --vault-k8s-role",
+        );
+      }
+      this.#token = { token: auth.token };
+      await this.#scheduleRenewalFromLookup();
+      return auth.token;
+    }
+    if (!this.#token) await this.#login();
+    return this.#token!.token;
+  }
+
+  async #login(): Promise<void> {
+    const auth = this.#options.auth;
+    if (auth.kind !== "kubernetes") return;
+    let jwt: string;
+    try {
+      jwt = (await readFile(auth.jwtFile, "utf8")).trim();
+    } catch (error) {
+      throw new VaultError(
+        0,
+        [],
+        `cannot read the service-account token ${auth.jwtFile}: ${(error as Error).message}`,
+      );
+    }
+    const path = `auth/${auth.mount}/login`;
+    const response = await this.#send("POST", path, { role: auth.role, jwt }, undefined);
+    if (response.status !== 200 || !response.body?.auth?.client_token) {
+      throw this.#error("POST", path, response);
+    }
+    this.logins++;
+    const { client_token: token, lease_duration: ttl, renewable } = response.body.auth;
+    this.#setToken(token, Number(ttl), Boolean(renewable));
+    this.#options.logger?.info(
+      `logged in to Vault at ${this.#options.address} with Kubernetes role ${auth.role}`,
+    );
+  }
+
+  #setToken(token: string, ttlSeconds: number, renewable: boolean): void {
+    clearTimeout(this.#renewTimer);
+    this.#token = { token };
+    if (!renewable || !(ttlSeconds > 0) || this.#closed) return;
+    const delay = Math.max(1000, (ttlSeconds * 1000 * 2) / 3);
+    this.#token.renewAt = Date.now() + delay;
+    this.#renewTimer = setTimeout(() => void this.#renew(), delay);
+    (this.#renewTimer as { unref?: () => void }).unref?.();
+  }
+
+  async #scheduleRenewalFromLookup(): Promise<void> {
+    const token = this.#token?.token;
+    if (!token) return;
+    try {
+      const response = await this.#send("GET", "auth/token/lookup-self", undefined, token);
+      if (response.status === 200 && response.body?.data) {
+        this.#setToken(
+          token,
+          Number(response.body.data.ttl),
+          Boolean(response.body.data.renewable),
+        );
+      }
+    } catch {
+      // Vault unreachable now: the first real request reports it.
+    }
+  }
+
+  async #renew(): Promise<void> {
+    const token = this.#token?.token;
+    if (!token || this.#closed) return;
+    try {
+      const response = await this.#send("POST", "auth/token/renew-self", {}, token);
+      if (response.status === 200 && response.body?.auth) {
+        this.#setToken(
+          token,
+          Number(response.body.auth.lease_duration),
+          Boolean(response.body.auth.renewable),
+        );
+        this.#options.logger?.debug("renewed the Vault token");
+        return;
+      }
+      this.#options.logger?.warn(
+        `could not renew the Vault token: ${
+          this.#error("POST", "auth/token/renew-self", response).message
+        }`,
+      );
+    } catch (error) {
+      this.#options.logger?.warn(`could not renew the Vault token: ${(error as Error).message}`);
+    }
+    // Kubernetes auth: forget the token so that the next request logs in again.
+    if (this.#options.auth.kind === "kubernetes") this.#token = undefined;
+  }
+
+  /**
+   * Sends a request with the current token. A 403 with Kubernetes auth logs in again once and
+   * retries (the token may have expired). Returns 2xx and 404 responses; throws VaultError for
+   * anything else.
+   */
+  async request(method: string, path: string, body?: unknown): Promise<VaultResponse> {
+    let response = await this.#send(method, path, body, await this.#currentToken());
+    if (response.status === 403 && this.#options.auth.kind === "kubernetes") {
+      this.#token = undefined;
+      response = await this.#send(method, path, body, await this.#currentToken());
+    }
+    if ((response.status >= 200 && response.status < 300) || response.status === 404) {
+      return response;
+    }
+    throw this.#error(method, path, response);
+  }
+
+  /** Stops renewing the token. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#renewTimer);
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * The HashiCorp Vault credential store (`--store vault`): one KV version 2 secret holding
+ * `ca.crt`, `issuer.crt`, `issuer.key` (and `ca.key` only when the operator keeps the root
+ * key), at `<mount>/data/<path>`.
+ *
+ * Safety rules: "nothing stored" is only a 404 for a secret that never had a version; a
+ * deleted or destroyed latest version is refused (sentry will not write a new CA over an
+ * operator's history). Vault being unreachable, sealed, on standby or refusing us is a
+ * StoreUnavailableError, never "nothing stored". Creation uses `cas: 0` (create only), so
+ * replicas racing at first boot converge on one CA; replacement uses `cas: <version read>`.
+ * Changes are found by polling the metadata's `current_version`.
+ *
+ * @module
+ */
+import type { BundlePem } from "../src/ca/bundle.ts";
+import { type VaultClient, VaultError, type VaultResponse } from "../src/vault/client.ts";
+import {
+  type CredentialStore,
+  StoreConflictError,
+  StoreError,
+  StoreUnavailableError,
+} from "./store.ts";
+
+/** Where the secret lives. */
+export interface VaultStoreOptions {
+  client: VaultClient;
+  mount: string;
+  path: string;
+  /** How often to poll for new versions (default 30 s). */
+  pollIntervalMs?: number;
+}
+
+const KEYS = {
+  caCrt: "ca.crt",
+  issuerCrt: "issuer.crt",
+  issuerKey: "issuer.key",
+  caKey: "ca.key",
+} as const;
+
+function unavailable(error: unknown): never {
+  if (error instanceof VaultError) {
+    if (error.transient) throw new StoreUnavailableError(error.message);
+    throw new StoreError(error.message);
+  }
+  throw error;
+}
+
+/** A trust bundle kept in Vault's KV v2. */
+export class VaultCredentialStore implements CredentialStore {
+  readonly description: string;
+  readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
+  readonly #client: VaultClient;
+  readonly #dataPath: string;
+  readonly #metadataPath: string;
+  readonly #pollIntervalMs: number;
+  /** Version of the bundle last read or written, for compare-and-swap. */
+  #version?: number;
+
+  /** Nothing is sent until a method is called. */
+  constructor(options: VaultStoreOptions) {
+    const path = options.path.replace(/^\/+|\/+$/g, "");
+    this.#client = options.client;
+    this.#dataPath = `${options.mount}/data/${path}`;
+    this.#metadataPath = `${options.mount}/metadata/${path}`;
+    this.#pollIntervalMs = options.pollIntervalMs ?? 30_000;
+    this.description = `Vault secret ${options.mount}/${path} at ${options.client.address}`;
+    const name = (key: string) => `${options.mount}/${path} (${key})`;
+    this.names = {
+      caCrt: name(KEYS.caCrt),
+      issuerCrt: name(KEYS.issuerCrt),
+      issuerKey: name(KEYS.issuerKey),
+    };
+  }
+
+  async #request(method: string, path: string, body?: unknown): Promise<VaultResponse> {
+    try {
+      return await this.#client.request(method, path, body);
+    } catch (error) {
+      return unavailable(error);
+    }
+  }
+
+  /** Reads the latest version; null only when the secret never existed. */
+  async load(): Promise<BundlePem | null> {
+    const response = await this.#request("GET", this.#dataPath);
+    if (response.status === 404) {
+      const metadata = response.body?.data?.metadata;
+      if (metadata) return this.#refuseGone(metadata.version, metadata.destroyed);
+      // Never written, unless the metadata says otherwise (all versions destroyed, say).
+      const meta = await this.#request("GET", this.#metadataPath);
+      const current = meta.status === 200 ? Number(meta.body?.data?.current_version ?? 0) : 0;
+      if (current > 0) return this.#refuseGone(current, true);
+      this.#version = 0;
+      return null;
+    }
+    const data = response.body?.data?.data;
+    const version = Number(response.body?.data?.metadata?.version);
+    if (!data || typeof data !== "object") {
+      throw new StoreError(`${this.description}: the latest version holds no data`);
+    }
+    const missing = [KEYS.caCrt, KEYS.issuerCrt, KEYS.issuerKey].filter((key) =>
+      typeof data[key] !== "string" || data[key] === ""
+    );
+    if (missing.length > 0) {
+      throw new StoreError(
+        `incomplete bundle in ${this.description} (version ${version}): missing ${
+          missing.join(", ")
+        }. ` +
+          `sentry never completes or overwrites part of a bundle: write all three keys`,
+      );
+    }
+    this.#version = version;
+    return {
+      caCrt: data[KEYS.caCrt],
+      issuerCrt: data[KEYS.issuerCrt],
+      issuerKey: data[KEYS.issuerKey],
+      ...(typeof data[KEYS.caKey] === "string" ? { caKey: data[KEYS.caKey] } : {}),
+    };
+  }
+
+  #refuseGone(version: number, destroyed: boolean): never {
+    throw new StoreError(
+      `the latest version (${version}) of ${this.description} was ${
+        destroyed ? "destroyed" : "deleted"
+      }: ` +
+        `sentry will not generate a new CA over it. Restore it (vault kv undelete / rollback) or ` +
+        `remove the secret's metadata to start from nothing`,
+    );
+  }
+
+  #payload(bundle: BundlePem, cas: number) {
+    return {
+      options: { cas },
+      data: {
+        [KEYS.caCrt]: bundle.caCrt,
+        [KEYS.issuerCrt]: bundle.issuerCrt,
+        [KEYS.issuerKey]: bundle.issuerKey,
+        ...(bundle.caKey ? { [KEYS.caKey]: bundle.caKey } : {}),
+      },
+    };
+  }
+
+  async #write(bundle: BundlePem, cas: number): Promise<boolean> {
+    try {
+      const response = await this.#client.request(
+        "POST",
+        this.#dataPath,
+        this.#payload(bundle, cas),
+      );
+      this.#version = Number(response.body?.data?.version ?? cas + 1);
+      return true;
+    } catch (error) {
+      if (
+        error instanceof VaultError && error.status === 400 &&
+        error.errors.some((e) => /check-and-set/.test(e))
+      ) {
+        return false;
+      }
+      return unavailable(error);
+    }
+  }
+
+  /** Writes version 1 with `cas: 0`; if another replica won, returns its bundle. */
+  async create(bundle: BundlePem): Promise<BundlePem> {
+    if (await this.#write(bundle, 0)) return bundle;
+    const winner = await this.load();
+    if (!winner) throw new StoreError(`${this.description}: create refused, yet nothing is stored`);
+    return winner;
+  }
+
+  /** Writes a new version with `cas: <version read>` if the store still holds `expected`. */
+  async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
+    const current = await this.load();
+    const same = current && current.caCrt === expected.caCrt &&
+      current.issuerCrt === expected.issuerCrt &&
+      current.issuerKey === expected.issuerKey && (current.caKey ?? "") === (expected.caKey ?? "");
+    if (!same || this.#version === undefined) {
+      throw new StoreConflictError(
+        `${this.description} changed since it was read; nothing was written: run again`,
+      );
+    }
+    if (!(await this.#write(bundle, this.#version))) {
+      throw new StoreConflictError(
+        `${this.description} changed while writing (check-and-set); nothing was written: run again`,
+      );
+    }
+    return bundle;
+  }
+
+  /** Polls `current_version`; a change (or a failed poll) calls `onChange`. */
+  watch(onChange: () => void): { close(): void } {
+    let known: number | undefined = this.#version;
+    let polling = false;
+    const poll = async () => {
+      if (polling) return;
+      polling = true;
+      try {
+        const response = await this.#client.request("GET", this.#metadataPath);
+        const current = response.status === 200
+          ? Number(response.body?.data?.current_version ?? 0)
+          : 0;
+        if (known !== undefined && current !== known) onChange();
+        known = current;
+      } catch {
+        onChange(); // the reloader's load() reports what Vault says
+      } finally {
+        polling = false;
+      }
+    };
+    void poll();
+    const timer = setInterval(() => void poll(), this.#pollIntervalMs);
+    (timer as { unref?: () => void }).unref?.();
+    return { close: () => clearInterval(timer) };
+  }
+
+  /** Stops token renewal. */
+  close(): void {
+    this.#client.close();
+  }
+}
