@@ -193,9 +193,12 @@ Deno.test("bad flags exit 2 with a usage message; --help lists the flags", async
   const version = await runSentry(["--version"]);
   assert.equal(version.code, 0);
   assert.match(version.stdout, /^sentry \d+\.\d+\.\d+ \((deno|node) /);
-  const store = await runSentry(["--store", "vault"]);
+  const store = await runSentry(["--store", "k8s"]);
   assert.equal(store.code, 2);
-  assert.match(store.stderr, /--store vault is not available/);
+  assert.match(store.stderr, /--store k8s is not available/);
+  const vault = await runSentry(["--store", "vault"], { env: { VAULT_ADDR: "" } });
+  assert.equal(vault.code, 2);
+  assert.match(vault.stderr, /--store vault needs --vault-addr or VAULT_ADDR/);
 });
 
 Deno.test("a missing or invalid --config file stops start-up naming the file", async (t) => {
