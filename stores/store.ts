@@ -52,6 +52,11 @@ export interface CredentialStore {
    * allowed: the caller re-loads and compares). Returns a handle that stops watching.
    */
   watch(onChange: () => void): { close(): void };
+  /**
+   * Brings derived copies in line with `bundle` (the Kubernetes trust-anchor ConfigMap).
+   * Called after start-up and after every swap; stores without copies omit it.
+   */
+  publish?(bundle: BundlePem): Promise<void>;
   /** Releases connections and timers (token renewal, polling). */
   close?(): void;
 }

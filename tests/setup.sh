@@ -1,12 +1,14 @@
 #!/bin/sh
 # Makes sure the tools the test suite uses as independent references are present:
-# the openssl CLI, and Debian's /usr/bin/python3 with grpcio and cryptography (the
-# interoperability client). Installs them with apt-get when run as root on Debian;
-# otherwise says what is missing and exits 1. Run by `deno task test`.
+# the openssl CLI, kubectl (a real client for the fake Kubernetes API), and Debian's
+# /usr/bin/python3 with grpcio and cryptography (the interoperability client). Installs
+# them with apt-get when run as root on Debian; otherwise says what is missing and exits 1.
+# Run by `deno task test`.
 set -eu
 
 missing=""
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v kubectl >/dev/null 2>&1 || missing="$missing kubectl"
 if ! /usr/bin/python3 -c "import grpc, cryptography" >/dev/null 2>&1; then
   missing="$missing python3-grpcio python3-cryptography"
 fi

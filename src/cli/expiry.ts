@@ -13,7 +13,7 @@ import {
   runCommand,
   ttlFlag,
 } from "./command.ts";
-import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
+import { openStore, STORE_FLAGS } from "./store-flags.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -44,7 +44,7 @@ export function runExpiry(argv: readonly string[], io: CommandIO): Promise<numbe
   return runCommand(EXPIRY_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
     const warnMs = flags.string("warn") === "" ? undefined : ttlFlag("warn", flags.string("warn"));
-    const store = storeFromFlags(parsed, io.env);
+    const { store } = await openStore(parsed, io.env);
     const pem = await store.load();
     if (!pem) throw new Error(`${store.description} holds no trust bundle`);
     const lifetimes = bundleLifetimes(pem, store.names);

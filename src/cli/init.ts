@@ -17,7 +17,7 @@ import {
   ttlFlag,
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
-import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
+import { openStore, STORE_FLAGS } from "./store-flags.ts";
 
 /** `sentry init`. */
 export const INIT_COMMAND: CommandSpec = {
@@ -41,12 +41,6 @@ that is acceptable, or keep the root key offline and pass it to 'sentry renew --
       type: "string",
       default: "localhost",
       help: "Trust domain (root subject O=, issuer SPIFFE ID)",
-    },
-    {
-      name: "namespace",
-      type: "string",
-      default: "",
-      help: 'Namespace of sentry in the issuer\'s SPIFFE ID (default: $NAMESPACE or "default")',
     },
     {
       name: "key-algorithm",
@@ -78,18 +72,17 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
   return runCommand(INIT_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
     const trustDomain = flags.string("trust-domain");
-    const namespace = flags.string("namespace") || io.env.NAMESPACE || "default";
-    try {
-      SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
-    } catch (error) {
-      throw new UsageError((error as Error).message);
-    }
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));
     const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
     if (issuerTtlMs > rootTtlMs) {
       throw new UsageError("--issuer-ttl must not be longer than --root-ttl");
     }
-    const store = storeFromFlags(parsed, io.env);
+    const { store, namespace } = await openStore(parsed, io.env);
+    try {
+      SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
 
     // A partial bundle fails here even with --force: sentry never completes or deletes part
     // of an operator's bundle; the message says which files are there.

@@ -27,7 +27,7 @@ import {
   ttlFlag,
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
-import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
+import { openStore, STORE_FLAGS } from "./store-flags.ts";
 
 /** `sentry renew`. */
 export const RENEW_COMMAND: CommandSpec = {
@@ -83,12 +83,6 @@ written. A running sentry picks the new bundle up within seconds, without a rest
       help: "Trust domain (default: read from the current issuer)",
     },
     {
-      name: "namespace",
-      type: "string",
-      default: "",
-      help: "Namespace in the issuer's SPIFFE ID (default: read from the current issuer)",
-    },
-    {
       name: "keep-root-key",
       type: "bool",
       default: false,
@@ -118,7 +112,7 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
     const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));
     const algorithm = flags.string("key-algorithm") as CaKeyAlgorithm;
-    const store = storeFromFlags(parsed, io.env);
+    const { store } = await openStore(parsed, io.env);
     const current = await store.load();
     if (!current) {
       throw new Error(`${store.description} holds no trust bundle to renew (use 'sentry init')`);

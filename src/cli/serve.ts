@@ -8,11 +8,13 @@
 import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
+import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
+import { KubernetesValidator } from "../identity/kubernetes.ts";
 import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
 import { SentryServer } from "../server/sentry-server.ts";
 import { runtimeDescription, VERSION } from "../version.ts";
-import { STORE_FLAGS, storeFromFlags } from "./store-flags.ts";
+import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 
 /** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
@@ -60,12 +62,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     choices: ["standalone", "kubernetes"],
     help: "Runtime mode",
   },
-  {
-    name: "kubeconfig",
-    type: "string",
-    default: "",
-    help: "Kubeconfig file for out-of-cluster Kubernetes access",
-  },
+
   {
     name: "log-level",
     type: "string",
@@ -150,19 +147,48 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
   });
   const trustDomain = flags["trust-domain"] as string;
 
+  // --store k8s implies Kubernetes mode unless --mode says otherwise.
+  const mode = parsed.given.has("mode")
+    ? flags.mode
+    : flags.store === "k8s"
+    ? "kubernetes"
+    : flags.mode;
   let server: SentryServer;
   try {
-    if (flags.mode !== "standalone") {
-      throw new UsageError(`--mode ${flags.mode} is not available in this version of sentry yet`);
-    }
     validateTrustDomain(trustDomain);
+    const { store, namespace, kube } = await openStore(
+      parsed,
+      io.env,
+      logger,
+      mode === "kubernetes",
+    );
+    const configName = flags.config as string;
+    const settingsSource = parsed.given.has("config") && configName === ""
+      ? new DefaultSettingsSource()
+      : mode === "kubernetes"
+      ? new KubeSettingsSource(
+        kube!,
+        namespace,
+        parsed.given.has("config") ? [configName] : DEFAULT_CONFIGURATION_NAMES,
+        logger,
+      )
+      : parsed.given.has("config")
+      ? new FileSettingsSource(configName, io.env)
+      : new DefaultSettingsSource();
     server = await SentryServer.start({
       trustDomain,
-      namespace: io.env.NAMESPACE || "default",
-      store: storeFromFlags(parsed, io.env, logger),
-      settingsSource: parsed.given.has("config")
-        ? new FileSettingsSource(flags.config as string, io.env)
-        : new DefaultSettingsSource(),
+      namespace,
+      store,
+      settingsSource,
+      createKubernetesValidator: mode === "kubernetes"
+        ? () =>
+          new KubernetesValidator({
+            client: kube!,
+            sentryNamespace: namespace,
+            sentryTrustDomain: trustDomain,
+            logger,
+          })
+        : undefined,
       keyAlgorithm: flags["key-algorithm"] as CaKeyAlgorithm,
       grpc: {
         address: listenAddress(flags["listen-address"] as string),

@@ -7,7 +7,10 @@
 import { readFileSync } from "node:fs";
 import { parseDuration } from "../config/duration.ts";
 import type { Logger } from "../observability/logger.ts";
+import { KubeClient } from "../kubernetes/client.ts";
+import { loadKubeConfig } from "../kubernetes/config.ts";
 import { type VaultAuth, VaultClient } from "../vault/client.ts";
+import { KubeCredentialStore } from "../../stores/kubernetes.ts";
 import { FsCredentialStore } from "../../stores/fs.ts";
 import { type CredentialStore, STORE_KINDS } from "../../stores/store.ts";
 import { VaultCredentialStore } from "../../stores/vault.ts";
@@ -15,6 +18,20 @@ import { type FlagSpec, type ParsedFlags, UsageError } from "./flags.ts";
 
 /** `--store` and the filesystem store's location flags (Dapr's names and defaults). */
 export const STORE_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "namespace",
+    type: "string",
+    default: "",
+    help:
+      "Namespace of sentry: where its Kubernetes objects live, and part of its SPIFFE ID (default $NAMESPACE, then the service account's or kubeconfig context's namespace, then \"default\")",
+  },
+  {
+    name: "kubeconfig",
+    type: "string",
+    default: "",
+    help:
+      "Kubeconfig for out-of-cluster Kubernetes access (default $KUBECONFIG, or in-cluster settings)",
+  },
   {
     name: "store",
     type: "string",
@@ -162,10 +179,57 @@ function vaultStore(
   });
 }
 
+/** What the store flags open: the store, sentry's namespace, and a Kubernetes client if any. */
+export interface OpenedStore {
+  store: CredentialStore;
+  namespace: string;
+  /** Set when Kubernetes is used (`--store k8s`, or `needKubernetes`). */
+  kube?: KubeClient;
+}
+
 /**
- * The store the flags select (Vault settings fall back to Vault's environment variables);
- * UsageError for stores this version does not offer or incomplete settings.
+ * Opens what the flags select: the store (Vault settings fall back to Vault's environment
+ * variables; `--store k8s` connects through `--kubeconfig`, KUBECONFIG or the in-cluster
+ * settings) and sentry's namespace. UsageError for incomplete settings.
  */
+export async function openStore(
+  parsed: ParsedFlags,
+  env: Record<string, string | undefined>,
+  logger?: Logger,
+  needKubernetes = false,
+): Promise<OpenedStore> {
+  const values = parsed.values;
+  let kube: KubeClient | undefined;
+  if (values.store === "k8s" || needKubernetes) {
+    let connection;
+    try {
+      connection = await loadKubeConfig({
+        kubeconfigPath: (values.kubeconfig as string) || undefined,
+        env,
+      });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+    kube = new KubeClient(connection, { logger });
+  }
+  const namespace = (values.namespace as string) || env.NAMESPACE || kube?.namespace || "default";
+  if (values.store === "k8s") {
+    const store = new KubeCredentialStore({
+      client: kube!,
+      namespace,
+      keys: {
+        caCrt: values["issuer-ca-filename"] as string,
+        issuerCrt: values["issuer-certificate-filename"] as string,
+        issuerKey: values["issuer-key-filename"] as string,
+      },
+      logger,
+    });
+    return { store, namespace, kube };
+  }
+  return { store: storeFromFlags(parsed, env, logger), namespace, kube };
+}
+
+/** The fs or Vault store the flags select (not Kubernetes: see {@link openStore}). */
 export function storeFromFlags(
   parsed: ParsedFlags,
   env: Record<string, string | undefined> = {},
@@ -173,9 +237,7 @@ export function storeFromFlags(
 ): CredentialStore {
   const values = parsed.values;
   if (values.store === "vault") return vaultStore(parsed, env, logger);
-  if (values.store !== "fs") {
-    throw new UsageError(`--store ${values.store} is not available in this version of sentry yet`);
-  }
+  if (values.store !== "fs") throw new UsageError(`--store ${values.store} needs openStore()`);
   return new FsCredentialStore({
     directory: values["issuer-credentials"] as string,
     caFilename: values["issuer-ca-filename"] as string,

@@ -112,6 +112,14 @@ export function parseConfiguration(
   if (document === null || document === undefined) {
     throw new ConfigurationError(`${source}: the file is empty`);
   }
+  return settingsFromDocument(document, source);
+}
+
+/**
+ * Validates a Configuration object (parsed YAML, or the custom resource read from the
+ * Kubernetes API) into settings; `source` names it in messages.
+ */
+export function settingsFromDocument(document: unknown, source: string): MtlsSettings {
   if (!isRecord(document)) {
     throw new ConfigurationError(`${source}: expected a Configuration object`);
   }

@@ -24,6 +24,11 @@ export interface ValidatorContext {
   sentryNamespace: string;
   /** Where validators report background events (key set refreshes and their failures). */
   logger?: Logger;
+  /**
+   * Kubernetes mode: makes the KUBERNETES validator, which is then always on and the default
+   * (as in Dapr). Absent in self-hosted mode.
+   */
+  createKubernetesValidator?: () => TokenValidator;
 }
 
 async function createValidator(
@@ -43,21 +48,41 @@ async function createValidator(
         onWarning: (message) => context.logger?.warn(message),
       });
     case "kubernetes":
-      throw new ValidatorConfigError(
-        "the kubernetes token validator needs --mode kubernetes, which this version of sentry " +
-          "does not offer yet",
-      );
+      if (context.createKubernetesValidator) return context.createKubernetesValidator();
+      throw new ValidatorConfigError("the kubernetes token validator needs --mode kubernetes");
   }
 }
 
-/**
- * Builds the validator set for self-hosted (standalone) mode. If one validator cannot be
- * created, those already created are closed again and the error names the validator.
- */
-export async function selectStandaloneValidators(
+/** Kubernetes mode: KUBERNETES always on and the default, plus the configured validators. */
+async function selectKubernetesValidators(
   settings: MtlsSettings,
   context: ValidatorContext,
 ): Promise<ValidatorSet> {
+  const kubernetes = context.createKubernetesValidator!();
+  const enabled = new Map<number, TokenValidator>([[kubernetes.wire, kubernetes]]);
+  try {
+    for (const config of settings.tokenValidators) {
+      if (config.name === "kubernetes") continue;
+      const validator = await createValidator(config, context);
+      enabled.set(validator.wire, validator);
+    }
+  } catch (error) {
+    for (const validator of enabled.values()) validator.close?.();
+    throw new ValidatorConfigError(`token validator: ${(error as Error).message}`);
+  }
+  return { defaultWire: kubernetes.wire, enabled };
+}
+
+/**
+ * Builds the validator set for self-hosted (standalone) mode (or Kubernetes mode when the
+ * context can make the KUBERNETES validator). If one validator cannot be
+ * created, those already created are closed again and the error names the validator.
+ */
+export async function selectValidators(
+  settings: MtlsSettings,
+  context: ValidatorContext,
+): Promise<ValidatorSet> {
+  if (context.createKubernetesValidator) return selectKubernetesValidators(settings, context);
   if (settings.tokenValidators.length === 0) {
     const insecure = new InsecureValidator();
     return { defaultWire: WireValidator.INSECURE, enabled: new Map([[insecure.wire, insecure]]) };

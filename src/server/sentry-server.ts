@@ -9,7 +9,7 @@
 import type { CaKeyAlgorithm } from "../ca/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
-import { selectStandaloneValidators, type ValidatorContext } from "../identity/select.ts";
+import { selectValidators, type ValidatorContext } from "../identity/select.ts";
 import type { Logger } from "../observability/logger.ts";
 import { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../../stores/store.ts";
@@ -40,6 +40,17 @@ export interface SentryServerOptions {
   metrics?: Listen;
   logger: Logger;
   now: () => Date;
+  /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
+  createKubernetesValidator?: ValidatorContext["createKubernetesValidator"];
+}
+
+function validatorContext(options: SentryServerOptions): ValidatorContext {
+  return {
+    sentryTrustDomain: options.trustDomain,
+    sentryNamespace: options.namespace,
+    logger: options.logger,
+    createKubernetesValidator: options.createKubernetesValidator,
+  };
 }
 
 const YEAR_MS = 365 * 86_400_000;
@@ -94,15 +105,12 @@ export class SentryServer {
    */
   static async start(options: SentryServerOptions): Promise<SentryServer> {
     const { logger, now } = options;
-    const context: ValidatorContext = {
-      sentryTrustDomain: options.trustDomain,
-      sentryNamespace: options.namespace,
-    };
+    const context = validatorContext(options);
     const settings = await options.settingsSource.load();
     logger.info(
       `settings from ${options.settingsSource.description}: ${describeSettings(settings)}`,
     );
-    const validators = await selectStandaloneValidators(settings, context);
+    const validators = await selectValidators(settings, context);
     const metrics = new SentryMetrics();
     let state: CaState;
     try {
@@ -160,6 +168,7 @@ export class SentryServer {
     }
     const server = new SentryServer(options, metrics, state, grpc, endpoints);
     started.server = server;
+    await server.#publish();
     server.#startReloading();
     server.#serving = true;
     return server;
@@ -181,6 +190,15 @@ export class SentryServer {
     return this.#serving && now >= bundle.issuerNotBefore && now <= bundle.issuerNotAfter;
   }
 
+  /** Publishes the bundle's derived copies (trust-anchor ConfigMap); failures are logged. */
+  async #publish(): Promise<void> {
+    try {
+      await this.#options.store.publish?.(this.state.bundle.pem);
+    } catch (error) {
+      this.#options.logger.error(`cannot publish the trust anchors: ${(error as Error).message}`);
+    }
+  }
+
   #startReloading(): void {
     const { settingsSource, logger } = this.#options;
     settingsSource.watch({
@@ -188,7 +206,10 @@ export class SentryServer {
       onError: (error) => this.#settingsRejected(error),
     });
     this.#credentials.start();
-    this.state.onBundle(() => this.#expiry.check());
+    this.state.onBundle(() => {
+      this.#expiry.check();
+      void this.#publish();
+    });
     this.#expiry.start();
     logger.debug("watching configuration and credentials for changes");
   }
@@ -196,11 +217,7 @@ export class SentryServer {
   async #applySettings(settings: MtlsSettings): Promise<void> {
     let validators: ValidatorSet;
     try {
-      validators = await selectStandaloneValidators(settings, {
-        sentryTrustDomain: this.#options.trustDomain,
-        sentryNamespace: this.#options.namespace,
-        logger: this.#options.logger,
-      });
+      validators = await selectValidators(settings, validatorContext(this.#options));
     } catch (error) {
       this.#settingsRejected(error as Error);
       return;

@@ -1,0 +1,118 @@
+/**
+ * The mTLS settings of Kubernetes mode: the `configurations.dapr.io/v1alpha1` custom resource
+ * named by `--config` in sentry's namespace, read at start and watched afterwards, so that
+ * `kubectl edit configurations/<name>` takes effect without restarting anything.
+ *
+ * @module
+ */
+import { isNotFound, type KubeClient } from "../kubernetes/client.ts";
+import { type ObjectWatch, watchObject } from "../kubernetes/object-watch.ts";
+import type { Logger } from "../observability/logger.ts";
+import { ConfigurationError, type MtlsSettings, settingsFromDocument } from "./configuration.ts";
+import type { SettingsHandlers, SettingsSource } from "./settings-source.ts";
+
+/** The Configuration Dapr's Helm chart installs, and the one older installs and the guide use. */
+export const DEFAULT_CONFIGURATION_NAMES = ["daprsystem", "default"] as const;
+
+/** A Configuration resource, watched through the Kubernetes API. */
+export class KubeSettingsSource implements SettingsSource {
+  #name: string;
+  readonly #client: KubeClient;
+  readonly #namespace: string;
+  readonly #candidates: readonly string[];
+  readonly #logger?: Logger;
+  #handlers?: SettingsHandlers;
+  #watch?: ObjectWatch;
+  #lastText?: string;
+
+  /**
+   * `names` are tried in order at start (the first that exists is used); with one name, it
+   * must exist.
+   */
+  constructor(client: KubeClient, namespace: string, names: readonly string[], logger?: Logger) {
+    this.#client = client;
+    this.#namespace = namespace;
+    this.#candidates = names;
+    this.#name = names[0];
+    this.#logger = logger;
+  }
+
+  /** For logs, e.g. `Configuration dapr-system/daprsystem`. */
+  get description(): string {
+    return `Configuration ${this.#namespace}/${this.#name}`;
+  }
+
+  get #collection(): string {
+    return `/apis/dapr.io/v1alpha1/namespaces/${
+      encodeURIComponent(this.#namespace)
+    }/configurations`;
+  }
+
+  async #read(name: string): Promise<unknown | undefined> {
+    try {
+      return await this.#client.get(`${this.#collection}/${encodeURIComponent(name)}`);
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw new ConfigurationError(
+        `cannot read Configuration ${this.#namespace}/${name}: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  /** Reads the first existing candidate; ConfigurationError when none exists or it is invalid. */
+  async load(): Promise<MtlsSettings> {
+    for (const name of this.#candidates) {
+      const document = await this.#read(name);
+      if (document === undefined) continue;
+      this.#name = name;
+      if (this.#candidates.length > 1) this.#logger?.info(`using ${this.description}`);
+      this.#lastText = JSON.stringify((document as { spec?: unknown }).spec ?? {});
+      return settingsFromDocument(document, this.description);
+    }
+    throw new ConfigurationError(
+      `no Configuration ${this.#candidates.join(" or ")} in namespace ${this.#namespace} ` +
+        `(kubectl get configurations -n ${this.#namespace}): create it, name another with --config, ` +
+        `or pass --config "" to use the built-in defaults`,
+    );
+  }
+
+  /** Starts watching the chosen Configuration. */
+  watch(handlers: SettingsHandlers): void {
+    this.#handlers = handlers;
+    this.#watch = watchObject(
+      this.#client,
+      this.#collection,
+      this.#name,
+      () => void this.#check(false),
+      this.#logger,
+    );
+  }
+
+  /** Re-reads now (SIGHUP). */
+  reload(): Promise<void> {
+    return this.#check(true);
+  }
+
+  async #check(force: boolean): Promise<void> {
+    const handlers = this.#handlers;
+    if (!handlers) return;
+    try {
+      const document = await this.#read(this.#name);
+      if (document === undefined) {
+        handlers.onError(new ConfigurationError(`${this.description} was deleted`));
+        return;
+      }
+      const text = JSON.stringify((document as { spec?: unknown }).spec ?? {});
+      if (!force && text === this.#lastText) return;
+      this.#lastText = text;
+      handlers.onUpdate(settingsFromDocument(document, this.description));
+    } catch (error) {
+      handlers.onError(error as Error);
+    }
+  }
+
+  /** Stops watching. */
+  close(): void {
+    this.#watch?.close();
+  }
+}

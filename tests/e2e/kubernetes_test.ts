@@ -1,0 +1,376 @@
+/**
+ * End to end: `sentry --store k8s --namespace dapr-system --kubeconfig <file>` against the fake
+ * API server (tests/fakes/kube-apiserver.ts), checked with the real kubectl where an operator
+ * would use it: first boot creates the Secret and ConfigMap; replicas racing converge on one
+ * CA; a Helm-style pre-filled Secret is used as is and ConfigMap drift repaired; rotating the
+ * Secret reaches the running server; `kubectl patch` of the Configuration changes the next
+ * certificate's TTL; the KUBERNETES validator signs for a pod from its annotations; the API
+ * down at start is waited for, and an outage mid-run does not stop signing.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { join } from "node:path";
+import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
+import { SentryClient } from "../helpers/grpc_client.ts";
+import { generateKey, makeCsr, opensslBundle } from "../helpers/openssl.ts";
+import { type RunningSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+
+const NS = "dapr-system";
+const NAME = "dapr-trust-bundle";
+
+function sentryArgs(kubeconfig: string, extra: string[] = []): string[] {
+  return [
+    "--store",
+    "k8s",
+    "--namespace",
+    NS,
+    "--kubeconfig",
+    kubeconfig,
+    "--trust-domain",
+    "cluster.local",
+    ...extra,
+  ];
+}
+
+function configuration(ttl: string) {
+  return {
+    apiVersion: "dapr.io/v1alpha1",
+    kind: "Configuration",
+    metadata: { name: "daprsystem", namespace: NS },
+    spec: { mtls: { enabled: true, workloadCertTTL: ttl, allowedClockSkew: "0s" } },
+  };
+}
+
+interface Stored {
+  data?: Record<string, string>;
+  metadata?: { resourceVersion?: string };
+}
+
+/** An object of the fake, typed loosely for reading `data` and `metadata`. */
+function stored(
+  api: FakeKubeApiServer,
+  kind: string,
+  name = NAME,
+  namespace = NS,
+): Stored | undefined {
+  return api.get(kind, namespace, name) as Stored | undefined;
+}
+
+function secretPem(api: FakeKubeApiServer, key: string): string {
+  return Buffer.from(String(stored(api, "secrets")?.data?.[key] ?? ""), "base64").toString("utf8");
+}
+
+async function kubectl(kubeconfig: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command("kubectl", {
+    args: ["--kubeconfig", kubeconfig, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const text = new TextDecoder().decode(output.stdout);
+  if (!output.success) {
+    throw new Error(`kubectl ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return text;
+}
+
+async function eventually(
+  what: string,
+  probe: () => Promise<boolean> | boolean,
+  timeoutMs = 10_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function setup() {
+  const api = await FakeKubeApiServer.start();
+  const work = await tempDir();
+  const kubeconfig = await api.writeKubeconfig(join(work, "kubeconfig"));
+  return { api, work, kubeconfig };
+}
+
+async function signInsecure(
+  sentry: RunningSentry,
+  anchors: string,
+  work: string,
+  request: Record<string, unknown> = {},
+) {
+  const client = new SentryClient(sentry.grpcPort, anchors);
+  try {
+    return await client.sign({
+      id: "app",
+      namespace: "default",
+      certificateSigningRequest: await makeCsr(work, await generateKey("ec-p256")),
+      ...request,
+    });
+  } finally {
+    client.close();
+  }
+}
+
+Deno.test("first boot on an empty namespace creates the Secret and ConfigMap that kubectl reads", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    api.put("configurations", NS, configuration("24h"));
+    const sentry = await startSentry({ args: sentryArgs(kubeconfig) });
+    try {
+      const secret = JSON.parse(
+        await kubectl(kubeconfig, ["get", "secret", NAME, "-n", NS, "-o", "json"]),
+      );
+      assert.deepEqual(Object.keys(secret.data).sort(), ["ca.crt", "issuer.crt", "issuer.key"]);
+      const configMap = JSON.parse(
+        await kubectl(kubeconfig, ["get", "configmap", NAME, "-n", NS, "-o", "json"]),
+      );
+      assert.equal(
+        configMap.data["ca.crt"],
+        secretPem(api, "ca.crt"),
+        "the ConfigMap carries the anchors",
+      );
+      assert.match(sentry.logs(), /using Configuration dapr-system\/daprsystem/);
+      assert.match(sentry.logs(), /created ConfigMap dapr-system\/dapr-trust-bundle/);
+      await assert.rejects(
+        signInsecure(sentry, secretPem(api, "ca.crt"), work, { tokenValidator: 1 }),
+        (error: { code: number }) => error.code === 3,
+        "INSECURE is off in Kubernetes mode",
+      );
+    } finally {
+      await sentry.stop();
+    }
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("three replicas racing on an empty namespace converge on one CA", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    const replicas = await Promise.all(
+      [1, 2, 3].map(() => startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]) })),
+    );
+    try {
+      const ca = secretPem(api, "ca.crt");
+      assert.ok(ca.includes("BEGIN CERTIFICATE"));
+      for (const replica of replicas) {
+        // Each replica's serving certificate chains to the one stored CA (TLS would fail otherwise).
+        await assert.rejects(
+          signInsecure(replica, ca, work),
+          (error: { code: number; details: string }) =>
+            error.code === 7 && /token/i.test(error.details),
+        );
+      }
+      const posts = api.requests.filter((r) =>
+        r.method === "POST" && r.path.endsWith(`/namespaces/${NS}/secrets`)
+      );
+      assert.ok(posts.length >= 1 && posts.length <= 3, `${posts.length} creates`);
+      assert.equal(replicas.filter((r) => /stored the new trust bundle/.test(r.logs())).length, 1);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+    }
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("a Helm-style pre-filled Secret is used and left intact; ConfigMap drift is repaired", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    const dir = await tempDir();
+    await opensslBundle(dir);
+    const data: Record<string, string> = {};
+    for (const file of ["ca.crt", "issuer.crt", "issuer.key"]) {
+      data[file] = Buffer.from(await Deno.readTextFile(join(dir, file))).toString("base64");
+    }
+    api.put("secrets", NS, {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: NAME, namespace: NS },
+      data,
+    });
+    api.put("configmaps", NS, {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: NAME, namespace: NS },
+      data: { "ca.crt": "-----BEGIN CERTIFICATE-----\nstale\n-----END CERTIFICATE-----\n" },
+    });
+    const before = structuredClone(stored(api, "secrets"));
+    const sentry = await startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]) });
+    try {
+      assert.deepEqual(
+        stored(api, "secrets")?.data,
+        before?.data,
+        "the Secret is never rewritten",
+      );
+      assert.equal(
+        stored(api, "secrets")?.metadata?.resourceVersion,
+        before?.metadata?.resourceVersion,
+      );
+      assert.equal(
+        stored(api, "configmaps")?.data?.["ca.crt"],
+        await Deno.readTextFile(join(dir, "ca.crt")),
+      );
+      assert.match(sentry.logs(), /repaired ConfigMap dapr-system\/dapr-trust-bundle/);
+      const served = await new Deno.Command("openssl", {
+        args: ["s_client", "-connect", `127.0.0.1:${sentry.grpcPort}`, "-showcerts"],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      assert.ok(
+        new TextDecoder().decode(served.stdout).includes(
+          (await Deno.readTextFile(join(dir, "issuer.crt"))).trim(),
+        ),
+      );
+      assert.ok(work);
+    } finally {
+      await sentry.stop();
+    }
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("anchors in the ConfigMap without a Secret are never silently replaced by a new CA", async () => {
+  const { api, kubeconfig } = await setup();
+  try {
+    api.put("configmaps", NS, {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: NAME, namespace: NS },
+      data: { "ca.crt": "-----BEGIN CERTIFICATE-----\nsomething\n-----END CERTIFICATE-----\n" },
+    });
+    await assert.rejects(
+      startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]), readyTimeoutMs: 8000 }),
+      /will\s+not replace an existing CA silently/,
+    );
+    assert.equal(stored(api, "secrets"), undefined, "nothing was created");
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("a rotated Secret and a kubectl-patched Configuration reach the running server", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    api.put("configurations", NS, configuration("1h"));
+    const sentry = await startSentry({ args: sentryArgs(kubeconfig) });
+    const anchors = secretPem(api, "ca.crt");
+    try {
+      // The Configuration, edited as the mTLS guide says (kubectl), changes the next TTL.
+      const jwtToken = api.serviceAccountJwt({
+        namespace: "default",
+        serviceAccount: "app-sa",
+        podName: "app-pod",
+        audiences: ["dapr.io/sentry", "spiffe://cluster.local/ns/dapr-system/dapr-sentry"],
+      });
+      api.put("pods", "default", {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: {
+          name: "app-pod",
+          namespace: "default",
+          annotations: { "dapr.io/app-id": "myapp" },
+        },
+        spec: { serviceAccountName: "app-sa", containers: [] },
+      });
+      const sign = () =>
+        signInsecure(sentry, anchors, work, { id: "myapp", token: jwtToken, tokenValidator: 2 });
+      const lifetime = async () => Number((await sign()).validUntil.seconds) - Date.now() / 1000;
+      assert.ok(Math.abs(await lifetime() - 3600) < 5);
+      await kubectl(kubeconfig, [
+        "patch",
+        "configurations.dapr.io",
+        "daprsystem",
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"mtls":{"workloadCertTTL":"25s"}}}',
+      ]);
+      await eventually("TTL 25s", async () => Math.abs(await lifetime() - 25) < 3);
+
+      // The KUBERNETES validator took the identity from the pod: spiffe://public/ns/default/myapp.
+      const chain = (await sign()).workloadCertificate.toString();
+      const text = await new Deno.Command("openssl", {
+        args: ["x509", "-noout", "-ext", "subjectAltName"],
+        stdin: "piped",
+        stdout: "piped",
+      })
+        .spawn();
+      const writer = text.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(chain));
+      await writer.close();
+      assert.match(
+        new TextDecoder().decode((await text.output()).stdout),
+        /URI:spiffe:\/\/public\/ns\/default\/myapp/,
+      );
+
+      // Rotate the Secret with a new bundle (same as an operator's kubectl apply).
+      const dir = await tempDir();
+      await opensslBundle(dir);
+      const data: Record<string, string> = {};
+      for (const file of ["ca.crt", "issuer.crt", "issuer.key"]) {
+        data[file] = Buffer.from(await Deno.readTextFile(join(dir, file))).toString("base64");
+      }
+      const current = api.get("secrets", NS, NAME)!;
+      api.put("secrets", NS, { ...current, data });
+      const newAnchors = await Deno.readTextFile(join(dir, "ca.crt"));
+      await eventually("the new issuer is served", async () => {
+        try {
+          const response = await signInsecure(sentry, newAnchors, work, {
+            id: "myapp",
+            token: jwtToken,
+            tokenValidator: 2,
+          });
+          return response.workloadCertificate.toString().includes(
+            (await Deno.readTextFile(join(dir, "issuer.crt"))).trim(),
+          );
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(
+        stored(api, "configmaps")?.data?.["ca.crt"],
+        newAnchors,
+        "the ConfigMap follows the Secret",
+      );
+    } finally {
+      await sentry.stop();
+    }
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("the API down at start is waited for; an outage mid-run keeps signing", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    await api.setDown(true, "unavailable");
+    setTimeout(() => void api.setDown(false), 2000);
+    const sentry = await startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]) });
+    try {
+      // The client's retries and the start-up retry bridged the 2 s outage; nothing failed.
+      assert.ok(sentry.startupMs > 1500, `started after ${sentry.startupMs} ms`);
+      assert.ok(secretPem(api, "ca.crt").includes("BEGIN CERTIFICATE"));
+      const anchors = secretPem(api, "ca.crt");
+      await api.setDown(true, "unavailable");
+      // Signing does not need the API for the bundle; the validator refusal proves the server answers.
+      await assert.rejects(
+        signInsecure(sentry, anchors, work),
+        (error: { code: number }) => error.code === 7,
+      );
+      const health = await fetch(`http://127.0.0.1:${sentry.healthPort}/healthz`);
+      await health.body?.cancel();
+      assert.equal(health.status, 200);
+      await api.setDown(false);
+    } finally {
+      await sentry.stop();
+    }
+  } finally {
+    await api.close();
+  }
+});
