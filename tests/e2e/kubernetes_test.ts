@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr, opensslBundle } from "../helpers/openssl.ts";
-import { type RunningSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import { type RunningSentry, runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
 const NS = "dapr-system";
 const NAME = "dapr-trust-bundle";
@@ -370,6 +370,41 @@ Deno.test("the API down at start is waited for; an outage mid-run keeps signing"
     } finally {
       await sentry.stop();
     }
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("init, expiry and renew work on the Kubernetes store", async () => {
+  const { api, kubeconfig } = await setup();
+  const args = ["--store", "k8s", "--namespace", NS, "--kubeconfig", kubeconfig];
+  try {
+    const init = await runSentry([
+      "init",
+      ...args,
+      "--trust-domain",
+      "cluster.local",
+      "--keep-root-key",
+    ]);
+    assert.equal(init.code, 0, init.stderr);
+    assert.ok(secretPem(api, "ca.key").includes("PRIVATE KEY"), "the root key is kept on request");
+    assert.equal(stored(api, "configmaps")?.data?.["ca.crt"], secretPem(api, "ca.crt"));
+    const again = await runSentry(["init", ...args]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already holds a trust bundle/);
+    const expiry = await runSentry(["expiry", ...args, "--warn", "30d", "--json"]);
+    assert.equal(expiry.code, 0, expiry.stderr);
+    assert.equal(JSON.parse(expiry.stdout).ok, true);
+    const issuerBefore = secretPem(api, "issuer.crt");
+    const versionBefore = stored(api, "secrets")?.metadata?.resourceVersion;
+    const renew = await runSentry(["renew", ...args]);
+    assert.equal(renew.code, 0, renew.stderr);
+    assert.notEqual(secretPem(api, "issuer.crt"), issuerBefore);
+    assert.notEqual(stored(api, "secrets")?.metadata?.resourceVersion, versionBefore);
+    const put = api.requests.filter((r) =>
+      r.method === "PUT" && r.path.endsWith(`/secrets/${NAME}`)
+    );
+    assert.equal(put.length, 1, "one compare-and-swap update");
   } finally {
     await api.close();
   }
