@@ -8,6 +8,7 @@
  * down at start is waited for, and an outage mid-run does not stop signing.
  */
 import assert from "node:assert/strict";
+import { eventually } from "../helpers/eventually.ts";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
@@ -72,18 +73,6 @@ async function kubectl(kubeconfig: string, args: string[]): Promise<string> {
     throw new Error(`kubectl ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
   }
   return text;
-}
-
-async function eventually(
-  what: string,
-  probe: () => Promise<boolean> | boolean,
-  timeoutMs = 10_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 async function setup() {

@@ -7,6 +7,7 @@
  * warned about, and once expired the server reports not ready and refuses to sign.
  */
 import assert from "node:assert/strict";
+import { eventually } from "../helpers/eventually.ts";
 import { join } from "node:path";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
@@ -32,19 +33,6 @@ async function lifetimeSeconds(client: SentryClient, csr: string): Promise<numbe
     certificateSigningRequest: csr,
   });
   return Number(response.validUntil.seconds) - Date.now() / 1000;
-}
-
-/** Polls `probe` until it returns true (or fails after `timeoutMs`). */
-async function eventually(
-  what: string,
-  probe: () => Promise<boolean>,
-  timeoutMs = 8000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 async function withClient<T>(

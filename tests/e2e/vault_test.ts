@@ -6,6 +6,7 @@
  * destroyed version is refused; `init`, `expiry` and `renew` work on the Vault store.
  */
 import assert from "node:assert/strict";
+import { eventually } from "../helpers/eventually.ts";
 import { join } from "node:path";
 import { FakeVault } from "../fakes/vault.ts";
 import { SentryClient } from "../helpers/grpc_client.ts";
@@ -37,18 +38,6 @@ async function signWith(port: number, anchors: string, work: string): Promise<st
     return response.workloadCertificate.toString();
   } finally {
     client.close();
-  }
-}
-
-async function eventually(
-  what: string,
-  probe: () => Promise<boolean> | boolean,
-  timeoutMs = 10_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
