@@ -322,10 +322,9 @@ Deno.test("a rotated Secret and a kubectl-patched Configuration reach the runnin
           return false;
         }
       });
-      assert.equal(
-        stored(api, "configmaps")?.data?.["ca.crt"],
-        newAnchors,
+      await eventually(
         "the ConfigMap follows the Secret",
+        () => stored(api, "configmaps")?.data?.["ca.crt"] === newAnchors,
       );
     } finally {
       await sentry.stop();
