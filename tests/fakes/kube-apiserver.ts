@@ -4,27 +4,32 @@
  *
  * - HTTPS on 127.0.0.1 (a CA and a serving certificate for IP:127.0.0.1 / DNS:localhost made
  *   with the `openssl` CLI), or plain HTTP with `{ tls: false }`; bearer-token authentication
- *   (401 Status `Unauthorized` otherwise).
- * - Namespaced `secrets`, `configmaps`, `pods`, `serviceaccounts` (core v1) and the custom
- *   resource `configurations.dapr.io/v1alpha1`: GET, LIST (selectors, `limit`/`continue`),
- *   POST, PUT (optimistic concurrency on `metadata.resourceVersion`), PATCH (merge, strategic
- *   merge treated as merge, JSON patch, server-side apply treated as merge), DELETE and
- *   delete-collection, `dryRun=All`, with the real Status bodies for every failure.
+ *   (401 Status `Unauthorized` otherwise; off by default over plain HTTP, where client-go sends
+ *   no token).
+ * - Namespaced `secrets`, `configmaps`, `pods`, `serviceaccounts` (core v1), the custom
+ *   resource `configurations.dapr.io/v1alpha1` and cluster-scoped `namespaces`: GET, LIST
+ *   (label / field selectors, `limit` / `continue`), POST, PUT (optimistic concurrency on
+ *   `metadata.resourceVersion`), PATCH (merge, strategic merge treated as merge, JSON patch,
+ *   server-side apply treated as merge), DELETE and delete-collection, `dryRun=All`, with the
+ *   real Status bodies for failures. Request bodies may be JSON, YAML or (for the kinds
+ *   kubectl's typed clients send that way) Kubernetes protobuf; answers are always JSON.
  * - Watches (`?watch=1`) streaming newline-delimited events after a resourceVersion, with a
  *   bounded history: an older resourceVersion gets one ERROR event (410 Expired) and the end of
  *   the stream, as from the real watch cache; `timeoutSeconds` ends the stream.
  * - TokenReview (`authentication.k8s.io/v1`) for registered projected service-account tokens,
  *   with the real audience intersection rules.
- * - Discovery (`/version`, `/api`, `/api/v1`, `/apis`, …) and server-side Table output, enough
- *   for the real `kubectl` (get / create / apply / replace / patch / edit / delete / wait).
+ * - Discovery (`/version`, `/api`, `/api/v1`, `/apis`, …), server-side Table output and a
+ *   minimal OpenAPI v3, enough for the real `kubectl` (get [-w] / create / apply [--server-side]
+ *   / replace / patch / edit / delete / wait).
  * - Fault injection: {@link FakeKubeApiServer.failNext}, {@link FakeKubeApiServer.setLatency},
  *   {@link FakeKubeApiServer.dropWatches}, {@link FakeKubeApiServer.setDown},
  *   {@link FakeKubeApiServer.expireHistory}; and a request log.
  *
- * Not modelled: RBAC (every valid token may do everything), admission (namespaces need not
- * exist), managedFields and field ownership, schema validation (`fieldValidation` is ignored),
- * graceful deletion and finalizers, subresources (`/status`, `/token`), protobuf, OpenAPI
- * (404, which kubectl tolerates).
+ * Not modelled: RBAC (every valid token may do everything), admission (a namespace is created
+ * on first use instead of being required), managedFields and field ownership, schema
+ * validation (`fieldValidation` is accepted and ignored), graceful deletion and finalizers,
+ * subresources (`/status`, `/token`, …), strategic-merge list semantics (lists are replaced),
+ * consistent snapshots for paginated lists, OpenAPI v2 (404; kubectl copes), protobuf answers.
  *
  * @module
  */
@@ -35,7 +40,6 @@ import { openssl } from "../helpers/openssl.ts";
 import {
   apiVersionOf,
   badRequest,
-  clone,
   decodeProtobuf,
   KubeApiError,
   type KubeObject,
@@ -46,7 +50,6 @@ import {
   parseFieldSelector,
   parseLabelSelector,
   type PatchType,
-  qualifiedName,
   RESOURCE_TYPES,
   type ResourceType,
   resourceType,
@@ -55,7 +58,7 @@ import {
 } from "./kube-store.ts";
 
 export type { KubeObject, KubeStatus, ObjectMeta, ResourceType } from "./kube-store.ts";
-export { KubeApiError, RESOURCE_TYPES } from "./kube-store.ts";
+export { clone, KubeApiError, qualifiedName, RESOURCE_TYPES } from "./kube-store.ts";
 
 /** Options of {@link FakeKubeApiServer.start}. */
 export interface FakeKubeApiServerOptions {
@@ -1388,6 +1391,3 @@ async function makeTlsMaterial(): Promise<{ cert: string; key: string; ca: strin
     await Deno.remove(dir, { recursive: true });
   }
 }
-
-/** Re-exported for tests that build their own objects: a deep JSON copy. */
-export { clone, qualifiedName };

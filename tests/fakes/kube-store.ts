@@ -395,8 +395,7 @@ function walk(doc: unknown, parts: string[], op: string): unknown {
       throw new KubeApiError(
         422,
         "Invalid",
-        `the server rejected our request due to an error in our request`,
-        { causes: [{ reason: "FieldValueInvalid", message: `${op}: path not found` }] },
+        `jsonpatch ${op} operation does not apply: doc is missing path: "/${parts.join("/")}"`,
       );
     }
   }
@@ -467,7 +466,7 @@ export function jsonPatch(document: unknown, operations: unknown): unknown {
           throw new KubeApiError(
             422,
             "Invalid",
-            `the server rejected our request due to an error in our request`,
+            `testing value ${operation.path} failed: test failed`,
           );
         }
         break;
@@ -1013,6 +1012,7 @@ export class KubeStore {
     const body = clone(object);
     if (body.metadata) {
       delete body.metadata.resourceVersion;
+      delete body.metadata.uid;
       if (type.namespaced) body.metadata.namespace = namespace;
       else delete body.metadata.namespace;
     }
