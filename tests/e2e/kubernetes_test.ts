@@ -12,8 +12,8 @@ import { eventually } from "../helpers/eventually.ts";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
-import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr, opensslBundle } from "../helpers/openssl.ts";
+import { signOnce } from "../helpers/grpc_client.ts";
+import { opensslBundle } from "../helpers/openssl.ts";
 import { type RunningSentry, runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
 const NS = "dapr-system";
@@ -82,25 +82,6 @@ async function setup() {
   return { api, work, kubeconfig };
 }
 
-async function signInsecure(
-  sentry: RunningSentry,
-  anchors: string,
-  work: string,
-  request: Record<string, unknown> = {},
-) {
-  const client = new SentryClient(sentry.grpcPort, anchors);
-  try {
-    return await client.sign({
-      id: "app",
-      namespace: "default",
-      certificateSigningRequest: await makeCsr(work, await generateKey("ec-p256")),
-      ...request,
-    });
-  } finally {
-    client.close();
-  }
-}
-
 Deno.test("first boot on an empty namespace creates the Secret and ConfigMap that kubectl reads", async () => {
   const { api, work, kubeconfig } = await setup();
   try {
@@ -122,7 +103,7 @@ Deno.test("first boot on an empty namespace creates the Secret and ConfigMap tha
       assert.match(sentry.logs(), /using Configuration dapr-system\/daprsystem/);
       assert.match(sentry.logs(), /created ConfigMap dapr-system\/dapr-trust-bundle/);
       await assert.rejects(
-        signInsecure(sentry, secretPem(api, "ca.crt"), work, { tokenValidator: 1 }),
+        signOnce(sentry.grpcPort, secretPem(api, "ca.crt"), work, { tokenValidator: 1 }),
         (error: { code: number }) => error.code === 3,
         "INSECURE is off in Kubernetes mode",
       );
@@ -146,7 +127,7 @@ Deno.test("three replicas racing on an empty namespace converge on one CA", asyn
       for (const replica of replicas) {
         // Each replica's serving certificate chains to the one stored CA (TLS would fail otherwise).
         await assert.rejects(
-          signInsecure(replica, ca, work),
+          signOnce(replica.grpcPort, ca, work),
           (error: { code: number; details: string }) =>
             error.code === 7 && /token/i.test(error.details),
         );
@@ -266,7 +247,11 @@ Deno.test("a rotated Secret and a kubectl-patched Configuration reach the runnin
         spec: { serviceAccountName: "app-sa", containers: [] },
       });
       const sign = () =>
-        signInsecure(sentry, anchors, work, { id: "myapp", token: jwtToken, tokenValidator: 2 });
+        signOnce(sentry.grpcPort, anchors, work, {
+          id: "myapp",
+          token: jwtToken,
+          tokenValidator: 2,
+        });
       const lifetime = async () => Number((await sign()).validUntil.seconds) - Date.now() / 1000;
       assert.ok(Math.abs(await lifetime() - 3600) < 5);
       await kubectl(kubeconfig, [
@@ -310,7 +295,7 @@ Deno.test("a rotated Secret and a kubectl-patched Configuration reach the runnin
       const newAnchors = await Deno.readTextFile(join(dir, "ca.crt"));
       await eventually("the new issuer is served", async () => {
         try {
-          const response = await signInsecure(sentry, newAnchors, work, {
+          const response = await signOnce(sentry.grpcPort, newAnchors, work, {
             id: "myapp",
             token: jwtToken,
             tokenValidator: 2,
@@ -348,7 +333,7 @@ Deno.test("the API down at start is waited for; an outage mid-run keeps signing"
       await api.setDown(true, "unavailable");
       // Signing does not need the API for the bundle; the validator refusal proves the server answers.
       await assert.rejects(
-        signInsecure(sentry, anchors, work),
+        signOnce(sentry.grpcPort, anchors, work),
         (error: { code: number }) => error.code === 7,
       );
       const health = await fetch(`http://127.0.0.1:${sentry.healthPort}/healthz`);

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { SentryClient } from "../helpers/grpc_client.ts";
+import { SentryClient, signOnce } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr, openssl, opensslBundle } from "../helpers/openssl.ts";
 import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
@@ -19,20 +19,6 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
     out[entry.name] = await Deno.readTextFile(join(dir, entry.name));
   }
   return out;
-}
-
-async function signOnce(port: number, anchors: string, work: string): Promise<string> {
-  const client = new SentryClient(port, anchors);
-  try {
-    const response = await client.sign({
-      id: "app",
-      namespace: "default",
-      certificateSigningRequest: await makeCsr(work, await generateKey("ec-p256")),
-    });
-    return response.workloadCertificate.toString();
-  } finally {
-    client.close();
-  }
 }
 
 /** Runs sentry expecting it to refuse to start; returns its stderr. */
@@ -62,7 +48,8 @@ Deno.test("first boot creates a private bundle; a restart keeps the same CA", as
   for (const file of FILES) {
     assert.equal((await Deno.stat(join(dir, file))).mode! & 0o777, 0o600, file);
   }
-  const issued1 = await signOnce(first.grpcPort, created["ca.crt"], parent);
+  const issued1 = (await signOnce(first.grpcPort, created["ca.crt"], parent)).workloadCertificate
+    .toString();
   assert.equal(await first.stop(), 0);
   assert.match(first.logs(), /generating a new ecdsa-p256 root and issuer/);
 
@@ -70,7 +57,8 @@ Deno.test("first boot creates a private bundle; a restart keeps the same CA", as
   try {
     assert.deepEqual(await snapshot(dir), created, "restart must not rewrite the bundle");
     assert.match(second.logs(), /loaded trust bundle/);
-    const issued2 = await signOnce(second.grpcPort, created["ca.crt"], parent);
+    const issued2 = (await signOnce(second.grpcPort, created["ca.crt"], parent)).workloadCertificate
+      .toString();
     // Both leaves are signed by the same issuer (second PEM block).
     assert.equal(
       issued1.split("-----END CERTIFICATE-----")[1],
@@ -117,7 +105,8 @@ Deno.test("a bundle made with openssl is used as is and never modified", async (
   const before = await snapshot(dir);
   const sentry = await startSentry({ dir, args: ["--trust-domain", "cluster.local"] });
   try {
-    const chain = await signOnce(sentry.grpcPort, before["ca.crt"], await tempDir());
+    const chain = (await signOnce(sentry.grpcPort, before["ca.crt"], await tempDir()))
+      .workloadCertificate.toString();
     const issuerInChain = chain.split("-----END CERTIFICATE-----\n")[1] +
       "-----END CERTIFICATE-----\n";
     assert.equal(issuerInChain.trim(), before["issuer.crt"].trim());

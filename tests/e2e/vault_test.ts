@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { eventually } from "../helpers/eventually.ts";
 import { join } from "node:path";
 import { FakeVault } from "../fakes/vault.ts";
-import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr, opensslBundle } from "../helpers/openssl.ts";
+import { signOnce } from "../helpers/grpc_client.ts";
+import { opensslBundle } from "../helpers/openssl.ts";
 import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
 const PATH = "dapr/sentry/trust-bundle";
@@ -27,20 +27,6 @@ function vaultArgs(vault: FakeVault, extra: string[] = []): string[] {
   ];
 }
 
-async function signWith(port: number, anchors: string, work: string): Promise<string> {
-  const client = new SentryClient(port, anchors);
-  try {
-    const response = await client.sign({
-      id: "app",
-      namespace: "default",
-      certificateSigningRequest: await makeCsr(work, await generateKey("ec-p256")),
-    });
-    return response.workloadCertificate.toString();
-  } finally {
-    client.close();
-  }
-}
-
 Deno.test("first boot writes version 1 create-only; a restart reads it; an operator's new version is picked up", async () => {
   const vault = await FakeVault.start();
   const work = await tempDir();
@@ -55,7 +41,7 @@ Deno.test("first boot writes version 1 create-only; a restart reads it; an opera
       r.method !== "GET" && r.path.endsWith(`data/${PATH}`)
     );
     assert.equal(writes.length, 1);
-    await signWith(first.grpcPort, stored.data["ca.crt"], work);
+    await signOnce(first.grpcPort, stored.data["ca.crt"], work);
     assert.equal(await first.stop(), 0);
 
     const second = await startSentry({ args: vaultArgs(vault), env });
@@ -76,9 +62,10 @@ Deno.test("first boot writes version 1 create-only; a restart reads it; an opera
       vault.write(PATH, next);
       await eventually("the new version is served", async () => {
         try {
-          return (await signWith(second.grpcPort, next["ca.crt"], work)).includes(
-            next["issuer.crt"].trim(),
-          );
+          return ((await signOnce(second.grpcPort, next["ca.crt"], work)).workloadCertificate
+            .toString()).includes(
+              next["issuer.crt"].trim(),
+            );
         } catch {
           return false; // the server may still present the old chain for a moment
         }
@@ -113,7 +100,7 @@ Deno.test("three replicas racing on an empty Vault converge on one CA", async ()
       // Every replica serves the stored CA.
       const ca = vault.read(PATH)!.data["ca.crt"];
       const work = await tempDir();
-      for (const replica of replicas) await signWith(replica.grpcPort, ca, work);
+      for (const replica of replicas) await signOnce(replica.grpcPort, ca, work);
       assert.ok(anchors.some((logs) => /stored the new trust bundle/.test(logs)));
     } finally {
       await Promise.all(replicas.map((replica) => replica.stop()));
@@ -138,7 +125,7 @@ Deno.test("a sealed Vault at start is waited for; sealed mid-run keeps serving",
       assert.equal(vault.read(PATH)!.version, 1, "generated only after Vault answered");
       vault.seal();
       await new Promise((resolve) => setTimeout(resolve, 600));
-      await signWith(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
+      await signOnce(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
       await eventually(
         "the outage is logged",
         () => /Vault is sealed/.test(sentry.logs().split("serving the CA")[1] ?? ""),
@@ -216,7 +203,7 @@ Deno.test("Kubernetes auth logs in, and logs in again when the token expires", a
       vault.expireAllTokens();
       // The next poll gets 403, logs in again, and carries on.
       await eventually("a second login", () => vault.kubernetesLogins >= 2);
-      await signWith(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
+      await signOnce(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
     } finally {
       await sentry.stop();
     }
@@ -277,7 +264,7 @@ Deno.test("a renewable token is renewed before it expires", async () => {
       const lastPoll = vault.requests.filter((r) => r.path.includes("/metadata/")).at(-1);
       assert.equal(lastPoll?.status, 200);
       assert.doesNotMatch(sentry.logs(), /permission denied/);
-      await signWith(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
+      await signOnce(sentry.grpcPort, vault.read(PATH)!.data["ca.crt"], work);
     } finally {
       await sentry.stop();
     }

@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
+import { generateKey, makeCsr } from "./openssl.ts";
 
 const PROTO = fromFileUrl(
   new URL("../../proto/dapr/proto/sentry/v1/sentry.proto", import.meta.url),
@@ -80,5 +81,29 @@ export class SentryClient {
   /** Closes the channel. */
   close(): void {
     this.#client.close();
+  }
+}
+
+/**
+ * Connects to sentry on `port`, sends one request with a fresh ECDSA P-256 CSR (made with the
+ * openssl CLI in `work`) for app `app` in namespace `default` unless `request` says otherwise,
+ * and closes the channel.
+ */
+export async function signOnce(
+  port: number,
+  anchorsPem: string,
+  work: string,
+  request: SignCertificateRequest = {},
+): Promise<SignCertificateResponse> {
+  const client = new SentryClient(port, anchorsPem);
+  try {
+    return await client.sign({
+      id: "app",
+      namespace: "default",
+      certificateSigningRequest: await makeCsr(work, await generateKey("ec-p256")),
+      ...request,
+    });
+  } finally {
+    client.close();
   }
 }
