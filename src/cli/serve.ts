@@ -78,6 +78,12 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     choices: CA_KEY_ALGORITHMS,
     help: "Key algorithm of a generated root and issuer: ecdsa-p256 or ed25519",
   },
+  {
+    name: "max-concurrent-requests",
+    type: "int",
+    default: 1024,
+    help: "Most signing requests handled at once; more are told to retry (RESOURCE_EXHAUSTED)",
+  },
   { name: "help", type: "bool", default: false, help: "Show this help" },
 ];
 
@@ -156,6 +162,9 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
   let server: SentryServer;
   try {
     validateTrustDomain(trustDomain);
+    if (!((flags["max-concurrent-requests"] as number) > 0)) {
+      throw new UsageError("--max-concurrent-requests must be positive");
+    }
     const { store, namespace, kube } = await openStore(
       parsed,
       io.env,
@@ -190,6 +199,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
           })
         : undefined,
       keyAlgorithm: flags["key-algorithm"] as CaKeyAlgorithm,
+      maxConcurrentRequests: flags["max-concurrent-requests"] as number,
       grpc: {
         address: listenAddress(flags["listen-address"] as string),
         port: flags.port as number,

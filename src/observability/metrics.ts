@@ -12,7 +12,8 @@ export type FailureReason =
   | "token_validation_failed"
   | "invalid_csr"
   | "invalid_request"
-  | "cert_sign_failed";
+  | "cert_sign_failed"
+  | "busy";
 
 /** The metric set of one sentry server. */
 export class SentryMetrics {

@@ -28,6 +28,11 @@ export interface GrpcServerOptions {
   metrics: SentryMetrics;
   logger: Logger;
   now: () => Date;
+  /**
+   * Most requests handled at once; beyond it, callers get RESOURCE_EXHAUSTED and retry.
+   * Bounds memory and the load put on token validators' backends during a burst.
+   */
+  maxConcurrentRequests: number;
 }
 
 interface WireRequest {
@@ -67,6 +72,7 @@ export class SentryGrpcServer {
   #credentials?: grpc.ServerCredentials;
   #renewTimer?: ReturnType<typeof setTimeout>;
   #unsubscribe?: () => void;
+  #inFlight = 0;
   /** The port actually bound. */
   port = 0;
 
@@ -84,7 +90,16 @@ export class SentryGrpcServer {
         callback: grpc.sendUnaryData<unknown>,
       ) => {
         options.metrics.requestsReceived.inc();
-        signCertificate(toSignRequest(call.request), deps).then(
+        if (this.#inFlight >= options.maxConcurrentRequests) {
+          options.metrics.failure("busy");
+          callback({
+            code: grpc.status.RESOURCE_EXHAUSTED,
+            details: `sentry is busy (${this.#inFlight} requests in progress): retry with backoff`,
+          });
+          return;
+        }
+        this.#inFlight++;
+        signCertificate(toSignRequest(call.request), deps).finally(() => this.#inFlight--).then(
           (response) => {
             options.metrics.signSuccess.inc();
             callback(null, response);

@@ -40,6 +40,8 @@ export interface SentryServerOptions {
   metrics?: Listen;
   logger: Logger;
   now: () => Date;
+  /** Most SignCertificate calls handled at once (more get RESOURCE_EXHAUSTED). */
+  maxConcurrentRequests: number;
   /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
   createKubernetesValidator?: ValidatorContext["createKubernetesValidator"];
 }
@@ -143,6 +145,7 @@ export class SentryServer {
       metrics,
       logger,
       now,
+      maxConcurrentRequests: options.maxConcurrentRequests,
     });
     const endpoints: HttpEndpoint[] = [];
     const started: { server?: SentryServer } = {};

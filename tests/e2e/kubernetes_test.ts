@@ -382,3 +382,58 @@ Deno.test("init, expiry and renew work on the Kubernetes store", async () => {
     await api.close();
   }
 });
+
+Deno.test("a burst beyond --max-concurrent-requests is told to retry, the rest is served", async () => {
+  const { api, work, kubeconfig } = await setup();
+  try {
+    const sentry = await startSentry({
+      args: sentryArgs(kubeconfig, ["--config", "", "--max-concurrent-requests", "2"]),
+    });
+    try {
+      const token = api.serviceAccountJwt({
+        namespace: "default",
+        serviceAccount: "app-sa",
+        podName: "app-pod",
+        audiences: ["dapr.io/sentry", "spiffe://cluster.local/ns/dapr-system/dapr-sentry"],
+      });
+      api.put("pods", "default", {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: {
+          name: "app-pod",
+          namespace: "default",
+          annotations: { "dapr.io/app-id": "myapp" },
+        },
+        spec: { serviceAccountName: "app-sa", containers: [] },
+      });
+      api.setLatency(400); // slow TokenReviews keep requests in progress
+      const anchors = secretPem(api, "ca.crt");
+      const results = await Promise.all(
+        Array.from(
+          { length: 8 },
+          () =>
+            signOnce(sentry.grpcPort, anchors, work, { id: "myapp", token, tokenValidator: 2 })
+              .then(
+                () => "OK",
+                (error: { code: number; details: string }) => `${error.code}: ${error.details}`,
+              ),
+        ),
+      );
+      api.setLatency(0);
+      const busy = results.filter((r) => r.startsWith("8: sentry is busy"));
+      const ok = results.filter((r) => r === "OK");
+      assert.ok(busy.length > 0, `no RESOURCE_EXHAUSTED in ${JSON.stringify(results)}`);
+      assert.ok(ok.length >= 2, `too few served: ${JSON.stringify(results)}`);
+      assert.equal(busy.length + ok.length, results.length, JSON.stringify(results));
+      const metrics = await (await fetch(`http://127.0.0.1:${sentry.metricsPort}/metrics`)).text();
+      assert.match(
+        metrics,
+        new RegExp(`dapr_sentry_cert_sign_failure_total\\{reason="busy"\\} ${busy.length}`),
+      );
+    } finally {
+      await sentry.stop();
+    }
+  } finally {
+    await api.close();
+  }
+});
