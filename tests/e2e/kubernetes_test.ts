@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
 import { signOnce } from "../helpers/grpc_client.ts";
 import { opensslBundle } from "../helpers/openssl.ts";
-import { type RunningSentry, runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
 
 const NS = "dapr-system";
 const NAME = "dapr-trust-bundle";
