@@ -6,9 +6,9 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import * as der from "./der.ts";
-import { describeKey, signatureAlgorithmName, verifySignature } from "./keys.ts";
+import { describeKey, publicKeyFromSpki, signatureAlgorithmName, verifySignature } from "./keys.ts";
 import { decodePem } from "./pem.ts";
 
 /** Why a CSR was refused; `message` is safe to return to the caller. */
@@ -89,7 +89,7 @@ export function decodeCsr(pem: Uint8Array | string): VerifiedCsr {
   let publicKey: KeyObject;
   try {
     structure = parseStructure(block.der);
-    publicKey = createPublicKey({ key: structure.spki, format: "der", type: "spki" });
+    publicKey = publicKeyFromSpki(structure.spki);
   } catch (error) {
     throw new CsrError(`failed to parse certificate signing request: ${(error as Error).message}`);
   }
