@@ -4,11 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { publicKeyFromSpki } from "../../src/ca/keys.ts";
 import { openssl } from "../helpers/openssl.ts";
 
-function spkiOf(key: ReturnType<typeof generateKeyPairSync>["publicKey"]): Buffer {
+function spkiOf(key: KeyObject): Buffer {
   return key.export({ type: "spki", format: "der" }) as Buffer;
 }
 
