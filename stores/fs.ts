@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-import type { BundlePem } from "../src/ca/bundle.ts";
+import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
 import { watchFiles } from "../src/config/file-watcher.ts";
 import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
 
@@ -92,11 +92,6 @@ async function replaceFileAtomically(path: string, content: string): Promise<voi
     await rm(temporary, { force: true });
     throw error;
   }
-}
-
-function samePem(a: BundlePem, b: BundlePem): boolean {
-  return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey &&
-    (a.caKey ?? "") === (b.caKey ?? "");
 }
 
 /** A trust bundle kept as files. */
@@ -184,7 +179,7 @@ export class FsCredentialStore implements CredentialStore {
    */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
-    if (!current || !samePem(current, expected)) {
+    if (!current || !sameBundlePem(current, expected)) {
       throw new StoreConflictError(
         `the bundle in ${this.description} changed since it was read; nothing was written: run again`,
       );

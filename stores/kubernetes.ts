@@ -13,7 +13,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { BundlePem } from "../src/ca/bundle.ts";
+import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
 import {
   isAlreadyExists,
   isConflict,
@@ -198,9 +198,7 @@ export class KubeCredentialStore implements CredentialStore {
   /** Replaces the bundle if the Secret still holds `expected` (PUT with its resourceVersion). */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
-    const same = current && current.caCrt === expected.caCrt &&
-      current.issuerCrt === expected.issuerCrt &&
-      current.issuerKey === expected.issuerKey && (current.caKey ?? "") === (expected.caKey ?? "");
+    const same = current !== null && sameBundlePem(current, expected);
     if (!same) {
       throw new StoreConflictError(
         `${this.description} changed since it was read; nothing was written: run again`,

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { BundlePem } from "../src/ca/bundle.ts";
+import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
 import { type VaultClient, VaultError, type VaultResponse } from "../src/vault/client.ts";
 import {
   type CredentialStore,
@@ -171,9 +171,7 @@ export class VaultCredentialStore implements CredentialStore {
   /** Writes a new version with `cas: <version read>` if the store still holds `expected`. */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
-    const same = current && current.caCrt === expected.caCrt &&
-      current.issuerCrt === expected.issuerCrt &&
-      current.issuerKey === expected.issuerKey && (current.caKey ?? "") === (expected.caKey ?? "");
+    const same = current !== null && sameBundlePem(current, expected);
     if (!same || this.#version === undefined) {
       throw new StoreConflictError(
         `${this.description} changed since it was read; nothing was written: run again`,

@@ -42,6 +42,19 @@ export interface BundlePem {
   caKey?: string;
 }
 
+/**
+ * True when two bundles hold the same texts. With `signingOnly`, the root key is not compared
+ * (it takes no part in signing, so a change of it alone is no reason to reload).
+ */
+export function sameBundlePem(
+  a: BundlePem,
+  b: BundlePem,
+  options: { signingOnly?: boolean } = {},
+): boolean {
+  return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey &&
+    (options.signingOnly || (a.caKey ?? "") === (b.caKey ?? ""));
+}
+
 /** File names used in messages about a bundle (they follow the `--issuer-*-filename` flags). */
 export interface BundleNames {
   caCrt: string;

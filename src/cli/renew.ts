@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
 import {
   type BundlePem,
   generateRoot,
@@ -27,6 +26,7 @@ import {
   ttlFlag,
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
+import { readInputFile } from "./files.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 
 /** `sentry renew`. */
@@ -126,6 +126,7 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
       throw new UsageError("the current issuer does not name a trust domain: pass --trust-domain");
     }
     const now = io.now();
+    const issuerOptions = { trustDomain, namespace, algorithm, now, skewMs: 0, ttlMs: issuerTtlMs };
     let next: BundlePem;
     if (rotateRoot) {
       const root = generateRoot({ trustDomain, algorithm, now, ttlMs: rootTtlMs, skewMs: 0 });
@@ -137,26 +138,14 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
       const keepRootKey = flags.bool("keep-root-key") || current.caKey !== undefined;
       next = {
         caCrt: encodeCertificates([root.certificate.der, ...oldRoots]),
-        ...issueIssuer(root, {
-          trustDomain,
-          namespace,
-          algorithm,
-          now,
-          skewMs: 0,
-          ttlMs: issuerTtlMs,
-        }),
+        ...issueIssuer(root, issuerOptions),
         ...(keepRootKey ? { caKey: privateKeyToPem(root.key.privateKey) } : {}),
       };
     } else {
       const rootKeyFile = flags.string("root-key");
-      let rootKeyPem = current.caKey;
-      if (rootKeyFile) {
-        try {
-          rootKeyPem = await readFile(rootKeyFile, "utf8");
-        } catch (error) {
-          throw new Error(`cannot read --root-key ${rootKeyFile}: ${(error as Error).message}`);
-        }
-      }
+      const rootKeyPem = rootKeyFile
+        ? await readInputFile(rootKeyFile, "--root-key")
+        : current.caKey;
       if (!rootKeyPem) {
         throw new Error(
           `renewing the issuer needs the root key, which ${store.description} does not keep: ` +
@@ -174,14 +163,7 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
       }
       next = {
         ...current,
-        ...issueIssuer(root, {
-          trustDomain,
-          namespace,
-          algorithm,
-          now,
-          skewMs: 0,
-          ttlMs: issuerTtlMs,
-        }),
+        ...issueIssuer(root, issuerOptions),
       };
     }
     const trust = validateBundle(next, now, store.names);

@@ -6,15 +6,11 @@
  *
  * @module
  */
-import { type BundlePem, type TrustBundle, validateBundle } from "../ca/bundle.ts";
+import { sameBundlePem, type TrustBundle, validateBundle } from "../ca/bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../../stores/store.ts";
 import type { CaState } from "./ca-state.ts";
-
-function samePem(a: BundlePem, b: BundlePem): boolean {
-  return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey;
-}
 
 /** Watches a store and swaps valid new bundles into the CA state. */
 export class CredentialReloader {
@@ -50,7 +46,7 @@ export class CredentialReloader {
         this.#problem(`the trust bundle disappeared from ${this.store.description}`);
         return;
       }
-      if (samePem(stored, this.state.bundle.pem)) {
+      if (sameBundlePem(stored, this.state.bundle.pem, { signingOnly: true })) {
         this.#lastProblem = undefined;
         return;
       }
