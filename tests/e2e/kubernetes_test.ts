@@ -61,6 +61,25 @@ function secretPem(api: FakeKubeApiServer, key: string): string {
   return Buffer.from(String(stored(api, "secrets")?.data?.[key] ?? ""), "base64").toString("utf8");
 }
 
+/**
+ * Creates pod `default/app-pod` (service account `app-sa`, `dapr.io/app-id: myapp`) and returns
+ * a projected token for it with sentry's audiences, registered for TokenReview.
+ */
+function appPodToken(api: FakeKubeApiServer): string {
+  api.put("pods", "default", {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: "app-pod", namespace: "default", annotations: { "dapr.io/app-id": "myapp" } },
+    spec: { serviceAccountName: "app-sa", containers: [] },
+  });
+  return api.serviceAccountJwt({
+    namespace: "default",
+    serviceAccount: "app-sa",
+    podName: "app-pod",
+    audiences: ["dapr.io/sentry", "spiffe://cluster.local/ns/dapr-system/dapr-sentry"],
+  });
+}
+
 async function kubectl(kubeconfig: string, args: string[]): Promise<string> {
   const output = await new Deno.Command("kubectl", {
     args: ["--kubeconfig", kubeconfig, ...args],
@@ -230,22 +249,7 @@ Deno.test("a rotated Secret and a kubectl-patched Configuration reach the runnin
     const anchors = secretPem(api, "ca.crt");
     try {
       // The Configuration, edited as the mTLS guide says (kubectl), changes the next TTL.
-      const jwtToken = api.serviceAccountJwt({
-        namespace: "default",
-        serviceAccount: "app-sa",
-        podName: "app-pod",
-        audiences: ["dapr.io/sentry", "spiffe://cluster.local/ns/dapr-system/dapr-sentry"],
-      });
-      api.put("pods", "default", {
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: {
-          name: "app-pod",
-          namespace: "default",
-          annotations: { "dapr.io/app-id": "myapp" },
-        },
-        spec: { serviceAccountName: "app-sa", containers: [] },
-      });
+      const jwtToken = appPodToken(api);
       const sign = () =>
         signOnce(sentry.grpcPort, anchors, work, {
           id: "myapp",
@@ -390,22 +394,7 @@ Deno.test("a burst beyond --max-concurrent-requests is told to retry, the rest i
       args: sentryArgs(kubeconfig, ["--config", "", "--max-concurrent-requests", "2"]),
     });
     try {
-      const token = api.serviceAccountJwt({
-        namespace: "default",
-        serviceAccount: "app-sa",
-        podName: "app-pod",
-        audiences: ["dapr.io/sentry", "spiffe://cluster.local/ns/dapr-system/dapr-sentry"],
-      });
-      api.put("pods", "default", {
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: {
-          name: "app-pod",
-          namespace: "default",
-          annotations: { "dapr.io/app-id": "myapp" },
-        },
-        spec: { serviceAccountName: "app-sa", containers: [] },
-      });
+      const token = appPodToken(api);
       api.setLatency(400); // slow TokenReviews keep requests in progress
       const anchors = secretPem(api, "ca.crt");
       const results = await Promise.all(
