@@ -42,8 +42,21 @@ function isolation(env: Record<string, string> | undefined, cwd?: string) {
   };
 }
 
-/** A free TCP port on 127.0.0.1 (bound once, then released). */
-export function freePort(): Promise<number> {
+/** Ports already handed out in this process, so that concurrent starts never share one. */
+const handedOut = new Set<number>();
+
+/** A free TCP port on 127.0.0.1 (bound once, then released), never the same twice here. */
+export async function freePort(): Promise<number> {
+  while (true) {
+    const port = await probePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+function probePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -123,6 +136,17 @@ export interface StartOptions {
 
 /** Starts sentry on free ports and waits until /healthz answers 200. */
 export async function startSentry(options: StartOptions = {}): Promise<RunningSentry> {
+  // Another process may take a port between the probe and sentry's bind: try new ports then.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startOnFreePorts(options);
+    } catch (error) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+async function startOnFreePorts(options: StartOptions): Promise<RunningSentry> {
   const dir = options.dir ?? await tempDir();
   const [grpcPort, healthPort, metricsPort] = [
     await freePort(),
