@@ -104,6 +104,10 @@ export class KubeCredentialStore implements CredentialStore {
    * it is partial, or when it is missing while the ConfigMap already holds trust anchors.
    */
   async load(): Promise<BundlePem | null> {
+    return await this.#load(true);
+  }
+
+  async #load(mayRetry: boolean): Promise<BundlePem | null> {
     const { keys, namespace } = this.#options;
     const secret = await this.#get(this.#secretPath, this.description);
     this.#secretVersion = secret?.metadata.resourceVersion;
@@ -122,6 +126,9 @@ export class KubeCredentialStore implements CredentialStore {
         `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME}`,
       );
       if (configMap?.data?.[keys.caCrt]?.trim()) {
+        // Another replica may have created the Secret (then the ConfigMap) between the two
+        // reads at first boot: read the Secret again once before refusing.
+        if (mayRetry) return await this.#load(false);
         throw new StoreError(
           `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME} holds trust anchors but ${this.description} ` +
             `${

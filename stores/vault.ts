@@ -82,14 +82,20 @@ export class VaultCredentialStore implements CredentialStore {
 
   /** Reads the latest version; null only when the secret never existed. */
   async load(): Promise<BundlePem | null> {
+    return await this.#load(true);
+  }
+
+  async #load(mayRetry: boolean): Promise<BundlePem | null> {
     const response = await this.#request("GET", this.#dataPath);
     if (response.status === 404) {
       const metadata = response.body?.data?.metadata;
       if (metadata) return this.#refuseGone(metadata.version, metadata.destroyed);
-      // Never written, unless the metadata says otherwise (all versions destroyed, say).
+      // Never written, unless the metadata says otherwise. A version may also have been
+      // written between the two reads (replicas racing at first boot): read the data again
+      // once before concluding that every version was destroyed.
       const meta = await this.#request("GET", this.#metadataPath);
       const current = meta.status === 200 ? Number(meta.body?.data?.current_version ?? 0) : 0;
-      if (current > 0) return this.#refuseGone(current, true);
+      if (current > 0) return mayRetry ? await this.#load(false) : this.#refuseGone(current, true);
       this.#version = 0;
       return null;
     }
