@@ -137,16 +137,32 @@ export interface StartOptions {
 /** Starts sentry on free ports and waits until /healthz answers 200. */
 export async function startSentry(options: StartOptions = {}): Promise<RunningSentry> {
   // Another process may take a port between the probe and sentry's bind: try new ports then.
+  // The logs of a lost attempt stay in front of the next one's (a first boot that generated the
+  // bundle before losing its port must still be visible to the test).
+  let earlierLogs = "";
   for (let attempt = 1;; attempt++) {
     try {
-      return await startOnFreePorts(options);
+      return await startOnFreePorts(options, earlierLogs);
     } catch (error) {
-      if (attempt >= 3 || !/EADDRINUSE/.test((error as Error).message)) throw error;
+      if (attempt >= 3 || !(error instanceof StartFailure) || !/EADDRINUSE/.test(error.logs)) {
+        throw error;
+      }
+      earlierLogs = error.logs;
     }
   }
 }
 
-async function startOnFreePorts(options: StartOptions): Promise<RunningSentry> {
+/** A start that did not reach healthy; `logs` holds everything the process printed. */
+class StartFailure extends Error {
+  constructor(message: string, readonly logs: string) {
+    super(`${message}:\n${logs}`);
+  }
+}
+
+async function startOnFreePorts(
+  options: StartOptions,
+  earlierLogs: string,
+): Promise<RunningSentry> {
   const dir = options.dir ?? await tempDir();
   const [grpcPort, healthPort, metricsPort] = [
     await freePort(),
@@ -173,7 +189,7 @@ async function startOnFreePorts(options: StartOptions): Promise<RunningSentry> {
     stderr: "piped",
     stdin: "null",
   }).spawn();
-  let logs = "";
+  let logs = earlierLogs;
   const decoder = new TextDecoder();
   const collect = async (stream: ReadableStream<Uint8Array>) => {
     for await (const chunk of stream) logs += decoder.decode(chunk, { stream: true });
@@ -186,7 +202,10 @@ async function startOnFreePorts(options: StartOptions): Promise<RunningSentry> {
   while (true) {
     if (exited) {
       await collecting;
-      throw new Error(`sentry exited with code ${exited.code} before becoming healthy:\n${logs}`);
+      throw new StartFailure(
+        `sentry exited with code ${exited.code} before becoming healthy`,
+        logs,
+      );
     }
     try {
       const response = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
@@ -199,7 +218,7 @@ async function startOnFreePorts(options: StartOptions): Promise<RunningSentry> {
       child.kill("SIGKILL");
       await statusPromise;
       await collecting;
-      throw new Error(`sentry did not become healthy in time:\n${logs}`);
+      throw new StartFailure("sentry did not become healthy in time", logs);
     }
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
