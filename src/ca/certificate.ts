@@ -6,7 +6,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { randomBytes } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import * as der from "./der.ts";
 import type { SigningKey } from "./keys.ts";
 
@@ -41,6 +41,9 @@ export function encodeName(attributes: ReadonlyArray<[type: "O" | "CN", value: s
     ),
   );
 }
+
+/** The empty Name (a workload certificate's subject). */
+export const EMPTY_NAME: Buffer = encodeName([]);
 
 /** BasicConstraints: `cA` and an optional path length limit. */
 export function basicConstraints(ca: boolean, pathLength?: number): Extension {
@@ -123,16 +126,30 @@ export function authorityKeyIdentifier(keyId: Uint8Array): Extension {
   };
 }
 
-function encodeExtension(extension: Extension): Buffer {
+/** The DER of one Extension (OID, critical flag when set, OCTET STRING value). */
+export function encodeExtension(extension: Extension): Buffer {
   const fields = [der.oid(extension.oid)];
   if (extension.critical) fields.push(der.boolean(true));
   fields.push(der.octetString(extension.value));
   return der.sequence(...fields);
 }
 
+// Serials come from a pool filled 256 at a time: one call into the CSPRNG costs as much as
+// copying a few kilobytes, and a CA may issue thousands of serials a second.
+const SERIAL_BYTES = 16;
+const serialPool = Buffer.alloc(SERIAL_BYTES * 256);
+let serialPoolOffset = serialPool.length;
+
 /** A fresh random positive 128-bit serial number, as Dapr issues. */
 export function randomSerial(): Buffer {
-  const serial = randomBytes(16);
+  if (serialPoolOffset === serialPool.length) {
+    randomFillSync(serialPool);
+    serialPoolOffset = 0;
+  }
+  const serial = Buffer.from(
+    serialPool.subarray(serialPoolOffset, serialPoolOffset + SERIAL_BYTES),
+  );
+  serialPoolOffset += SERIAL_BYTES;
   serial[0] &= 0x7f;
   if (serial[0] === 0) serial[0] = 0x01; // keep it 16 bytes long and positive
   return serial;
@@ -166,8 +183,17 @@ export function encodeTbsCertificate(template: CertificateTemplate, signer: Sign
   );
 }
 
+/** The signed Certificate: `tbs`, the signer's algorithm and `signature` (RFC 5280 §4.1). */
+export function assembleCertificate(
+  tbs: Uint8Array,
+  signer: SigningKey,
+  signature: Uint8Array,
+): Buffer {
+  return der.sequence(tbs, signer.algorithmIdentifier, der.bitString(signature));
+}
+
 /** Builds and signs a certificate; returns its DER. */
 export function signCertificate(template: CertificateTemplate, signer: SigningKey): Buffer {
   const tbs = encodeTbsCertificate(template, signer);
-  return der.sequence(tbs, signer.algorithmIdentifier, der.bitString(signer.sign(tbs)));
+  return assembleCertificate(tbs, signer, signer.sign(tbs));
 }

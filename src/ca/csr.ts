@@ -8,7 +8,13 @@
 import { Buffer } from "node:buffer";
 import type { KeyObject } from "node:crypto";
 import * as der from "./der.ts";
-import { describeKey, publicKeyFromSpki, signatureAlgorithmName, verifySignature } from "./keys.ts";
+import {
+  describeKey,
+  publicKeyFromSpki,
+  signatureAlgorithmName,
+  verifySignature,
+  verifySignatureAsync,
+} from "./keys.ts";
 import { decodePem } from "./pem.ts";
 
 /** Why a CSR was refused; `message` is safe to return to the caller. */
@@ -76,11 +82,15 @@ function parseStructure(bytes: Uint8Array): CsrStructure {
   };
 }
 
-/**
- * Decodes a PEM CSR (`CERTIFICATE REQUEST`, or the legacy `CERTIFICATE` label), verifies its
- * self-signature and checks the key type. Throws {@link CsrError} with the reason otherwise.
- */
-export function decodeCsr(pem: Uint8Array | string): VerifiedCsr {
+/** A parsed CSR whose self-signature is still to be checked. */
+interface UnverifiedCsr {
+  structure: CsrStructure;
+  publicKey: KeyObject;
+  keyType: string;
+}
+
+/** Everything {@link decodeCsr} does except verifying the signature. */
+function parseCsr(pem: Uint8Array | string): UnverifiedCsr {
   const [block] = decodePem(pem);
   if (!block || (block.label !== "CERTIFICATE REQUEST" && block.label !== "CERTIFICATE")) {
     throw new CsrError("invalid certificate signing request");
@@ -100,8 +110,34 @@ export function decodeCsr(pem: Uint8Array | string): VerifiedCsr {
       `unsupported signature algorithm ${structure.algorithmOid} in certificate signing request`,
     );
   }
-  if (!verifySignature(structure.algorithmOid, publicKey, structure.info, structure.signature)) {
-    throw new CsrError("invalid signature");
-  }
-  return { subjectPublicKeyInfo: structure.spki, publicKey, keyType };
+  return { structure, publicKey, keyType };
+}
+
+function verified(csr: UnverifiedCsr, signatureValid: boolean): VerifiedCsr {
+  if (!signatureValid) throw new CsrError("invalid signature");
+  return {
+    subjectPublicKeyInfo: csr.structure.spki,
+    publicKey: csr.publicKey,
+    keyType: csr.keyType,
+  };
+}
+
+/**
+ * Decodes a PEM CSR (`CERTIFICATE REQUEST`, or the legacy `CERTIFICATE` label), verifies its
+ * self-signature and checks the key type. Throws {@link CsrError} with the reason otherwise.
+ */
+export function decodeCsr(pem: Uint8Array | string): VerifiedCsr {
+  const csr = parseCsr(pem);
+  const { algorithmOid, info, signature } = csr.structure;
+  return verified(csr, verifySignature(algorithmOid, csr.publicKey, info, signature));
+}
+
+/**
+ * The same as {@link decodeCsr}, with the signature check on node:crypto's thread pool: what
+ * the server uses, so that one request's OpenSSL work does not hold up the others.
+ */
+export async function decodeCsrAsync(pem: Uint8Array | string): Promise<VerifiedCsr> {
+  const csr = parseCsr(pem);
+  const { algorithmOid, info, signature } = csr.structure;
+  return verified(csr, await verifySignatureAsync(algorithmOid, csr.publicKey, info, signature));
 }

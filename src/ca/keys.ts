@@ -179,6 +179,19 @@ export class SigningKey {
   sign(data: Uint8Array): Buffer {
     return cryptoSign(this.#hash, data, this.privateKey);
   }
+
+  /**
+   * The same as {@link sign}, run on node:crypto's thread pool so that the event loop stays
+   * free for other requests while OpenSSL works.
+   */
+  signAsync(data: Uint8Array): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      cryptoSign(this.#hash, data, this.privateKey, (error, signature) => {
+        if (error) reject(error);
+        else resolve(signature);
+      });
+    });
+  }
 }
 
 /** The name of a signature algorithm OID, or undefined when sentry does not accept it. */
@@ -203,4 +216,27 @@ export function verifySignature(
   } catch {
     return false;
   }
+}
+
+/**
+ * The same as {@link verifySignature}, run on node:crypto's thread pool (the event loop only
+ * hands the job over).
+ */
+export function verifySignatureAsync(
+  algorithmOid: string,
+  publicKey: KeyObject,
+  data: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
+  const algorithm = ALGORITHMS_BY_OID[algorithmOid];
+  if (!algorithm) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    try {
+      cryptoVerify(algorithm.hash, data, publicKey, signature, (error, valid) => {
+        resolve(!error && valid);
+      });
+    } catch {
+      resolve(false);
+    }
+  });
 }

@@ -26,9 +26,12 @@ export function decodePem(text: string | Uint8Array): PemBlock[] {
 
 /** Encodes DER bytes as one PEM block with 64-character lines. */
 export function encodePem(label: string, der: Uint8Array): string {
-  const base64 = Buffer.from(der).toString("base64");
-  const lines = base64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
+  const base64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+  let body = "";
+  for (let start = 0; start < base64.length; start += 64) {
+    body += base64.slice(start, start + 64) + "\n";
+  }
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
 }
 
 /** Encodes several certificates as concatenated `CERTIFICATE` blocks. */

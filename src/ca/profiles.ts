@@ -8,11 +8,12 @@
 import type { Buffer } from "node:buffer";
 import {
   type AltNames,
+  assembleCertificate,
   authorityKeyIdentifier,
   basicConstraints,
+  EMPTY_NAME,
   encodeName,
   extendedKeyUsage,
-  ExtKeyUsage,
   KeyUsage,
   keyUsage,
   randomSerial,
@@ -23,6 +24,7 @@ import {
 import { keyIdentifier, type SigningKey } from "./keys.ts";
 import { SpiffeId } from "./spiffe.ts";
 import { nameAttribute } from "./parse.ts";
+import { encodeWorkloadTbs } from "./workload-tbs.ts";
 
 /** When a certificate starts and stops being valid. */
 export interface Validity {
@@ -104,8 +106,6 @@ export function createIssuerCertificate(
   });
 }
 
-const EMPTY_NAME = encodeName([]);
-
 /** What distinguishes one end-entity certificate from another. */
 export interface LeafCertificateOptions {
   /** Encoded subject Name (empty: the SAN extension becomes critical). */
@@ -139,11 +139,7 @@ export function createLeafCertificate(options: LeafCertificateOptions): Buffer {
   }, options.issuer.key);
 }
 
-/**
- * A workload certificate: empty subject, one critical URI SAN with the SPIFFE ID (plus DNS
- * names only for sentry's own serving certificate), critical KeyUsage digitalSignature,
- * EKU serverAuth + clientAuth, no BasicConstraints, AKI = issuer's key id.
- */
+/** A signed workload certificate (see {@link encodeWorkloadTbs} for the profile). */
 export function createWorkloadCertificate(
   id: SpiffeId,
   workloadSpki: Uint8Array,
@@ -151,14 +147,8 @@ export function createWorkloadCertificate(
   validity: Validity,
   dnsNames: readonly string[] = [],
 ): Buffer {
-  return createLeafCertificate({
-    subjectPublicKeyInfo: workloadSpki,
-    issuer,
-    validity,
-    names: { uris: [id.toString()], dnsNames },
-    extendedKeyUsages: [ExtKeyUsage.serverAuth, ExtKeyUsage.clientAuth],
-    keyUsages: [KeyUsage.digitalSignature],
-  });
+  const tbs = encodeWorkloadTbs(id, workloadSpki, issuer, validity, dnsNames);
+  return assembleCertificate(tbs, issuer.key, issuer.key.sign(tbs));
 }
 
 /**

@@ -6,8 +6,9 @@
  * @module
  */
 import type { TrustBundle } from "./bundle.ts";
+import { assembleCertificate } from "./certificate.ts";
 import { encodePem } from "./pem.ts";
-import { createWorkloadCertificate } from "./profiles.ts";
+import { encodeWorkloadTbs } from "./workload-tbs.ts";
 import type { SpiffeId } from "./spiffe.ts";
 
 /** Lifetime settings for workload certificates (from the Configuration). */
@@ -37,18 +38,21 @@ export interface IssuedCertificate {
   notAfter: Date;
 }
 
-/**
- * Issues a workload certificate for `id` and the public key `spki` (DER SubjectPublicKeyInfo)
- * at time `now`. NotAfter is `now + ttl`, clamped to the issuer's NotAfter.
- */
-export function issueWorkloadCertificate(
+/** A workload certificate's TBSCertificate and validity, waiting for its signature. */
+interface UnsignedWorkload {
+  tbs: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+function prepareWorkload(
   bundle: TrustBundle,
   id: SpiffeId,
   spki: Uint8Array,
   timing: WorkloadTiming,
   now: Date,
-  dnsNames: readonly string[] = [],
-): IssuedCertificate {
+  dnsNames: readonly string[],
+): UnsignedWorkload {
   if (now > bundle.issuerNotAfter) {
     throw new SigningError(
       `the issuer certificate expired at ${bundle.issuerNotAfter.toISOString()}; ` +
@@ -67,17 +71,52 @@ export function issueWorkloadCertificate(
   const notAfter = new Date(
     wholeSeconds(Math.min(now.getTime() + timing.ttlMs, bundle.issuerNotAfter.getTime())),
   );
-  const leafDer = createWorkloadCertificate(
-    id,
-    spki,
-    bundle.issuer,
-    { notBefore, notAfter },
-    dnsNames,
-  );
+  const tbs = encodeWorkloadTbs(id, spki, bundle.issuer, { notBefore, notAfter }, dnsNames);
+  return { tbs, notBefore, notAfter };
+}
+
+function finishWorkload(
+  bundle: TrustBundle,
+  unsigned: UnsignedWorkload,
+  signature: Uint8Array,
+): IssuedCertificate {
+  const leafDer = assembleCertificate(unsigned.tbs, bundle.issuer.key, signature);
   return {
     chainPem: encodePem("CERTIFICATE", leafDer) + bundle.issuerChainPem,
     leafDer,
-    notBefore,
-    notAfter,
+    notBefore: unsigned.notBefore,
+    notAfter: unsigned.notAfter,
   };
+}
+
+/**
+ * Issues a workload certificate for `id` and the public key `spki` (DER SubjectPublicKeyInfo)
+ * at time `now`. NotAfter is `now + ttl`, clamped to the issuer's NotAfter.
+ */
+export function issueWorkloadCertificate(
+  bundle: TrustBundle,
+  id: SpiffeId,
+  spki: Uint8Array,
+  timing: WorkloadTiming,
+  now: Date,
+  dnsNames: readonly string[] = [],
+): IssuedCertificate {
+  const unsigned = prepareWorkload(bundle, id, spki, timing, now, dnsNames);
+  return finishWorkload(bundle, unsigned, bundle.issuer.key.sign(unsigned.tbs));
+}
+
+/**
+ * The same as {@link issueWorkloadCertificate}, with the signature computed on node:crypto's
+ * thread pool: what the server uses, so that the event loop keeps serving other requests.
+ */
+export async function issueWorkloadCertificateAsync(
+  bundle: TrustBundle,
+  id: SpiffeId,
+  spki: Uint8Array,
+  timing: WorkloadTiming,
+  now: Date,
+  dnsNames: readonly string[] = [],
+): Promise<IssuedCertificate> {
+  const unsigned = prepareWorkload(bundle, id, spki, timing, now, dnsNames);
+  return finishWorkload(bundle, unsigned, await bundle.issuer.key.signAsync(unsigned.tbs));
 }

@@ -6,8 +6,8 @@
  */
 import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
-import { CsrError, decodeCsr } from "../ca/csr.ts";
-import { issueWorkloadCertificate, SigningError } from "../ca/signer.ts";
+import { CsrError, decodeCsrAsync } from "../ca/csr.ts";
+import { issueWorkloadCertificateAsync, SigningError } from "../ca/signer.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { SignRequest } from "../identity/validator.ts";
 import { ValidationError, WireValidator } from "../identity/validator.ts";
@@ -79,7 +79,7 @@ export async function signCertificate(
 
   let spki: Uint8Array;
   try {
-    spki = decodeCsr(request.csr).subjectPublicKeyInfo;
+    spki = (await decodeCsrAsync(request.csr)).subjectPublicKeyInfo;
   } catch (error) {
     if (error instanceof CsrError) {
       throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
@@ -90,7 +90,7 @@ export async function signCertificate(
   const bundle = state.bundle;
   const settings = state.settings;
   try {
-    const issued = issueWorkloadCertificate(
+    const issued = await issueWorkloadCertificateAsync(
       bundle,
       id,
       spki,
