@@ -6,8 +6,12 @@
  */
 import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
-import { CsrError, decodeCsrAsync } from "../ca/csr.ts";
-import { issueWorkloadCertificateAsync, SigningError } from "../ca/signer.ts";
+import { CsrError, decodeCsr, decodeCsrAsync } from "../ca/csr.ts";
+import {
+  issueWorkloadCertificate,
+  issueWorkloadCertificateAsync,
+  SigningError,
+} from "../ca/signer.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { SignRequest } from "../identity/validator.ts";
 import { ValidationError, WireValidator } from "../identity/validator.ts";
@@ -38,6 +42,12 @@ export interface CaServiceDeps {
   logger: Logger;
   /** The clock; tests move it. */
   now: () => Date;
+  /**
+   * Whether this request should verify and sign on node:crypto's thread pool (true when other
+   * requests are in progress: the event loop keeps serving them) or inline (a lone request:
+   * no thread hand-over, lowest latency). Default: always the thread pool.
+   */
+  useThreadPool?: () => boolean;
 }
 
 /** Runs one request through validation, CSR decoding and signing. */
@@ -46,6 +56,7 @@ export async function signCertificate(
   deps: CaServiceDeps,
 ): Promise<SignResponse> {
   const { state } = deps;
+  const offload = deps.useThreadPool?.() ?? true;
   const validators = state.validators;
   const wire = request.tokenValidator !== WireValidator.UNKNOWN
     ? request.tokenValidator
@@ -79,7 +90,8 @@ export async function signCertificate(
 
   let spki: Uint8Array;
   try {
-    spki = (await decodeCsrAsync(request.csr)).subjectPublicKeyInfo;
+    const csr = offload ? await decodeCsrAsync(request.csr) : decodeCsr(request.csr);
+    spki = csr.subjectPublicKeyInfo;
   } catch (error) {
     if (error instanceof CsrError) {
       throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
@@ -90,13 +102,10 @@ export async function signCertificate(
   const bundle = state.bundle;
   const settings = state.settings;
   try {
-    const issued = await issueWorkloadCertificateAsync(
-      bundle,
-      id,
-      spki,
-      { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs },
-      deps.now(),
-    );
+    const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
+    const issued = offload
+      ? await issueWorkloadCertificateAsync(bundle, id, spki, timing, deps.now())
+      : issueWorkloadCertificate(bundle, id, spki, timing, deps.now());
     if (deps.logger.enabled("debug")) {
       deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
     }

@@ -83,7 +83,9 @@ export class SentryGrpcServer {
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     });
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
-    const deps: CaServiceDeps = options;
+    // A lone request signs inline; with others in progress, OpenSSL's work moves to the
+    // thread pool so that the event loop keeps reading and answering the rest.
+    const deps: CaServiceDeps = { ...options, useThreadPool: () => this.#inFlight > 1 };
     this.#server.addService(definition, {
       SignCertificate: (
         call: grpc.ServerUnaryCall<WireRequest, unknown>,
