@@ -15,6 +15,7 @@
 import { Buffer } from "node:buffer";
 import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
 import process from "node:process";
 import * as grpc from "@grpc/grpc-js";
 import { CA_SERVICE, sentryPackageDefinition } from "../src/server/sentry-proto.ts";
@@ -25,7 +26,7 @@ export interface LoadPlan {
   port: number;
   /** PEM of the CSR every call sends. */
   csrPem: string;
-  /** PEM of the anchors to trust (sentry only). */
+  /** PEM of the anchors to trust: sentry's, or CFSSL's TLS certificate to use HTTPS. */
   anchorsPem?: string;
   callers: number;
   /** Long-lived connections the callers share round-robin (default min(callers, 32)). */
@@ -117,11 +118,21 @@ function sentryCalls(plan: LoadPlan, connections: number): { calls: Call[]; clos
 
 /** The same for CFSSL's JSON API over keep-alive HTTP/1.1. */
 function cfsslCalls(plan: LoadPlan, connections: number): { calls: Call[]; close(): void } {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  // With anchors, CFSSL is reached over HTTPS (cfssl serve -tls-cert/-tls-key), like sentry.
+  const secure = plan.anchorsPem !== undefined;
+  const agent = secure
+    ? new https.Agent({
+      keepAlive: true,
+      maxSockets: connections,
+      ca: plan.anchorsPem,
+      servername: "localhost",
+    })
+    : new http.Agent({ keepAlive: true, maxSockets: connections });
+  const request = secure ? https.request : http.request;
   const body = JSON.stringify({ certificate_request: plan.csrPem });
   const call: Call = () =>
     new Promise<void>((resolve, reject) => {
-      const req = http.request({
+      const req = request({
         host: "127.0.0.1",
         port: plan.port,
         path: "/api/v1/cfssl/sign",

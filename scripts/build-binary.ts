@@ -1,6 +1,7 @@
 /**
  * Builds the release binary `dist/sentry`: a Node.js single executable application.
- * Steps: bundle main.ts into one CommonJS file, turn it into a SEA blob with
+ * Steps: bundle main.ts into one CommonJS file (and the signing worker into another, embedded
+ * as a SEA asset), turn them into a SEA blob with
  * `node --experimental-sea-config`, inject the blob into a copy of this machine's `node`
  * binary with postject, and write `dist/sentry.sha256`. Works offline apart from fetching
  * postject from the npm registry on first use.
@@ -9,10 +10,12 @@ import { createHash } from "node:crypto";
 import { chmod, copyFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { WORKER_BUNDLE } from "../src/server/signing-pool.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DIST = join(ROOT, "dist");
 const BUNDLE = join(DIST, "sentry.cjs");
+const WORKER_BUNDLE_FILE = join(DIST, WORKER_BUNDLE);
 const BLOB = join(DIST, "sentry.blob");
 const SEA_CONFIG = join(DIST, "sea-config.json");
 const BINARY = join(DIST, "sentry");
@@ -53,10 +56,28 @@ await step("bundling main.ts", Deno.execPath(), [
   BUNDLE,
   "main.ts",
 ]);
+await step("bundling the signing worker", Deno.execPath(), [
+  "bundle",
+  "--quiet",
+  "--platform",
+  "node",
+  "--format",
+  "cjs",
+  "-o",
+  WORKER_BUNDLE_FILE,
+  "src/server/signing-worker-main.ts",
+]);
 await writeFile(
   SEA_CONFIG,
   JSON.stringify(
-    { main: BUNDLE, output: BLOB, disableExperimentalSEAWarning: true, useCodeCache: true },
+    {
+      main: BUNDLE,
+      output: BLOB,
+      disableExperimentalSEAWarning: true,
+      useCodeCache: true,
+      // The signing worker threads' code (signing-pool.ts).
+      assets: { [WORKER_BUNDLE]: WORKER_BUNDLE_FILE },
+    },
     null,
     2,
   ),

@@ -11,6 +11,12 @@ import { encodePem } from "./pem.ts";
 import { encodeWorkloadTbs } from "./workload-tbs.ts";
 import type { SpiffeId } from "./spiffe.ts";
 
+/** What signing needs from a trust bundle (a whole {@link TrustBundle} has it). */
+export type SigningBundle = Pick<
+  TrustBundle,
+  "issuer" | "issuerNotBefore" | "issuerNotAfter" | "issuerChainPem"
+>;
+
 /** Lifetime settings for workload certificates (from the Configuration). */
 export interface WorkloadTiming {
   /** Requested lifetime, milliseconds. */
@@ -46,7 +52,7 @@ interface UnsignedWorkload {
 }
 
 function prepareWorkload(
-  bundle: TrustBundle,
+  bundle: SigningBundle,
   id: SpiffeId,
   spki: Uint8Array,
   timing: WorkloadTiming,
@@ -76,7 +82,7 @@ function prepareWorkload(
 }
 
 function finishWorkload(
-  bundle: TrustBundle,
+  bundle: SigningBundle,
   unsigned: UnsignedWorkload,
   signature: Uint8Array,
 ): IssuedCertificate {
@@ -94,7 +100,7 @@ function finishWorkload(
  * at time `now`. NotAfter is `now + ttl`, clamped to the issuer's NotAfter.
  */
 export function issueWorkloadCertificate(
-  bundle: TrustBundle,
+  bundle: SigningBundle,
   id: SpiffeId,
   spki: Uint8Array,
   timing: WorkloadTiming,
@@ -110,7 +116,7 @@ export function issueWorkloadCertificate(
  * thread pool: what the server uses, so that the event loop keeps serving other requests.
  */
 export async function issueWorkloadCertificateAsync(
-  bundle: TrustBundle,
+  bundle: SigningBundle,
   id: SpiffeId,
   spki: Uint8Array,
   timing: WorkloadTiming,

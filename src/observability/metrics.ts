@@ -32,6 +32,10 @@ export class SentryMetrics {
     "The number of errors occurred when signing the CSR.",
     ["reason"],
   );
+  readonly signedOnWorkers = this.#counter(
+    "dapr_sentry_cert_sign_worker_total",
+    "The number of certificates verified and signed on a signing worker thread.",
+  );
   readonly serverCertIssueFailed = this.#counter(
     "dapr_sentry_servercert_issue_failed_total",
     "The number of server TLS certificate issuance failures.",

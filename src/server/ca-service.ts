@@ -7,10 +7,12 @@
 import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
 import { CsrError, decodeCsr, decodeCsrAsync } from "../ca/csr.ts";
+import type { TrustBundle } from "../ca/bundle.ts";
 import {
   issueWorkloadCertificate,
   issueWorkloadCertificateAsync,
   SigningError,
+  type WorkloadTiming,
 } from "../ca/signer.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { SignRequest } from "../identity/validator.ts";
@@ -18,6 +20,7 @@ import { ValidationError, WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { FailureReason, SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
+import { PoolSigningError, type SigningPool } from "./signing-pool.ts";
 
 /** A failed request: the gRPC status, the message for the caller, the metric reason. */
 export class SignFailure extends Error {
@@ -43,11 +46,14 @@ export interface CaServiceDeps {
   /** The clock; tests move it. */
   now: () => Date;
   /**
-   * Whether this request should verify and sign on node:crypto's thread pool (true when other
-   * requests are in progress: the event loop keeps serving them) or inline (a lone request:
-   * no thread hand-over, lowest latency). Default: always the thread pool.
+   * Whether this request should verify and sign off the event loop — on {@link signingPool}
+   * when there is one, else with OpenSSL's work on node:crypto's thread pool — so that the
+   * event loop keeps serving other requests; or inline (a lone request: no hand-over between
+   * threads, lowest latency). Default: off the event loop.
    */
   useThreadPool?: () => boolean;
+  /** Worker threads that verify and sign requests that arrive in batches, when available. */
+  signingPool?: SigningPool;
 }
 
 /** Runs one request through validation, CSR decoding and signing. */
@@ -88,36 +94,84 @@ export async function signCertificate(
     throw error;
   }
 
+  const bundle = state.bundle;
+  const settings = state.settings;
+  const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
+  let issued: Issued;
+  if (offload && deps.signingPool) {
+    issued = await issueOnPool(deps.signingPool, bundle, id, request.csr, timing, deps.now());
+    deps.metrics.signedOnWorkers.inc();
+  } else {
+    issued = await issueHere(bundle, id, request.csr, timing, deps.now(), offload);
+  }
+  if (deps.logger.enabled("debug")) {
+    deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
+  }
+  return {
+    workloadCertificate: Buffer.from(issued.chainPem),
+    trustChainCertificates: [Buffer.from(bundle.anchorsPem)],
+    validUntil: { seconds: String(Math.floor(issued.notAfter.getTime() / 1000)), nanos: 0 },
+  };
+}
+
+/** The certificate chain and its NotAfter, however it was issued. */
+interface Issued {
+  chainPem: string;
+  notAfter: Date;
+}
+
+function signingFailure(error: unknown, signerMessage: boolean): SignFailure {
+  const message = signerMessage
+    ? (error as Error).message
+    : `failed to sign certificate: ${(error as Error).message}`;
+  return new SignFailure(status.INTERNAL, message, "cert_sign_failed");
+}
+
+/**
+ * Verifies the CSR and signs on this thread: entirely inline, or with OpenSSL's work on
+ * node:crypto's thread pool when `offload` is set.
+ */
+async function issueHere(
+  bundle: TrustBundle,
+  id: SpiffeId,
+  csrPem: Uint8Array,
+  timing: WorkloadTiming,
+  now: Date,
+  offload: boolean,
+): Promise<Issued> {
   let spki: Uint8Array;
   try {
-    const csr = offload ? await decodeCsrAsync(request.csr) : decodeCsr(request.csr);
-    spki = csr.subjectPublicKeyInfo;
+    spki = (offload ? await decodeCsrAsync(csrPem) : decodeCsr(csrPem)).subjectPublicKeyInfo;
   } catch (error) {
     if (error instanceof CsrError) {
       throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
     }
     throw error;
   }
-
-  const bundle = state.bundle;
-  const settings = state.settings;
   try {
-    const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
-    const issued = offload
-      ? await issueWorkloadCertificateAsync(bundle, id, spki, timing, deps.now())
-      : issueWorkloadCertificate(bundle, id, spki, timing, deps.now());
-    if (deps.logger.enabled("debug")) {
-      deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
-    }
-    return {
-      workloadCertificate: Buffer.from(issued.chainPem),
-      trustChainCertificates: [Buffer.from(bundle.anchorsPem)],
-      validUntil: { seconds: String(Math.floor(issued.notAfter.getTime() / 1000)), nanos: 0 },
-    };
+    return offload
+      ? await issueWorkloadCertificateAsync(bundle, id, spki, timing, now)
+      : issueWorkloadCertificate(bundle, id, spki, timing, now);
   } catch (error) {
-    const message = error instanceof SigningError
-      ? error.message
-      : `failed to sign certificate: ${(error as Error).message}`;
-    throw new SignFailure(status.INTERNAL, message, "cert_sign_failed");
+    throw signingFailure(error, error instanceof SigningError);
+  }
+}
+
+/** Verifies the CSR and signs on a worker thread of `pool`. */
+async function issueOnPool(
+  pool: SigningPool,
+  bundle: TrustBundle,
+  id: SpiffeId,
+  csrPem: Uint8Array,
+  timing: WorkloadTiming,
+  now: Date,
+): Promise<Issued> {
+  try {
+    return await pool.sign(bundle, id, csrPem, timing, now);
+  } catch (error) {
+    if (error instanceof PoolSigningError && error.kind === "csr") {
+      throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
+    }
+    throw signingFailure(error, error instanceof PoolSigningError && error.kind === "signing");
   }
 }

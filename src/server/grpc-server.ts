@@ -12,6 +12,8 @@ import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
 import { type CaServiceDeps, signCertificate, SignFailure } from "./ca-service.ts";
+import { OffloadPolicy } from "./offload-policy.ts";
+import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "./sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 
@@ -33,6 +35,8 @@ export interface GrpcServerOptions {
    * Bounds memory and the load put on token validators' backends during a burst.
    */
   maxConcurrentRequests: number;
+  /** Worker threads for requests that arrive in batches (see ca-service.ts). */
+  signingPool?: SigningPool;
 }
 
 interface WireRequest {
@@ -83,9 +87,11 @@ export class SentryGrpcServer {
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     });
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
-    // A lone request signs inline; with others in progress, OpenSSL's work moves to the
-    // thread pool so that the event loop keeps reading and answering the rest.
-    const deps: CaServiceDeps = { ...options, useThreadPool: () => this.#inFlight > 1 };
+    const offload = new OffloadPolicy();
+    const deps: CaServiceDeps = {
+      ...options,
+      useThreadPool: () => offload.onArrival(this.#inFlight),
+    };
     this.#server.addService(definition, {
       SignCertificate: (
         call: grpc.ServerUnaryCall<WireRequest, unknown>,

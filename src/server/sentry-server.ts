@@ -18,6 +18,7 @@ import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
 import { SentryGrpcServer } from "./grpc-server.ts";
+import { SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
 
 /** An address and port to listen on. */
@@ -42,6 +43,8 @@ export interface SentryServerOptions {
   now: () => Date;
   /** Most SignCertificate calls handled at once (more get RESOURCE_EXHAUSTED). */
   maxConcurrentRequests: number;
+  /** Worker threads that sign requests arriving in batches (0: sign on the main thread). */
+  signingWorkers: number;
   /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
   createKubernetesValidator?: ValidatorContext["createKubernetesValidator"];
 }
@@ -56,6 +59,22 @@ function validatorContext(options: SentryServerOptions): ValidatorContext {
 }
 
 const YEAR_MS = 365 * 86_400_000;
+
+/** The signing worker pool, when asked for and when this runtime can run the workers. */
+function startSigningPool(workers: number, logger: Logger): SigningPool | undefined {
+  if (workers <= 0) {
+    logger.info("signing on the main thread (--signing-workers 0)");
+    return undefined;
+  }
+  const script = workerScript();
+  if (!script) {
+    logger.info("signing on the main thread: this runtime cannot start signing workers");
+    return undefined;
+  }
+  const threads = workers === 1 ? "1 worker thread" : `${workers} worker threads`;
+  logger.info(`signing requests that arrive together on ${threads}`);
+  return new SigningPool(workers, script);
+}
 
 function describeSettings(settings: MtlsSettings): string {
   const validators = settings.tokenValidators.map((v) => v.name).join(", ") || "insecure (default)";
@@ -76,6 +95,7 @@ export class SentryServer {
   readonly #endpoints: HttpEndpoint[];
   readonly #credentials: CredentialReloader;
   readonly #expiry: ExpiryMonitor;
+  readonly #signingPool?: SigningPool;
   #serving = false;
 
   private constructor(
@@ -84,8 +104,10 @@ export class SentryServer {
     state: CaState,
     grpc: SentryGrpcServer,
     endpoints: HttpEndpoint[],
+    signingPool: SigningPool | undefined,
   ) {
     this.#options = options;
+    this.#signingPool = signingPool;
     this.metrics = metrics;
     this.state = state;
     this.#grpc = grpc;
@@ -136,6 +158,7 @@ export class SentryServer {
     }
     metrics.setBundleExpiry(state.bundle.issuerNotAfter, state.bundle.rootNotAfter);
 
+    const signingPool = startSigningPool(options.signingWorkers, logger);
     const grpc = new SentryGrpcServer({
       listenAddress: options.grpc.address,
       port: options.grpc.port,
@@ -146,6 +169,7 @@ export class SentryServer {
       logger,
       now,
       maxConcurrentRequests: options.maxConcurrentRequests,
+      signingPool,
     });
     const endpoints: HttpEndpoint[] = [];
     const started: { server?: SentryServer } = {};
@@ -166,10 +190,11 @@ export class SentryServer {
     } catch (error) {
       grpc.forceShutdown();
       await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+      await signingPool?.close();
       closeValidators(validators);
       throw error;
     }
-    const server = new SentryServer(options, metrics, state, grpc, endpoints);
+    const server = new SentryServer(options, metrics, state, grpc, endpoints, signingPool);
     started.server = server;
     await server.#publish();
     server.#startReloading();
@@ -256,6 +281,7 @@ export class SentryServer {
     this.#credentials.close();
     this.#expiry.close();
     const graceful = await this.#grpc.shutdown(graceMs);
+    await this.#signingPool?.close();
     await Promise.all(this.#endpoints.map((endpoint) => endpoint.close()));
     closeValidators(this.state.validators);
     this.#options.store.close?.();

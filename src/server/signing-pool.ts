@@ -1,0 +1,209 @@
+/**
+ * A pool of signing worker threads (signing-worker.ts): the server hands it the CPU-bound part
+ * of SignCertificate calls that arrive in batches, so that certificates are signed on every
+ * core while the event loop keeps reading and answering gRPC.
+ *
+ * Each trust bundle gets a generation number the first time it is used; a worker receives a
+ * generation's issuer before the first request that names it (messages to one worker are
+ * ordered), so a request is always signed with the bundle that was current when it arrived,
+ * even while a reload swaps in the next one. A worker that dies fails its pending requests
+ * and is replaced.
+ *
+ * Workers run signing-worker-main.ts, bundled on its own: `dist/sentry-signer.cjs` next to
+ * `dist/sentry.cjs` when running as `node dist/sentry.cjs`, the copy embedded in the single
+ * binary (a SEA asset) when running as `dist/sentry`. On other runtimes (Deno)
+ * {@link workerScript} finds none and the server signs without a pool.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { Worker } from "node:worker_threads";
+import type { SigningBundle, WorkloadTiming } from "../ca/signer.ts";
+import type { SpiffeId } from "../ca/spiffe.ts";
+import {
+  type BundleMessage,
+  type FromWorker,
+  type SigningFailureKind,
+  type ToWorker,
+} from "./signing-worker.ts";
+
+/** The worker bundle's file name, and the name of its SEA asset (scripts/build-binary.ts). */
+export const WORKER_BUNDLE = "sentry-signer.cjs";
+
+/** Where a worker's code comes from: a file, or source text to evaluate. */
+export interface WorkerScript {
+  source: string;
+  eval: boolean;
+}
+
+interface SeaModule {
+  isSea(): boolean;
+  getAsset(key: string, encoding: string): string;
+}
+
+/** The signing worker's code, or undefined where this runtime cannot run it. */
+export function workerScript(): WorkerScript | undefined {
+  if ((globalThis as { Deno?: unknown }).Deno) return undefined;
+  const getBuiltin = (process as { getBuiltinModule?: (id: string) => unknown })
+    .getBuiltinModule;
+  const sea = getBuiltin?.("node:sea") as SeaModule | undefined;
+  if (sea?.isSea()) {
+    try {
+      return { source: sea.getAsset(WORKER_BUNDLE, "utf8"), eval: true };
+    } catch {
+      return undefined; // a binary built without the asset
+    }
+  }
+  const main = process.argv[1];
+  if (!main || !/\.c?js$/.test(main)) return undefined;
+  const script = join(dirname(main), WORKER_BUNDLE);
+  return existsSync(script) ? { source: script, eval: false } : undefined;
+}
+
+/** A request the worker refused or could not finish. */
+export class PoolSigningError extends Error {
+  override name = "PoolSigningError";
+  /** Creates an error of a worker-reported kind. */
+  constructor(readonly kind: SigningFailureKind, message: string) {
+    super(message);
+  }
+}
+
+/** A certificate issued by a worker. */
+export interface PoolIssued {
+  chainPem: string;
+  notAfter: Date;
+}
+
+interface Pending {
+  resolve(issued: PoolIssued): void;
+  reject(error: Error): void;
+}
+
+interface PoolWorker {
+  worker: Worker;
+  pending: Map<number, Pending>;
+  generations: Set<number>;
+}
+
+/** A fixed number of signing worker threads. */
+export class SigningPool {
+  readonly #script: WorkerScript;
+  readonly #workers: PoolWorker[] = [];
+  readonly #generations = new WeakMap<SigningBundle, number>();
+  #lastGeneration = 0;
+  #seq = 0;
+  #closed = false;
+
+  /** Starts `size` workers running `script`. */
+  constructor(size: number, script: WorkerScript) {
+    this.#script = script;
+    for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
+  }
+
+  /** Number of worker threads. */
+  get size(): number {
+    return this.#workers.length;
+  }
+
+  #spawn(): PoolWorker {
+    const worker = new Worker(this.#script.source, {
+      eval: this.#script.eval,
+      // Signing allocates little and briefly: a small young generation keeps the RSS low.
+      resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 32 },
+    });
+    const entry: PoolWorker = { worker, pending: new Map(), generations: new Set() };
+    worker.on("message", (reply: FromWorker) => {
+      const pending = entry.pending.get(reply.seq);
+      if (!pending) return;
+      entry.pending.delete(reply.seq);
+      if ("failure" in reply) pending.reject(new PoolSigningError(reply.failure, reply.message));
+      else pending.resolve({ chainPem: reply.chainPem, notAfter: new Date(reply.notAfterMs) });
+    });
+    const fail = (why: string) => {
+      for (const pending of entry.pending.values()) {
+        pending.reject(new PoolSigningError("internal", `signing worker stopped: ${why}`));
+      }
+      entry.pending.clear();
+      const index = this.#workers.indexOf(entry);
+      if (!this.#closed && index >= 0) this.#workers[index] = this.#spawn();
+    };
+    worker.on("error", (error: Error) => fail(error.message));
+    worker.on("exit", (code) => fail(`exit code ${code}`));
+    worker.unref();
+    return entry;
+  }
+
+  #generationOf(bundle: SigningBundle): number {
+    let generation = this.#generations.get(bundle);
+    if (generation === undefined) {
+      generation = ++this.#lastGeneration;
+      this.#generations.set(bundle, generation);
+    }
+    return generation;
+  }
+
+  /** The worker with the fewest requests in progress. */
+  #leastBusy(): PoolWorker {
+    let best = this.#workers[0];
+    for (const entry of this.#workers) {
+      if (entry.pending.size < best.pending.size) best = entry;
+    }
+    return best;
+  }
+
+  /**
+   * Verifies `csr` and issues a workload certificate for `id` under `bundle` on a worker.
+   * Rejects with a {@link PoolSigningError} (kind `csr`, `signing` or `internal`).
+   */
+  sign(
+    bundle: SigningBundle,
+    id: SpiffeId,
+    csr: Buffer | Uint8Array,
+    timing: WorkloadTiming,
+    now: Date,
+  ): Promise<PoolIssued> {
+    if (this.#closed) return Promise.reject(new PoolSigningError("internal", "pool is closed"));
+    const entry = this.#leastBusy();
+    const generation = this.#generationOf(bundle);
+    if (!entry.generations.has(generation)) {
+      const message: BundleMessage = {
+        kind: "bundle",
+        generation,
+        issuerKey: bundle.issuer.key.privateKey,
+        // Copies: a view would carry its whole underlying buffer to the other thread.
+        issuerSubject: new Uint8Array(bundle.issuer.subject),
+        issuerKeyId: new Uint8Array(bundle.issuer.keyId),
+        issuerChainPem: bundle.issuerChainPem,
+        issuerNotBeforeMs: bundle.issuerNotBefore.getTime(),
+        issuerNotAfterMs: bundle.issuerNotAfter.getTime(),
+      };
+      entry.worker.postMessage(message);
+      entry.generations.add(generation);
+    }
+    const seq = ++this.#seq;
+    return new Promise((resolve, reject) => {
+      entry.pending.set(seq, { resolve, reject });
+      const message: ToWorker = {
+        kind: "sign",
+        seq,
+        generation,
+        csr: new Uint8Array(csr), // a copy, for the same reason
+        id: id.toString(),
+        ttlMs: timing.ttlMs,
+        skewMs: timing.skewMs,
+        nowMs: now.getTime(),
+      };
+      entry.worker.postMessage(message);
+    });
+  }
+
+  /** Stops the workers; pending requests fail. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all(this.#workers.map((entry) => entry.worker.terminate()));
+  }
+}
