@@ -9,7 +9,9 @@
  *   3. SignCertificate end to end over TLS against the release binary (dist/sentry) at 1, 32
  *      and 256 concurrent callers, load from a separate process (bench/load.ts);
  *   4. the same load shape against `cfssl serve` (Debian's golang-cfssl, installed here when
- *      missing) signing the same CSR with an ECDSA P-256 CA, and the ratio ours / CFSSL;
+ *      missing) signing the same CSR with an ECDSA P-256 CA, and the ratio ours / CFSSL; CFSSL
+ *      over plain HTTP is the reference (as the performance issue sets it), CFSSL over HTTPS
+ *      is measured too, since sentry's gRPC is always TLS;
  *   5. the release binary's peak RSS after 100,000 certificates, and its time from start to
  *      a healthy /healthz on a new credentials directory.
  * It prints a table and writes bench/results.json, including each target of the performance
@@ -170,12 +172,26 @@ for (const signer of signers) {
 const version = await run(RELEASE_BINARY, ["--version"]);
 const sentry = await startSentry({ command: [RELEASE_BINARY], dir: join(work, "sentry-certs") });
 const cfssl = cfsslMissing ? undefined : await startCfssl(join(work, "cfssl"), csrPem);
+const cfsslTls = cfsslMissing
+  ? undefined
+  : await startCfssl(join(work, "cfssl-tls"), csrPem, { tls: true });
 const anchorsPem = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
-const endToEnd: { callers: number; sentry: LoadResult; cfssl?: LoadResult; ratio?: number }[] = [];
+interface EndToEndRow {
+  callers: number;
+  sentry: LoadResult;
+  cfssl?: LoadResult;
+  /** sentry / CFSSL over plain HTTP (the issue's reference). */
+  ratio?: number;
+  cfsslHttps?: LoadResult;
+  /** sentry / CFSSL over HTTPS. */
+  ratioHttps?: number;
+}
+const endToEnd: EndToEndRow[] = [];
 console.log(`\nSignCertificate end to end, ${SECONDS} s per row, load from a separate process:`);
 console.log(`  ours: ${version}; reference: ${cfssl ? "cfssl serve" : cfsslMissing}`);
 console.log(
-  "  callers | sentry cert/s  p50 ms  p99 ms  errors | cfssl cert/s  p50 ms  p99 ms  errors | ratio",
+  "  callers | sentry cert/s  p50 ms  p99 ms  errors | cfssl cert/s  p50 ms  p99 ms  errors | ratio" +
+    " | cfssl https cert/s  p99 ms | ratio",
 );
 try {
   for (const callers of CALLERS) {
@@ -190,23 +206,49 @@ try {
     const theirs = cfssl
       ? await load(loadBundle, { ...shape, target: "cfssl", port: cfssl.port })
       : undefined;
-    const ratio = theirs
-      ? Number((ours.certificatesPerSecond / theirs.certificatesPerSecond).toFixed(2))
+    const theirsHttps = cfsslTls
+      ? await load(loadBundle, {
+        ...shape,
+        target: "cfssl",
+        port: cfsslTls.port,
+        anchorsPem: cfsslTls.anchorsPem,
+      })
       : undefined;
-    endToEnd.push({ callers, sentry: ours, cfssl: theirs, ratio });
+    const ratioTo = (reference?: LoadResult) =>
+      reference
+        ? Number((ours.certificatesPerSecond / reference.certificatesPerSecond).toFixed(2))
+        : undefined;
+    const ratio = ratioTo(theirs);
+    const ratioHttps = ratioTo(theirsHttps);
+    endToEnd.push({
+      callers,
+      sentry: ours,
+      cfssl: theirs,
+      ratio,
+      cfsslHttps: theirsHttps,
+      ratioHttps,
+    });
     const cells = (r?: LoadResult) =>
       r
         ? `${String(r.certificatesPerSecond).padStart(12)}  ${r.p50Ms.toFixed(2).padStart(6)}  ${
           r.p99Ms.toFixed(2).padStart(6)
         }  ${errorSummary(r).padStart(6)}`
         : "                    n/a";
+    const https = theirsHttps
+      ? `${String(theirsHttps.certificatesPerSecond).padStart(18)}  ${
+        theirsHttps.p99Ms.toFixed(2).padStart(6)
+      }`
+      : "                       n/a";
     console.log(
-      `  ${String(callers).padStart(7)} | ${cells(ours)} | ${cells(theirs)} | ${ratio ?? "n/a"}`,
+      `  ${String(callers).padStart(7)} | ${cells(ours)} | ${cells(theirs)} | ${
+        String(ratio ?? "n/a").padStart(5)
+      } | ${https} | ${ratioHttps ?? "n/a"}`,
     );
   }
 } finally {
   await sentry.stop();
   await cfssl?.stop();
+  await cfsslTls?.stop();
 }
 
 // Footprint: a fresh release binary, RSS_CERTIFICATES certificates, then its peak RSS.
