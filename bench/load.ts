@@ -6,7 +6,8 @@
  * CFSSL (`POST /api/v1/cfssl/sign`, keep-alive HTTP) with the same shape: `callers` loops that
  * each send the same CSR back to back over `connections` long-lived connections, a warm-up that
  * is not counted, then `seconds` of measurement (or until `count` certificates). Prints one JSON
- * line ({@link LoadResult}); asserts nothing.
+ * line ({@link LoadResult}); asserts nothing. In burst mode every caller starts at once, wants one
+ * certificate and retries with backoff when told the server is busy ({@link BurstResult}).
  *
  * Usage: node load.cjs '<LoadPlan as JSON>'
  *
@@ -37,6 +38,30 @@ export interface LoadPlan {
   count?: number;
   /** Seconds of unmeasured load first (default 1). */
   warmupSeconds?: number;
+  /**
+   * Burst mode: every caller starts at once and wants one certificate; a call refused as busy
+   * (RESOURCE_EXHAUSTED, UNAVAILABLE) is retried with exponential backoff and jitter, as
+   * sidecars do. Ignores `seconds`, `count` and `warmupSeconds`.
+   */
+  burst?: boolean;
+}
+
+/** What a burst measured. */
+export interface BurstResult {
+  callers: number;
+  connections: number;
+  /** Callers that got their certificate. */
+  served: number;
+  /** Calls refused as busy and retried. */
+  retries: number;
+  /** Calls that failed for another reason (not retried), by reason. */
+  errors: Record<string, number>;
+  /** From the start of the burst to the last certificate. */
+  seconds: number;
+  /** Time from the start of the burst to each caller's certificate. */
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
 }
 
 /** What one run measured. */
@@ -225,8 +250,57 @@ async function runLoad(plan: LoadPlan): Promise<LoadResult> {
   };
 }
 
+const RETRIED = new Set(["RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
+
+/** Runs a burst (see {@link LoadPlan.burst}). */
+async function runBurst(plan: LoadPlan): Promise<BurstResult> {
+  const connections = Math.max(1, plan.connections ?? Math.min(plan.callers, 100));
+  const { calls, close } = plan.target === "sentry"
+    ? sentryCalls(plan, connections)
+    : cfsslCalls(plan, connections);
+  // Connect every connection before the burst so that it measures signing, not handshakes.
+  await Promise.all(calls.map((call) => call().catch(() => undefined)));
+  const times: number[] = [];
+  const errors: Record<string, number> = {};
+  let retries = 0;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: plan.callers }, async (_, index) => {
+    const call = calls[index % calls.length];
+    for (let attempt = 0;; attempt++) {
+      try {
+        await call();
+        times.push(performance.now() - start);
+        return;
+      } catch (error) {
+        const reason = reasonOf(error);
+        if (!RETRIED.has(reason)) {
+          errors[reason] = (errors[reason] ?? 0) + 1;
+          return;
+        }
+        retries++;
+        const backoff = Math.min(2000, 50 * 2 ** attempt);
+        await new Promise((resolve) => setTimeout(resolve, backoff / 2 + Math.random() * backoff));
+      }
+    }
+  }));
+  close();
+  const sorted = Float64Array.from(times).sort();
+  return {
+    callers: plan.callers,
+    connections,
+    served: times.length,
+    retries,
+    errors,
+    seconds: round((sorted.length ? sorted[sorted.length - 1] : 0) / 1000),
+    p50Ms: round(percentile(sorted, 50)),
+    p99Ms: round(percentile(sorted, 99)),
+    maxMs: round(sorted.length ? sorted[sorted.length - 1] : NaN),
+  };
+}
+
 // Imported only for its types by bench/run.ts; run as a program otherwise.
-runLoad(JSON.parse(process.argv[2]) as LoadPlan).then((result) => {
+const plan = JSON.parse(process.argv[2]) as LoadPlan;
+(plan.burst ? runBurst(plan) : runLoad(plan)).then((result) => {
   console.log(JSON.stringify(result));
   process.exit(0);
 });

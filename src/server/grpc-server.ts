@@ -20,6 +20,13 @@ import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./se
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
+/**
+ * Most concurrent calls on one HTTP/2 connection. A sidecar makes one call at a time; the
+ * bound keeps a burst on a few busy connections from holding thousands of decoded requests
+ * in memory at once (clients queue the rest on their side).
+ */
+export const MAX_STREAMS_PER_CONNECTION = 32;
+
 /** Options of the gRPC server. */
 export interface GrpcServerOptions {
   listenAddress: string;
@@ -85,6 +92,7 @@ export class SentryGrpcServer {
     this.#options = options;
     this.#server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
+      "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
     });
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
     const offload = new OffloadPolicy();
