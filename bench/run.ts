@@ -17,8 +17,8 @@
  *   6. a burst of 10,000 callers at once on a fresh release binary (default
  *      --max-concurrent-requests), each retrying with backoff when told to: all served, how
  *      many retries, how long, and the peak RSS.
- * It prints a table and writes bench/results.json, including each target of the performance
- * issue and whether this run met it.
+ * It prints a table and writes bench/results.json (bench/results.quick.json for --quick),
+ * including each target of the performance issue and whether this run met it.
  *
  * Usage: deno task bench [--quick] [--seconds N] [--certificates N]
  *   --quick         a smoke run for CI: short phases, 5,000 certificates for the RSS figure
@@ -33,6 +33,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateKey, makeCsr } from "../tests/helpers/openssl.ts";
 import { startSentry, tempDir } from "../tests/helpers/sentry_process.ts";
+import { bundleForNode } from "../scripts/node-bundle.ts";
 import { ensureCfssl, startCfssl } from "./cfssl.ts";
 import type { BurstResult, LoadPlan, LoadResult } from "./load.ts";
 
@@ -67,19 +68,9 @@ function median(values: number[]): number {
 }
 
 /** Bundles a benchmark module for Node into `work`. */
-async function bundleForNode(source: string, work: string): Promise<string> {
+async function benchmarkProgram(source: string, work: string): Promise<string> {
   const out = join(work, source.replace(/\.ts$/, ".cjs"));
-  await run(Deno.execPath(), [
-    "bundle",
-    "--quiet",
-    "--platform",
-    "node",
-    "--format",
-    "cjs",
-    "-o",
-    out,
-    join(ROOT, "bench", source),
-  ]);
+  await bundleForNode(join(ROOT, "bench", source), out);
   return out;
 }
 
@@ -155,8 +146,8 @@ const csrPem = await makeCsr(work, await generateKey("ec-p256"));
 const csrFile = join(work, "bench.csr");
 await Deno.writeTextFile(csrFile, csrPem);
 const [loadBundle, signerBundle] = [
-  await bundleForNode("load.ts", work),
-  await bundleForNode("signer.ts", work),
+  await benchmarkProgram("load.ts", work),
+  await benchmarkProgram("signer.ts", work),
 ];
 const cfsslMissing = await ensureCfssl();
 
@@ -260,58 +251,52 @@ try {
   await cfsslTls?.stop();
 }
 
-// Footprint: a fresh release binary, RSS_CERTIFICATES certificates, then its peak RSS.
-const footprintServer = await startSentry({
-  command: [RELEASE_BINARY],
-  dir: join(work, "rss-certs"),
-});
-let rss: { certificates: number; peakRssMiB: number; errors: Record<string, number> };
-try {
+/**
+ * Runs `use` against a fresh release binary on a new credentials directory, then stops it;
+ * adds the server's peak RSS to what `use` returns.
+ */
+async function onFreshServer<T>(
+  name: string,
+  use: (port: number, anchorsPem: string) => Promise<T>,
+): Promise<T & { peakRssMiB: number }> {
+  const server = await startSentry({ command: [RELEASE_BINARY], dir: join(work, name) });
+  try {
+    const result = await use(server.grpcPort, await Deno.readTextFile(join(server.dir, "ca.crt")));
+    return { ...result, peakRssMiB: Number(peakRssMiB(server.child.pid).toFixed(1)) };
+  } finally {
+    await server.stop();
+  }
+}
+
+// Footprint: RSS_CERTIFICATES certificates, then the peak RSS.
+const rss = await onFreshServer("rss-certs", async (port, anchorsPem) => {
   const result = await load(loadBundle, {
     target: "sentry",
-    port: footprintServer.grpcPort,
-    anchorsPem: await Deno.readTextFile(join(footprintServer.dir, "ca.crt")),
+    port,
+    anchorsPem,
     csrPem,
     callers: 32,
     seconds: 0,
     count: RSS_CERTIFICATES,
     warmupSeconds: 0,
   });
-  rss = {
-    certificates: result.certificates,
-    peakRssMiB: Number(peakRssMiB(footprintServer.child.pid).toFixed(1)),
-    errors: result.errors,
-  };
-} finally {
-  await footprintServer.stop();
-}
+  return { certificates: result.certificates, errors: result.errors };
+});
 console.log(
   `\npeak RSS of the release binary after ${rss.certificates} certificates: ${rss.peakRssMiB} MiB`,
 );
 
 // A burst: every caller at once, one certificate each, retrying with backoff when busy.
-const burstServer = await startSentry({
-  command: [RELEASE_BINARY],
-  dir: join(work, "burst-certs"),
-});
-let burstResult: BurstResult & { peakRssMiB: number };
-try {
-  const result = await burst(loadBundle, {
+const burstResult = await onFreshServer("burst-certs", (port, anchorsPem) =>
+  burst(loadBundle, {
     target: "sentry",
-    port: burstServer.grpcPort,
-    anchorsPem: await Deno.readTextFile(join(burstServer.dir, "ca.crt")),
+    port,
+    anchorsPem,
     csrPem,
     callers: BURST_CALLERS,
     connections: 100,
     seconds: 0,
-  });
-  burstResult = {
-    ...result,
-    peakRssMiB: Number(peakRssMiB(burstServer.child.pid).toFixed(1)),
-  };
-} finally {
-  await burstServer.stop();
-}
+  }));
 console.log(
   `burst of ${burstResult.callers} callers over ${burstResult.connections} connections: ` +
     `${burstResult.served} served in ${burstResult.seconds} s (p50 ${burstResult.p50Ms} ms, ` +
@@ -403,6 +388,8 @@ const results = {
   burst: burstResult,
   targets,
 };
-await Deno.writeTextFile(join(ROOT, "bench/results.json"), JSON.stringify(results, null, 2) + "\n");
-console.log("\nwritten: bench/results.json");
+// A quick run never replaces the full run's record.
+const resultsFile = QUICK ? "bench/results.quick.json" : "bench/results.json";
+await Deno.writeTextFile(join(ROOT, resultsFile), JSON.stringify(results, null, 2) + "\n");
+console.log(`\nwritten: ${resultsFile}`);
 await Deno.remove(work, { recursive: true });

@@ -11,6 +11,7 @@ import { chmod, copyFile, readFile, rm, stat, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WORKER_BUNDLE } from "../src/server/signing-pool.ts";
+import { bundleForNode } from "./node-bundle.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DIST = join(ROOT, "dist");
@@ -45,28 +46,8 @@ async function nodeBinary(): Promise<string> {
   return new TextDecoder().decode(output.stdout).trim();
 }
 
-await step("bundling main.ts", Deno.execPath(), [
-  "bundle",
-  "--quiet",
-  "--platform",
-  "node",
-  "--format",
-  "cjs",
-  "-o",
-  BUNDLE,
-  "main.ts",
-]);
-await step("bundling the signing worker", Deno.execPath(), [
-  "bundle",
-  "--quiet",
-  "--platform",
-  "node",
-  "--format",
-  "cjs",
-  "-o",
-  WORKER_BUNDLE_FILE,
-  "src/server/signing-worker-main.ts",
-]);
+await bundleForNode("main.ts", BUNDLE);
+await bundleForNode("src/server/signing-worker-main.ts", WORKER_BUNDLE_FILE);
 await writeFile(
   SEA_CONFIG,
   JSON.stringify(

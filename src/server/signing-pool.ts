@@ -23,12 +23,7 @@ import process from "node:process";
 import { Worker } from "node:worker_threads";
 import type { SigningBundle, WorkloadTiming } from "../ca/signer.ts";
 import type { SpiffeId } from "../ca/spiffe.ts";
-import {
-  type BundleMessage,
-  type FromWorker,
-  type SigningFailureKind,
-  type ToWorker,
-} from "./signing-worker.ts";
+import type { BundleMessage, FromWorker, SigningFailureKind, ToWorker } from "./signing-worker.ts";
 
 /** The worker bundle's file name, and the name of its SEA asset (scripts/build-binary.ts). */
 export const WORKER_BUNDLE = "sentry-signer.cjs";
