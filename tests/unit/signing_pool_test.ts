@@ -1,0 +1,67 @@
+/**
+ * The signing pool's failure handling, with stand-in worker scripts: a worker that dies fails
+ * the requests it held (never leaves them hanging) and is replaced by a new one, and a closed
+ * pool refuses new requests. (The real worker is exercised end to end by
+ * tests/e2e/signing_workers_test.ts.)
+ */
+import assert from "node:assert/strict";
+import { generateBundle, validateBundle } from "../../src/ca/bundle.ts";
+import { SpiffeId } from "../../src/ca/spiffe.ts";
+import { PoolSigningError, SigningPool } from "../../src/server/signing-pool.ts";
+
+const NOW = new Date("2031-03-04T05:06:07Z");
+const bundle = validateBundle(
+  generateBundle({
+    trustDomain: "cluster.local",
+    namespace: "dapr-system",
+    algorithm: "ecdsa-p256",
+    now: NOW,
+    ttlMs: 365 * 86_400_000,
+    skewMs: 0,
+  }),
+  NOW,
+);
+const id = SpiffeId.forWorkload("cluster.local", "default", "myapp");
+const timing = { ttlMs: 3_600_000, skewMs: 0 };
+
+/** A worker that takes the bundle, then exits with code 3 on the first request. */
+const DYING_WORKER = `
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", (message) => { if (message.kind === "sign") process.exit(3); });
+`;
+
+/** A worker that never answers. */
+const SILENT_WORKER = `require("node:worker_threads").parentPort.on("message", () => {});`;
+
+function isStoppedWorker(error: unknown): boolean {
+  assert.ok(error instanceof PoolSigningError);
+  assert.equal(error.kind, "internal");
+  assert.match(error.message, /signing worker stopped: exit code 3/);
+  return true;
+}
+
+Deno.test("a worker that dies fails its requests and is replaced", async () => {
+  const pool = new SigningPool(1, { source: DYING_WORKER, eval: true });
+  // Workers do not keep the process alive (the gRPC server does that in sentry): a timer does
+  // it here.
+  const keepAlive = setInterval(() => {}, 1000);
+  try {
+    const csr = new TextEncoder().encode("csr");
+    await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), isStoppedWorker);
+    // The replacement receives the bundle again and fails the same way, instead of hanging.
+    await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), isStoppedWorker);
+    assert.equal(pool.size, 1);
+  } finally {
+    clearInterval(keepAlive);
+    await pool.close();
+  }
+});
+
+Deno.test("closing the pool fails pending requests and refuses new ones", async () => {
+  const pool = new SigningPool(2, { source: SILENT_WORKER, eval: true });
+  const csr = new TextEncoder().encode("csr");
+  const pending = pool.sign(bundle, id, csr, timing, NOW);
+  await pool.close();
+  await assert.rejects(pending, PoolSigningError);
+  await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), /pool is closed/);
+});
