@@ -98,7 +98,7 @@ export async function signCertificate(
   const settings = state.settings;
   const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
   let issued: Issued;
-  if (offload && deps.signingPool) {
+  if (offload && deps.signingPool?.available) {
     issued = await issueOnPool(deps.signingPool, bundle, id, request.csr, timing, deps.now());
     deps.metrics.signedOnWorkers.inc();
   } else {

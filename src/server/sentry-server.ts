@@ -18,7 +18,7 @@ import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
 import { SentryGrpcServer } from "./grpc-server.ts";
-import { SigningPool, workerScript } from "./signing-pool.ts";
+import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
 
 /** An address and port to listen on. */
@@ -73,7 +73,11 @@ function startSigningPool(workers: number, logger: Logger): SigningPool | undefi
   }
   const threads = workers === 1 ? "1 worker thread" : `${workers} worker threads`;
   logger.info(`signing requests that arrive together on ${threads}`);
-  return new SigningPool(workers, script);
+  return new SigningPool(workers, script, (why) =>
+    logger.error(
+      `signing workers failed ${MAX_CRASHES_IN_A_ROW} times in a row (last: ${why}): ` +
+        "signing on the main thread from now on",
+    ));
 }
 
 function describeSettings(settings: MtlsSettings): string {

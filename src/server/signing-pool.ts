@@ -84,24 +84,40 @@ interface PoolWorker {
   generations: Set<number>;
 }
 
+/** Workers that die this many times in a row (no answer in between) put the pool out of use. */
+export const MAX_CRASHES_IN_A_ROW = 3;
+
 /** A fixed number of signing worker threads. */
 export class SigningPool {
   readonly #script: WorkerScript;
+  readonly #onBroken: (why: string) => void;
   readonly #workers: PoolWorker[] = [];
   readonly #generations = new WeakMap<SigningBundle, number>();
   #lastGeneration = 0;
   #seq = 0;
   #closed = false;
+  #crashesInARow = 0;
+  #broken = false;
 
-  /** Starts `size` workers running `script`. */
-  constructor(size: number, script: WorkerScript) {
+  /**
+   * Starts `size` workers running `script`. When workers keep dying (a broken build, a
+   * resource limit), the pool stops replacing them after {@link MAX_CRASHES_IN_A_ROW} and
+   * calls `onBroken` once; {@link available} turns false.
+   */
+  constructor(size: number, script: WorkerScript, onBroken: (why: string) => void = () => {}) {
     this.#script = script;
+    this.#onBroken = onBroken;
     for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
   }
 
   /** Number of worker threads. */
   get size(): number {
     return this.#workers.length;
+  }
+
+  /** Whether requests can be sent: not closed, and workers are not crashing over and over. */
+  get available(): boolean {
+    return !this.#closed && !this.#broken;
   }
 
   #spawn(): PoolWorker {
@@ -111,7 +127,9 @@ export class SigningPool {
       resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 32 },
     });
     const entry: PoolWorker = { worker, pending: new Map(), generations: new Set() };
+    let failed = false;
     worker.on("message", (reply: FromWorker) => {
+      this.#crashesInARow = 0;
       const pending = entry.pending.get(reply.seq);
       if (!pending) return;
       entry.pending.delete(reply.seq);
@@ -119,12 +137,19 @@ export class SigningPool {
       else pending.resolve({ chainPem: reply.chainPem, notAfter: new Date(reply.notAfterMs) });
     });
     const fail = (why: string) => {
+      if (failed) return; // "error" and "exit" both report one death
+      failed = true;
       for (const pending of entry.pending.values()) {
         pending.reject(new PoolSigningError("internal", `signing worker stopped: ${why}`));
       }
       entry.pending.clear();
-      const index = this.#workers.indexOf(entry);
-      if (!this.#closed && index >= 0) this.#workers[index] = this.#spawn();
+      if (this.#closed || this.#broken) return;
+      if (++this.#crashesInARow >= MAX_CRASHES_IN_A_ROW) {
+        this.#broken = true;
+        this.#onBroken(why);
+        return;
+      }
+      this.#workers[this.#workers.indexOf(entry)] = this.#spawn();
     };
     worker.on("error", (error: Error) => fail(error.message));
     worker.on("exit", (code) => fail(`exit code ${code}`));
@@ -161,7 +186,10 @@ export class SigningPool {
     timing: WorkloadTiming,
     now: Date,
   ): Promise<PoolIssued> {
-    if (this.#closed) return Promise.reject(new PoolSigningError("internal", "pool is closed"));
+    if (!this.available) {
+      const why = this.#closed ? "pool is closed" : "signing workers keep failing";
+      return Promise.reject(new PoolSigningError("internal", why));
+    }
     const entry = this.#leastBusy();
     const generation = this.#generationOf(bundle);
     if (!entry.generations.has(generation)) {

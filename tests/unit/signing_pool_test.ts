@@ -1,7 +1,7 @@
 /**
  * The signing pool's failure handling, with stand-in worker scripts: a worker that dies fails
- * the requests it held (never leaves them hanging) and is replaced by a new one, and a closed
- * pool refuses new requests. (The real worker is exercised end to end by
+ * the requests it held (never leaves them hanging) and is replaced by a new one, until workers
+ * have died three times in a row; a closed pool refuses new requests. (The real worker is exercised end to end by
  * tests/e2e/signing_workers_test.ts.)
  */
 import assert from "node:assert/strict";
@@ -40,8 +40,13 @@ function isStoppedWorker(error: unknown): boolean {
   return true;
 }
 
-Deno.test("a worker that dies fails its requests and is replaced", async () => {
-  const pool = new SigningPool(1, { source: DYING_WORKER, eval: true });
+Deno.test("a worker that dies fails its requests and is replaced, up to a limit", async () => {
+  const broken: string[] = [];
+  const pool = new SigningPool(
+    1,
+    { source: DYING_WORKER, eval: true },
+    (why) => broken.push(why),
+  );
   // Workers do not keep the process alive (the gRPC server does that in sentry): a timer does
   // it here.
   const keepAlive = setInterval(() => {}, 1000);
@@ -50,7 +55,15 @@ Deno.test("a worker that dies fails its requests and is replaced", async () => {
     await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), isStoppedWorker);
     // The replacement receives the bundle again and fails the same way, instead of hanging.
     await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), isStoppedWorker);
-    assert.equal(pool.size, 1);
+    assert.ok(pool.available);
+    // The third death in a row puts the pool out of use (the server signs inline then).
+    await assert.rejects(pool.sign(bundle, id, csr, timing, NOW), isStoppedWorker);
+    assert.equal(pool.available, false);
+    assert.deepEqual(broken, ["exit code 3"]);
+    await assert.rejects(
+      pool.sign(bundle, id, csr, timing, NOW),
+      /signing workers keep failing/,
+    );
   } finally {
     clearInterval(keepAlive);
     await pool.close();
