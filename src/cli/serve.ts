@@ -95,6 +95,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: "Worker threads that verify and sign requests arriving together (0: main thread only; " +
       "default: one per CPU but one, at least one)",
   },
+  {
+    name: "identity-rate-limit",
+    type: "int",
+    default: 0,
+    help: "Most signing requests a minute for one workload identity (SPIFFE ID), in bursts of " +
+      "up to that many; more are told to retry (RESOURCE_EXHAUSTED). 0: no limit",
+  },
   { name: "help", type: "bool", default: false, help: "Show this help" },
 ];
 
@@ -180,6 +187,9 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     if (!((flags["signing-workers"] as number) >= 0)) {
       throw new UsageError("--signing-workers must be 0 or more");
     }
+    if (!((flags["identity-rate-limit"] as number) >= 0)) {
+      throw new UsageError("--identity-rate-limit must be 0 or more");
+    }
     const { store, namespace, kube } = await openStore(
       parsed,
       io.env,
@@ -216,6 +226,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       keyAlgorithm: flags["key-algorithm"] as CaKeyAlgorithm,
       maxConcurrentRequests: flags["max-concurrent-requests"] as number,
       signingWorkers: flags["signing-workers"] as number,
+      identityRateLimit: flags["identity-rate-limit"] as number,
       grpc: {
         address: listenAddress(flags["listen-address"] as string),
         port: flags.port as number,

@@ -13,7 +13,8 @@ export type FailureReason =
   | "invalid_csr"
   | "invalid_request"
   | "cert_sign_failed"
-  | "busy";
+  | "busy"
+  | "rate_limited";
 
 /** The metric set of one sentry server. */
 export class SentryMetrics {

@@ -20,6 +20,7 @@ import { ValidationError, WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { FailureReason, SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
+import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import { PoolSigningError, type SigningPool } from "./signing-pool.ts";
 
 /** A failed request: the gRPC status, the message for the caller, the metric reason. */
@@ -54,6 +55,8 @@ export interface CaServiceDeps {
   useThreadPool?: () => boolean;
   /** Worker threads that verify and sign requests that arrive in batches, when available. */
   signingPool?: SigningPool;
+  /** The per-identity limit (`--identity-rate-limit`), when set. */
+  rateLimiter?: IdentityRateLimiter;
 }
 
 /** Runs one request through validation, CSR decoding and signing. */
@@ -92,6 +95,15 @@ export async function signCertificate(
       throw new SignFailure(status.PERMISSION_DENIED, error.message, "token_validation_failed");
     }
     throw error;
+  }
+
+  if (deps.rateLimiter && !deps.rateLimiter.tryTake(id.toString(), deps.now().getTime())) {
+    throw new SignFailure(
+      status.RESOURCE_EXHAUSTED,
+      `too many requests for ${id}: at most ${deps.rateLimiter.perMinute} a minute; ` +
+        "retry with backoff",
+      "rate_limited",
+    );
   }
 
   const bundle = state.bundle;

@@ -13,6 +13,7 @@ import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
 import { type CaServiceDeps, signCertificate, SignFailure } from "./ca-service.ts";
 import { OffloadPolicy } from "./offload-policy.ts";
+import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "./sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
@@ -44,6 +45,8 @@ export interface GrpcServerOptions {
   maxConcurrentRequests: number;
   /** Worker threads for requests that arrive in batches (see ca-service.ts). */
   signingPool?: SigningPool;
+  /** The per-identity limit, when set. */
+  rateLimiter?: IdentityRateLimiter;
 }
 
 interface WireRequest {

@@ -18,6 +18,7 @@ import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
 import { SentryGrpcServer } from "./grpc-server.ts";
+import { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
 
@@ -45,6 +46,8 @@ export interface SentryServerOptions {
   maxConcurrentRequests: number;
   /** Worker threads that sign requests arriving in batches (0: sign on the main thread). */
   signingWorkers: number;
+  /** Most signing requests a minute for one identity (0: no limit). */
+  identityRateLimit: number;
   /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
   createKubernetesValidator?: ValidatorContext["createKubernetesValidator"];
 }
@@ -174,6 +177,9 @@ export class SentryServer {
       now,
       maxConcurrentRequests: options.maxConcurrentRequests,
       signingPool,
+      rateLimiter: options.identityRateLimit > 0
+        ? new IdentityRateLimiter(options.identityRateLimit)
+        : undefined,
     });
     const endpoints: HttpEndpoint[] = [];
     const started: { server?: SentryServer } = {};
