@@ -51,16 +51,15 @@
 import { readFile } from "node:fs/promises";
 import {
   type CertificateDescription,
-  type ChainVerification,
   type CsrDescription,
   describeCertificate,
   describeCsr,
   formatDuration,
   parseCsr,
   type ParsedCsr,
-  type SubjectAltNames,
-  verifyChain,
 } from "../ca/describe.ts";
+import { type ChainVerification, verifyChain } from "../ca/chain-verification.ts";
+import type { SubjectAltNames } from "../ca/x509-text.ts";
 import * as der from "../ca/der.ts";
 import { parseCertificate, type ParsedCertificate } from "../ca/parse.ts";
 import { decodePem } from "../ca/pem.ts";

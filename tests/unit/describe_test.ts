@@ -9,17 +9,15 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import {
-  decodeName,
   describeCertificate,
   describeCsr,
   describeValidity,
   formatDuration,
-  formatIp,
-  formatName,
   formatSerial,
   parseCsr,
-  verifyChain,
 } from "../../src/ca/describe.ts";
+import { verifyChain } from "../../src/ca/chain-verification.ts";
+import { decodeName, formatIp, formatName } from "../../src/ca/x509-text.ts";
 import * as der from "../../src/ca/der.ts";
 import { parseCertificate, type ParsedCertificate } from "../../src/ca/parse.ts";
 import { decodePem } from "../../src/ca/pem.ts";
