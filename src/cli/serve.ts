@@ -6,7 +6,6 @@
  * @module
  */
 import process from "node:process";
-import { availableParallelism } from "node:os";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
 import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
@@ -14,6 +13,7 @@ import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-so
 import { KubernetesValidator } from "../identity/kubernetes.ts";
 import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
 import { SentryServer } from "../server/sentry-server.ts";
+import { defaultSigningWorkers } from "../server/cpu-count.ts";
 import { capYoungGeneration } from "../server/young-generation.ts";
 import { runtimeDescription, VERSION } from "../version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
@@ -89,11 +89,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   {
     name: "signing-workers",
     type: "int",
-    // The main thread keeps a core for TLS and gRPC; measured on 2 cores, one worker signs as
-    // fast as two and costs ~25 MB less (bench/run.ts).
-    default: Math.max(1, availableParallelism() - 1),
+    default: defaultSigningWorkers(),
     help: "Worker threads that verify and sign requests arriving together (0: main thread only; " +
-      "default: one per CPU but one, at least one)",
+      "default: the CPUs this process may use, container quota included, minus one; 1 or 2)",
   },
   {
     name: "identity-rate-limit",
