@@ -26,9 +26,6 @@ function label(cert: ParsedCertificate, index: number): string {
   return `certificate #${index + 1} (${name})`;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Chains
-
 /** The outcome of {@link verifyChain} (JSON-ready). */
 export interface ChainVerification {
   verified: boolean;

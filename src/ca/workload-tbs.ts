@@ -25,8 +25,6 @@ import type { IssuerIdentity, Validity } from "./profiles.ts";
 import type { SpiffeId } from "./spiffe.ts";
 
 interface WorkloadTemplate {
-  /** `[0] INTEGER 2`. */
-  version: Buffer;
   /** Signature AlgorithmIdentifier followed by the issuer Name. */
   algorithmAndIssuer: Buffer;
   /** KeyUsage then ExtendedKeyUsage, encoded. */
@@ -35,6 +33,7 @@ interface WorkloadTemplate {
   extensionsAfterSan: Buffer;
 }
 
+/** `[0] INTEGER 2`: every certificate is X.509 v3. */
 const VERSION_3 = der.explicit(0, der.smallInteger(2));
 const templates = new WeakMap<IssuerIdentity, WorkloadTemplate>();
 
@@ -42,7 +41,6 @@ function templateFor(issuer: IssuerIdentity): WorkloadTemplate {
   let template = templates.get(issuer);
   if (!template) {
     template = {
-      version: VERSION_3,
       algorithmAndIssuer: Buffer.concat([issuer.key.algorithmIdentifier, issuer.subject]),
       extensionsBeforeSan: Buffer.concat([
         encodeExtension(keyUsage(KeyUsage.digitalSignature)),
@@ -72,7 +70,7 @@ export function encodeWorkloadTbs(
   const template = templateFor(issuer);
   const san = encodeExtension(subjectAltName({ uris: [id.toString()], dnsNames }, true));
   return der.sequence(
-    template.version,
+    VERSION_3,
     der.unsignedInteger(serial),
     template.algorithmAndIssuer,
     der.sequence(der.time(validity.notBefore), der.time(validity.notAfter)),

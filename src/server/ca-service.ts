@@ -97,7 +97,8 @@ export async function signCertificate(
     throw error;
   }
 
-  if (deps.rateLimiter && !deps.rateLimiter.tryTake(id.toString(), deps.now().getTime())) {
+  const now = deps.now();
+  if (deps.rateLimiter && !deps.rateLimiter.tryTake(id.toString(), now.getTime())) {
     throw new SignFailure(
       status.RESOURCE_EXHAUSTED,
       `too many requests for ${id}: at most ${deps.rateLimiter.perMinute} a minute; ` +
@@ -111,10 +112,10 @@ export async function signCertificate(
   const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
   let issued: Issued;
   if (offload && deps.signingPool?.available) {
-    issued = await issueOnPool(deps.signingPool, bundle, id, request.csr, timing, deps.now());
+    issued = await issueOnPool(deps.signingPool, bundle, id, request.csr, timing, now);
     deps.metrics.signedOnWorkers.inc();
   } else {
-    issued = await issueHere(bundle, id, request.csr, timing, deps.now(), offload);
+    issued = await issueHere(bundle, id, request.csr, timing, now, offload);
   }
   if (deps.logger.enabled("debug")) {
     deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });

@@ -30,8 +30,7 @@ export class IdentityRateLimiter {
   tryTake(identity: string, nowMs: number): boolean {
     let bucket = this.#buckets.get(identity);
     if (bucket) {
-      const refill = ((nowMs - bucket.updatedMs) * this.perMinute) / 60_000;
-      bucket.tokens = Math.min(this.perMinute, bucket.tokens + Math.max(0, refill));
+      bucket.tokens = this.#tokensAt(bucket, nowMs);
       bucket.updatedMs = nowMs;
     } else {
       if (this.#buckets.size >= this.maxIdentities) this.#evict(nowMs);
@@ -48,11 +47,16 @@ export class IdentityRateLimiter {
     return this.#buckets.size;
   }
 
+  /** The tokens `bucket` holds at `nowMs`: refilled since its last use, at most a minute's worth. */
+  #tokensAt(bucket: Bucket, nowMs: number): number {
+    const refill = Math.max(0, ((nowMs - bucket.updatedMs) * this.perMinute) / 60_000);
+    return Math.min(this.perMinute, bucket.tokens + refill);
+  }
+
   #evict(nowMs: number): void {
     // A bucket that has refilled to full is the same as no bucket: drop those first.
     for (const [identity, bucket] of this.#buckets) {
-      const refill = ((nowMs - bucket.updatedMs) * this.perMinute) / 60_000;
-      if (bucket.tokens + refill >= this.perMinute) this.#buckets.delete(identity);
+      if (this.#tokensAt(bucket, nowMs) >= this.perMinute) this.#buckets.delete(identity);
     }
     // Still full: drop the least recently created.
     for (const identity of this.#buckets.keys()) {

@@ -23,7 +23,12 @@ import process from "node:process";
 import { Worker } from "node:worker_threads";
 import type { SigningBundle, WorkloadTiming } from "../ca/signer.ts";
 import type { SpiffeId } from "../ca/spiffe.ts";
-import type { BundleMessage, FromWorker, SigningFailureKind, ToWorker } from "./signing-worker.ts";
+import {
+  bundleMessage,
+  type FromWorker,
+  type SigningFailureKind,
+  type ToWorker,
+} from "./signing-worker.ts";
 
 /** The worker bundle's file name, and the name of its SEA asset (scripts/build-binary.ts). */
 export const WORKER_BUNDLE = "sentry-signer.cjs";
@@ -193,18 +198,7 @@ export class SigningPool {
     const entry = this.#leastBusy();
     const generation = this.#generationOf(bundle);
     if (!entry.generations.has(generation)) {
-      const message: BundleMessage = {
-        kind: "bundle",
-        generation,
-        issuerKey: bundle.issuer.key.privateKey,
-        // Copies: a view would carry its whole underlying buffer to the other thread.
-        issuerSubject: new Uint8Array(bundle.issuer.subject),
-        issuerKeyId: new Uint8Array(bundle.issuer.keyId),
-        issuerChainPem: bundle.issuerChainPem,
-        issuerNotBeforeMs: bundle.issuerNotBefore.getTime(),
-        issuerNotAfterMs: bundle.issuerNotAfter.getTime(),
-      };
-      entry.worker.postMessage(message);
+      entry.worker.postMessage(bundleMessage(bundle, generation));
       entry.generations.add(generation);
     }
     const seq = ++this.#seq;
@@ -214,7 +208,7 @@ export class SigningPool {
         kind: "sign",
         seq,
         generation,
-        csr: new Uint8Array(csr), // a copy, for the same reason
+        csr: new Uint8Array(csr), // a copy: a view would carry its whole underlying buffer
         id: id.toString(),
         ttlMs: timing.ttlMs,
         skewMs: timing.skewMs,

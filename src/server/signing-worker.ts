@@ -31,6 +31,21 @@ export interface BundleMessage {
   issuerNotAfterMs: number;
 }
 
+/** The message that hands `bundle`'s issuer to a worker as `generation`. */
+export function bundleMessage(bundle: SigningBundle, generation: number): BundleMessage {
+  return {
+    kind: "bundle",
+    generation,
+    issuerKey: bundle.issuer.key.privateKey,
+    // Copies: a view would carry its whole underlying buffer to the other thread.
+    issuerSubject: new Uint8Array(bundle.issuer.subject),
+    issuerKeyId: new Uint8Array(bundle.issuer.keyId),
+    issuerChainPem: bundle.issuerChainPem,
+    issuerNotBeforeMs: bundle.issuerNotBefore.getTime(),
+    issuerNotAfterMs: bundle.issuerNotAfter.getTime(),
+  };
+}
+
 /** One certificate to issue. */
 export interface SignMessage {
   kind: "sign";

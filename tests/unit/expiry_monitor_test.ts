@@ -3,7 +3,7 @@
  * inside 30 days, "expired" after NotAfter.
  */
 import assert from "node:assert/strict";
-import { generateBundle, validateBundle } from "../../src/ca/bundle.ts";
+import { testTrustBundle } from "../helpers/trust_bundle.ts";
 import { DEFAULT_SETTINGS } from "../../src/config/configuration.ts";
 import { Logger } from "../../src/observability/logger.ts";
 import { CaState } from "../../src/server/ca-state.ts";
@@ -14,17 +14,7 @@ const DAY = 86_400_000;
 
 Deno.test("expiry warnings follow the clock", () => {
   const start = new Date("2030-01-01T00:00:00Z");
-  const bundle = validateBundle(
-    generateBundle({
-      trustDomain: "cluster.local",
-      namespace: "default",
-      algorithm: "ecdsa-p256",
-      now: start,
-      ttlMs: 365 * DAY,
-      skewMs: 0,
-    }),
-    start,
-  );
+  const bundle = testTrustBundle({ now: start, namespace: "default" });
   const insecure = new InsecureValidator();
   const state = new CaState(bundle, DEFAULT_SETTINGS, {
     defaultWire: insecure.wire,

@@ -5,22 +5,12 @@
  * tests/e2e/signing_workers_test.ts.)
  */
 import assert from "node:assert/strict";
-import { generateBundle, validateBundle } from "../../src/ca/bundle.ts";
 import { SpiffeId } from "../../src/ca/spiffe.ts";
 import { PoolSigningError, SigningPool } from "../../src/server/signing-pool.ts";
+import { testTrustBundle } from "../helpers/trust_bundle.ts";
 
 const NOW = new Date("2031-03-04T05:06:07Z");
-const bundle = validateBundle(
-  generateBundle({
-    trustDomain: "cluster.local",
-    namespace: "dapr-system",
-    algorithm: "ecdsa-p256",
-    now: NOW,
-    ttlMs: 365 * 86_400_000,
-    skewMs: 0,
-  }),
-  NOW,
-);
+const bundle = testTrustBundle({ now: NOW });
 const id = SpiffeId.forWorkload("cluster.local", "default", "myapp");
 const timing = { ttlMs: 3_600_000, skewMs: 0 };
 

@@ -5,38 +5,22 @@
  */
 import assert from "node:assert/strict";
 import { createPublicKey, generateKeyPairSync, verify } from "node:crypto";
-import { generateBundle, type TrustBundle, validateBundle } from "../../src/ca/bundle.ts";
+import type { TrustBundle } from "../../src/ca/bundle.ts";
 import { csrPem } from "../../src/ca/csr-builder.ts";
 import { parseCertificate } from "../../src/ca/parse.ts";
 import { decodePem } from "../../src/ca/pem.ts";
 import {
-  type BundleMessage,
+  bundleMessage,
   SigningWorkerState,
   type SignMessage,
 } from "../../src/server/signing-worker.ts";
+import { testTrustBundle } from "../helpers/trust_bundle.ts";
 
 const NOW = new Date("2031-03-04T05:06:07Z");
 const DAY = 86_400_000;
 
 function bundleAt(now: Date): TrustBundle {
-  const options = { trustDomain: "cluster.local", namespace: "dapr-system", now };
-  return validateBundle(
-    generateBundle({ ...options, algorithm: "ecdsa-p256", ttlMs: 365 * DAY, skewMs: 0 }),
-    now,
-  );
-}
-
-function bundleMessage(bundle: TrustBundle, generation: number): BundleMessage {
-  return {
-    kind: "bundle",
-    generation,
-    issuerKey: bundle.issuer.key.privateKey,
-    issuerSubject: bundle.issuer.subject,
-    issuerKeyId: bundle.issuer.keyId,
-    issuerChainPem: bundle.issuerChainPem,
-    issuerNotBeforeMs: bundle.issuerNotBefore.getTime(),
-    issuerNotAfterMs: bundle.issuerNotAfter.getTime(),
-  };
+  return testTrustBundle({ now });
 }
 
 const workloadCsr = csrPem(generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey);

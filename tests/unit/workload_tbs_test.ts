@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createPublicKey, generateKeyPairSync, verify } from "node:crypto";
-import { generateBundle, type TrustBundle, validateBundle } from "../../src/ca/bundle.ts";
+import type { TrustBundle } from "../../src/ca/bundle.ts";
 import {
   authorityKeyIdentifier,
   EMPTY_NAME,
@@ -27,13 +27,13 @@ import { issueWorkloadCertificate, issueWorkloadCertificateAsync } from "../../s
 import { SpiffeId } from "../../src/ca/spiffe.ts";
 import { encodeWorkloadTbs } from "../../src/ca/workload-tbs.ts";
 import { parseCertificate } from "../../src/ca/parse.ts";
+import { testTrustBundle } from "../helpers/trust_bundle.ts";
 
 const NOW = new Date("2031-03-04T05:06:07Z");
 const DAY = 86_400_000;
 
 function bundleFor(algorithm: CaKeyAlgorithm, trustDomain = "cluster.local"): TrustBundle {
-  const options = { trustDomain, namespace: "dapr-system", algorithm, now: NOW };
-  return validateBundle(generateBundle({ ...options, ttlMs: 365 * DAY, skewMs: 0 }), NOW);
+  return testTrustBundle({ now: NOW, algorithm, trustDomain });
 }
 
 const bundles = {
