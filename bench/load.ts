@@ -30,7 +30,7 @@ export interface LoadPlan {
   /** PEM of the anchors to trust: sentry's, or CFSSL's TLS certificate to use HTTPS. */
   anchorsPem?: string;
   callers: number;
-  /** Long-lived connections the callers share round-robin (default min(callers, 32)). */
+  /** Long-lived connections the callers share round-robin (default min(callers, 32); 100 in bursts). */
   connections?: number;
   /** Measured seconds (ignored when `count` is set). */
   seconds: number;
@@ -179,6 +179,18 @@ function cfsslCalls(plan: LoadPlan, connections: number): { calls: Call[]; close
   return { calls: Array.from({ length: connections }, () => call), close: () => agent.destroy() };
 }
 
+/**
+ * Opens `plan.connections` connections to the target (default: one per caller, at most
+ * `maxDefault`) and returns one call function per connection.
+ */
+function connect(plan: LoadPlan, maxDefault: number) {
+  const connections = Math.max(1, plan.connections ?? Math.min(plan.callers, maxDefault));
+  const { calls, close } = plan.target === "sentry"
+    ? sentryCalls(plan, connections)
+    : cfsslCalls(plan, connections);
+  return { connections, calls, close };
+}
+
 function reasonOf(error: unknown): string {
   const code = (error as { code?: unknown }).code;
   if (typeof code === "number") return grpc.status[code] ?? String(code);
@@ -196,10 +208,7 @@ function round(value: number, digits = 2): number {
 
 /** Runs `plan` and resolves with what it measured. */
 async function runLoad(plan: LoadPlan): Promise<LoadResult> {
-  const connections = Math.max(1, plan.connections ?? Math.min(plan.callers, 32));
-  const { calls, close } = plan.target === "sentry"
-    ? sentryCalls(plan, connections)
-    : cfsslCalls(plan, connections);
+  const { connections, calls, close } = connect(plan, 32);
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
   let measuring = false;
@@ -254,10 +263,7 @@ const RETRIED = new Set(["RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
 
 /** Runs a burst (see {@link LoadPlan.burst}). */
 async function runBurst(plan: LoadPlan): Promise<BurstResult> {
-  const connections = Math.max(1, plan.connections ?? Math.min(plan.callers, 100));
-  const { calls, close } = plan.target === "sentry"
-    ? sentryCalls(plan, connections)
-    : cfsslCalls(plan, connections);
+  const { connections, calls, close } = connect(plan, 100);
   // Connect every connection before the burst so that it measures signing, not handshakes.
   await Promise.all(calls.map((call) => call().catch(() => undefined)));
   const times: number[] = [];
