@@ -95,7 +95,8 @@ function tokenValidatorsField(mtls: Record<string, unknown>, source: string) {
 
 /**
  * Parses a Configuration document (YAML or JSON text) into settings. `source` names where the
- * text came from, for messages. Environment variables are expanded first, as Dapr does.
+ * text came from, for messages. Environment variables are expanded first, as Dapr does; an
+ * empty document yields the defaults.
  */
 export function parseConfiguration(
   text: string,
@@ -109,10 +110,8 @@ export function parseConfiguration(
     const firstLine = (error as Error).message.split("\n")[0];
     throw new ConfigurationError(`${source}: not valid YAML: ${firstLine}`);
   }
-  if (document === null || document === undefined) {
-    throw new ConfigurationError(`${source}: the file is empty`);
-  }
-  return settingsFromDocument(document, source);
+  // An empty document (nothing, or only comments) means all defaults, as in Dapr.
+  return settingsFromDocument(document ?? {}, source);
 }
 
 /**

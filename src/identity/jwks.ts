@@ -126,18 +126,29 @@ export class JwksValidator implements TokenValidator {
     } catch (error) {
       throw new ValidationError(`invalid request: ${(error as Error).message}`);
     }
+    try {
+      await this.#checkToken(request.token, subject);
+    } catch (error) {
+      // Dapr's wording first (clients match on it), then what exactly is wrong.
+      if (!(error instanceof ValidationError)) throw error;
+      throw new ValidationError(`token validation failed: ${error.message}`, { cause: error });
+    }
+    return { trustDomain, namespace: request.namespace, appId: request.id };
+  }
+
+  /** Decodes the header, verifies signature and times, then checks audience and subject. */
+  async #checkToken(token: string, subject: string): Promise<void> {
     let header: ProtectedHeaderParameters;
     try {
-      header = decodeProtectedHeader(request.token);
+      header = decodeProtectedHeader(token);
     } catch (error) {
       throw new ValidationError(`token is not a valid JWT: ${(error as Error).message}`);
     }
     if (typeof header.kid !== "string" || header.kid === "") {
       throw new ValidationError("token has no kid (key ID) in its header");
     }
-    const payload = await this.#verify(request.token, header);
+    const payload = await this.#verify(token, header);
     this.#checkClaims(payload, subject);
-    return { trustDomain, namespace: request.namespace, appId: request.id };
   }
 
   /** Closes the key source (watchers, timers, requests in flight). */
@@ -199,39 +210,53 @@ export class JwksValidator implements TokenValidator {
     const now = Date.now() / 1000;
     if (typeof payload.iat === "number" && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
       throw new ValidationError(
-        `token issued in the future (iat ${isoTime(payload.iat)}, more than ${TOLERANCE_TEXT} ` +
+        `"iat" not satisfied: token issued in the future (iat ${
+          isoTime(payload.iat)
+        }, more than ${TOLERANCE_TEXT} ` +
           `ahead)`,
       );
     }
     const aud = payload.aud;
     if (aud === undefined) {
       throw new ValidationError(
-        `token has no audience (aud); it must include ${JSON.stringify(this.audience)}`,
+        `"aud" not satisfied: token has no audience (aud); it must include ${
+          JSON.stringify(this.audience)
+        }`,
       );
     }
     const audiences = typeof aud === "string" ? [aud] : aud;
     if (!Array.isArray(audiences) || audiences.some((entry) => typeof entry !== "string")) {
-      throw new ValidationError("token audience (aud) must be a string or a list of strings");
+      throw new ValidationError(
+        '"aud" not satisfied: token audience (aud) must be a string or a list of strings',
+      );
     }
     if (!audiences.includes(this.audience)) {
       throw new ValidationError(
-        `token audience ${JSON.stringify(aud)} does not include ${JSON.stringify(this.audience)}`,
+        `"aud" not satisfied: token audience ${JSON.stringify(aud)} does not include ${
+          JSON.stringify(this.audience)
+        }`,
       );
     }
     if (payload.sub === undefined) {
       throw new ValidationError(
-        `token has no subject (sub); it must be ${JSON.stringify(subject)}`,
+        `"sub" not satisfied: token has no subject (sub); it must be ${JSON.stringify(subject)}`,
       );
     }
     if (payload.sub !== subject) {
       throw new ValidationError(
-        `token subject ${JSON.stringify(payload.sub)} does not match the requested identity ${
-          JSON.stringify(subject)
-        }`,
+        `"sub" not satisfied: token subject ${
+          JSON.stringify(payload.sub)
+        } does not match the requested identity ${JSON.stringify(subject)}`,
       );
     }
   }
 }
+
+/**
+ * Dapr's JWT library words a failed signature or an unknown key this way; clients match on it,
+ * so our messages lead with it (and with `"<claim>" not satisfied` for claim failures).
+ */
+const UNVERIFIED = "could not verify message using any of the signatures or keys";
 
 /** Turns a jose failure into a ValidationError whose message says what is wrong. */
 function translate(error: unknown, header: ProtectedHeaderParameters): ValidationError {
@@ -240,20 +265,26 @@ function translate(error: unknown, header: ProtectedHeaderParameters): Validatio
   const kid = JSON.stringify(header.kid);
   const alg = JSON.stringify(header.alg);
   if (error instanceof errors.JWKSNoMatchingKey) {
-    return new ValidationError(`token kid ${kid} (alg ${alg}) matches no key in the key set`);
+    return new ValidationError(
+      `${UNVERIFIED}: token kid ${kid} (alg ${alg}) matches no key in the key set`,
+    );
   }
   if (error instanceof errors.JWSSignatureVerificationFailed) {
-    return new ValidationError("token signature invalid");
+    return new ValidationError(`${UNVERIFIED}: token signature invalid`);
   }
   if (error instanceof errors.JWTExpired) {
     return new ValidationError(
-      `token expired (exp ${isoTime(error.payload.exp)}, more than ${TOLERANCE_TEXT} ago)`,
+      `"exp" not satisfied: token expired (exp ${
+        isoTime(error.payload.exp)
+      }, more than ${TOLERANCE_TEXT} ago)`,
     );
   }
   if (error instanceof errors.JWTClaimValidationFailed) {
     if (error.claim === "nbf") {
       return new ValidationError(
-        `token not valid yet (nbf ${isoTime(error.payload.nbf)}, more than ${TOLERANCE_TEXT} ` +
+        `"nbf" not satisfied: token not valid yet (nbf ${
+          isoTime(error.payload.nbf)
+        }, more than ${TOLERANCE_TEXT} ` +
           `ahead)`,
       );
     }

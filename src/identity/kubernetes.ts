@@ -41,6 +41,7 @@ import {
   isNotFound,
   KubeApiError,
   type KubeClient,
+  type KubeList,
   KubeRequestError,
 } from "../kubernetes/client.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -218,20 +219,34 @@ function quote(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** The payload of a JWT, decoded without verification. */
-function decodeJwtPayload(token: string): Record<string, unknown> {
-  const parts = token.split(".");
-  if (parts.length !== 3) {
-    throw new ValidationError("the token is not a JWT (expected three dot-separated parts)");
+/**
+ * The claims of a token the API server's TokenReview accepts, read without verification (the
+ * review has authenticated it): a compact JWT's payload, or, as Dapr's JWT library also
+ * reads them, claims given as a bare JSON object.
+ */
+function decodeTokenClaims(token: string): Record<string, unknown> {
+  let claims: unknown;
+  if (token.trimStart().startsWith("{")) {
+    try {
+      claims = JSON.parse(token);
+    } catch (error) {
+      throw new ValidationError(`the token is not valid JSON: ${(error as Error).message}`);
+    }
+  } else {
+    const parts = token.split(".");
+    if (parts.length !== 3) {
+      throw new ValidationError("the token is not a JWT (expected three dot-separated parts)");
+    }
+    try {
+      claims = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8"));
+    } catch (error) {
+      throw new ValidationError(
+        `the token's payload cannot be decoded: ${(error as Error).message}`,
+      );
+    }
   }
-  let payload: unknown;
-  try {
-    payload = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8"));
-  } catch (error) {
-    throw new ValidationError(`the token's payload cannot be decoded: ${(error as Error).message}`);
-  }
-  if (!isRecord(payload)) throw new ValidationError("the token's payload is not a JSON object");
-  return payload;
+  if (!isRecord(claims)) throw new ValidationError("the token's payload is not a JSON object");
+  return claims;
 }
 
 /**
@@ -247,6 +262,7 @@ export class KubernetesValidator implements TokenValidator {
   readonly #sentryNamespace: string;
   readonly #sentryTrustDomain: string;
   readonly #logger?: Logger;
+  readonly #warned = new Set<string>();
   readonly #pods: PromiseCache<CachedPod>;
   readonly #configurations: PromiseCache<Configuration>;
   readonly #reviews: PromiseCache<Review & { expiresAtMs?: number }>;
@@ -291,7 +307,7 @@ export class KubernetesValidator implements TokenValidator {
     validateCommon(request);
     if (request.token === "") throw new ValidationError("the request does not contain a token");
 
-    const claims = decodeJwtPayload(request.token);
+    const claims = decodeTokenClaims(request.token);
     const review = await this.#review(request.token, claims);
     const podName = this.#podName(claims, review);
 
@@ -400,9 +416,18 @@ export class KubernetesValidator implements TokenValidator {
     if (status.authenticated !== true) {
       throw new ValidationError("the token was not authenticated by the Kubernetes API server");
     }
-    // An empty status.audiences would mean the token is only good for the API server itself.
+    // An audience-aware authenticator (the API server's own service-account tokens) reports
+    // which of ours the token carries; one that is not reports none. Dapr accepts both, and so
+    // do we (refusing would break a drop-in install behind such an authenticator), with a
+    // warning; audiences that are reported must include one of ours.
     const granted = Array.isArray(status.audiences) ? status.audiences : [];
-    if (!granted.some((audience) => this.audiences.includes(audience))) {
+    if (granted.length === 0) {
+      this.#warnOnce(
+        "no-audiences",
+        "the Kubernetes API server's TokenReview reported no audiences: its authenticator " +
+          "does not check them, so tokens are not known to be meant for sentry",
+      );
+    } else if (!granted.some((audience) => this.audiences.includes(audience))) {
       throw new ValidationError(
         `the token is not valid for sentry: the TokenReview granted audiences ${
           quote(granted)
@@ -488,21 +513,27 @@ export class KubernetesValidator implements TokenValidator {
     return fresh.pod;
   }
 
+  /**
+   * Reads the pod as Dapr's sentry does: from the cluster-wide pod list (the `list` verb its
+   * ClusterRole grants), narrowed by a field selector to the one pod.
+   */
   async #fetchPod(namespace: string, name: string): Promise<Pod> {
-    const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${
-      encodeURIComponent(name)
-    }`;
+    const where = `pod "${namespace}/${name}"`;
+    let list: KubeList<Pod>;
     try {
-      const pod = await this.#client.get<Pod>(path);
-      if (!isRecord(pod)) throw new ValidationError(`pod "${namespace}/${name}": not an object`);
-      return pod;
+      list = await this.#client.list<Pod>("/api/v1/pods", {
+        fieldSelector: `metadata.namespace=${namespace},metadata.name=${name}`,
+      });
     } catch (error) {
-      if (error instanceof ValidationError) throw error;
-      if (isNotFound(error)) {
-        throw new ValidationError(`pod ${quote(name)} not found in namespace ${quote(namespace)}`);
-      }
-      throw this.#unavailable(`pod "${namespace}/${name}"`, error);
+      throw this.#unavailable(where, error);
     }
+    const pod = (list.items ?? []).find((item: Pod | null) =>
+      item?.metadata?.namespace === namespace && item.metadata.name === name
+    );
+    if (pod === undefined) {
+      throw new ValidationError(`pod ${quote(name)} not found in namespace ${quote(namespace)}`);
+    }
+    return pod;
   }
 
   /**
@@ -596,6 +627,13 @@ export class KubernetesValidator implements TokenValidator {
       }
       throw this.#unavailable(where, error);
     }
+  }
+
+  /** Logs `message` at warn level the first time `key` is seen by this validator. */
+  #warnOnce(key: string, message: string): void {
+    if (this.#warned.has(key)) return;
+    this.#warned.add(key);
+    this.#logger?.warn(`kubernetes token validator: ${message}`);
   }
 
   /** An API failure as a refusal to retry later (never INTERNAL). */

@@ -50,16 +50,19 @@ const TRUST_DOMAIN_CHARS = /^[a-z0-9._-]*$/;
 
 /**
  * Checks every validator applies first, as Dapr does: app id present, without '.', at most
- * 64 bytes; CSR present; namespace present; trust domain characters.
+ * 64 bytes; CSR present; namespace present (all failures reported together, with Dapr's
+ * wording, behind "invalid request: "); then the trust domain's characters.
  */
 export function validateCommon(request: SignRequest): void {
-  if (request.id === "") throw new ValidationError("app ID is required");
-  if (request.id.includes(".")) throw new ValidationError("app ID cannot contain '.'");
+  const problems: string[] = [];
+  if (request.id === "") problems.push("parameter app-id cannot be empty");
+  if (request.id.includes(".")) problems.push("parameter app-id cannot contain dots");
   if (new TextEncoder().encode(request.id).length > 64) {
-    throw new ValidationError("app ID must not exceed 64 characters");
+    problems.push("app ID must be 64 characters or less");
   }
-  if (request.csr.length === 0) throw new ValidationError("CSR is required");
-  if (request.namespace === "") throw new ValidationError("namespace is required");
+  if (request.csr.length === 0) problems.push("CSR is required");
+  if (request.namespace === "") problems.push("namespace is required");
+  if (problems.length > 0) throw new ValidationError(`invalid request: ${problems.join("; ")}`);
   if (!TRUST_DOMAIN_CHARS.test(request.trustDomain)) {
     throw new ValidationError(
       `trust domain ${JSON.stringify(request.trustDomain)} may only contain ` +

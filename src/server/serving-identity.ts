@@ -31,7 +31,7 @@ export function servingDnsNames(namespace: string): string[] {
   ];
 }
 
-/** Issues a fresh serving identity (new P-256 key) from `bundle`. */
+/** Issues a fresh serving identity (a new Ed25519 key, as Dapr v1.18 uses) from `bundle`. */
 export function issueServingIdentity(
   bundle: TrustBundle,
   trustDomain: string,
@@ -40,7 +40,7 @@ export function issueServingIdentity(
   skewMs: number,
   now: Date,
 ): ServingIdentity {
-  const key = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+  const key = generateKeyPairSync("ed25519").privateKey;
   const id = SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
   const issued = issueWorkloadCertificate(
     bundle,

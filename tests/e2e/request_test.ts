@@ -224,7 +224,7 @@ Deno.test("sentry request obtains certificates like daprd and refuses what daprd
       assertFailed(
         result,
         1,
-        /SignCertificate failed: PERMISSION_DENIED: app ID cannot contain '\.'/,
+        /SignCertificate failed: PERMISSION_DENIED: invalid request: parameter app-id cannot contain dots/,
       );
       assert.deepEqual(await listing(dir), []);
     });

@@ -460,8 +460,12 @@ Deno.test("the common checks still apply", async () => {
   const validator = await JwksValidator.create({ source: JSON.stringify(keySet(key)) }, CONTEXT);
   try {
     const token = await sign(key);
-    await assertDenied(validator, request(token, { id: "" }), /app ID is required/);
-    await assertDenied(validator, request(token, { id: "a.b" }), /cannot contain '\.'/);
+    await assertDenied(
+      validator,
+      request(token, { id: "" }),
+      /invalid request: parameter app-id cannot be empty/,
+    );
+    await assertDenied(validator, request(token, { id: "a.b" }), /cannot contain dots/);
     await assertDenied(validator, request(token, { namespace: "" }), /namespace is required/);
     await assertDenied(validator, request(token, { csr: new Uint8Array() }), /CSR is required/);
     await assertDenied(validator, request(token, { trustDomain: "Bad!" }), /trust domain/);
