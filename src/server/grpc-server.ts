@@ -28,6 +28,9 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
  */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 
+/** How long answers written just before a shutdown get to reach their sockets. */
+const FLUSH_MS = 100;
+
 /** Options of the gRPC server. */
 export interface GrpcServerOptions {
   listenAddress: string;
@@ -87,6 +90,8 @@ export class SentryGrpcServer {
   #renewTimer?: ReturnType<typeof setTimeout>;
   #unsubscribe?: () => void;
   #inFlight = 0;
+  /** Called once when no call is in progress any more (set while shutting down). */
+  #onIdle?: () => void;
   /** The port actually bound. */
   port = 0;
 
@@ -121,7 +126,7 @@ export class SentryGrpcServer {
           return;
         }
         this.#inFlight++;
-        signCertificate(toSignRequest(call.request), deps).finally(() => this.#inFlight--).then(
+        signCertificate(toSignRequest(call.request), deps).finally(() => this.#callEnded()).then(
           (response) => {
             options.metrics.signSuccess.inc();
             callback(null, response);
@@ -213,20 +218,39 @@ export class SentryGrpcServer {
   /**
    * Stops taking new calls and waits up to `graceMs` for in-flight ones to finish, then closes
    * what is left. Resolves to true when everything finished in time.
+   *
+   * Node's HTTP/2 server sends GOAWAY to an idle connection but then waits for the client to
+   * hang up (Go's gRPC clients wait ~10 s), so once the last call in progress has answered,
+   * and its answer has had {@link FLUSH_MS} to reach the socket, the remaining (idle)
+   * connections are closed, as Go's GracefulStop does.
    */
   shutdown(graceMs: number): Promise<boolean> {
     clearTimeout(this.#renewTimer);
     this.#unsubscribe?.();
     return new Promise((resolve) => {
-      const deadline = setTimeout(() => {
-        this.forceShutdown();
-        resolve(false);
-      }, graceMs);
-      this.#server.tryShutdown(() => {
+      let flush: ReturnType<typeof setTimeout> | undefined;
+      let finished = false;
+      const finish = (graceful: boolean) => {
+        if (finished) return;
+        finished = true;
         clearTimeout(deadline);
-        resolve(true);
-      });
+        clearTimeout(flush);
+        this.#onIdle = undefined;
+        this.forceShutdown();
+        resolve(graceful);
+      };
+      const deadline = setTimeout(() => finish(false), graceMs);
+      this.#server.tryShutdown(() => finish(true));
+      this.#onIdle = () => {
+        flush = setTimeout(() => finish(true), FLUSH_MS);
+      };
+      if (this.#inFlight === 0) this.#onIdle();
     });
+  }
+
+  #callEnded(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0) this.#onIdle?.();
   }
 
   /** Closes every connection at once. */

@@ -110,3 +110,26 @@ Deno.test("SIGTERM lets in-flight calls finish and exits 0", async () => {
   assert.match(sentry.logs(), /received SIGTERM: finishing in-flight requests/);
   assert.match(sentry.logs(), /sentry stopped/);
 });
+
+Deno.test("SIGTERM closes idle client connections instead of waiting for their clients", async () => {
+  // A client that keeps its connection open and ignores GOAWAY (Go's gRPC clients take ~10 s
+  // to hang up): Node's HTTP/2 server alone would wait for it until the 10 s grace is over.
+  const sentry = await startSentry();
+  const connection = await Deno.connectTls({
+    hostname: "localhost",
+    port: sentry.grpcPort,
+    caCerts: [await Deno.readTextFile(join(sentry.dir, "ca.crt"))],
+    alpnProtocols: ["h2"],
+  });
+  try {
+    const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    const emptySettings = new Uint8Array([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    await connection.write(new Uint8Array([...preface, ...emptySettings]));
+    await connection.read(new Uint8Array(1024)); // the server's SETTINGS: the session is up
+    assert.equal(await sentry.stop("SIGTERM"), 0);
+    assert.match(sentry.logs(), /sentry stopped/);
+    assert.doesNotMatch(sentry.logs(), /did not finish/);
+  } finally {
+    connection.close();
+  }
+});
