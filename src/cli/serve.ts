@@ -176,6 +176,13 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     : flags.store === "k8s"
     ? "kubernetes"
     : flags.mode;
+  // Listen for stop signals before anything starts: one that arrives while sentry is still
+  // starting (after /healthz already answers) stops it as soon as it is up, instead of
+  // killing it with the signal's default action.
+  const stopSignal = listenForStopSignals(() => {
+    logger.warn("second stop signal: exiting now");
+    process.exit(1);
+  });
   let server: SentryServer;
   try {
     validateTrustDomain(trustDomain);
@@ -243,6 +250,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       now: io.now,
     });
   } catch (error) {
+    stopSignal.dispose();
     logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
     return error instanceof UsageError ? 2 : 1;
   }
@@ -255,10 +263,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
 
   const onHangup = () => void server.reload();
   process.on("SIGHUP", onHangup);
-  const signal = await waitForStopSignal(() => {
-    logger.warn("second stop signal: exiting now");
-    process.exit(1);
-  });
+  const signal = await stopSignal.received;
   process.off("SIGHUP", onHangup);
   logger.info(`received ${signal}: finishing in-flight requests`);
   if (!await server.stop(SHUTDOWN_GRACE_MS)) {
@@ -268,23 +273,37 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       }s: closed their connections`,
     );
   }
+  stopSignal.dispose();
   logger.info("sentry stopped");
   return 0;
 }
 
-/** Resolves with the first SIGTERM/SIGINT; a second one calls `onSecond`. */
-function waitForStopSignal(onSecond: () => void): Promise<string> {
-  return new Promise((resolve) => {
-    let received = false;
-    const handler = (signal: string) => {
-      if (received) {
-        onSecond();
-        return;
-      }
-      received = true;
-      resolve(signal);
-    };
-    process.on("SIGTERM", () => handler("SIGTERM"));
-    process.on("SIGINT", () => handler("SIGINT"));
-  });
+/** The first SIGTERM/SIGINT, once it comes; `dispose` removes the handlers. */
+interface StopSignals {
+  received: Promise<string>;
+  dispose(): void;
+}
+
+/** Handles SIGTERM/SIGINT from now on: the first resolves `received`, a second calls `onSecond`. */
+function listenForStopSignals(onSecond: () => void): StopSignals {
+  let received = false;
+  let resolve: (signal: string) => void;
+  const promise = new Promise<string>((done) => resolve = done);
+  const handler = (signal: NodeJS.Signals) => {
+    if (received) {
+      onSecond();
+      return;
+    }
+    received = true;
+    resolve(signal);
+  };
+  process.on("SIGTERM", handler);
+  process.on("SIGINT", handler);
+  return {
+    received: promise,
+    dispose() {
+      process.off("SIGTERM", handler);
+      process.off("SIGINT", handler);
+    },
+  };
 }

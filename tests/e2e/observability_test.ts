@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../helpers/openssl.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
-import { startSentry, tempDir } from "../helpers/sentry_process.ts";
+import { freePort, sentryCommand, startSentry, tempDir } from "../helpers/sentry_process.ts";
 import { TextLineStream } from "../helpers/text_lines.ts";
 
 const PYTHON_CLIENT = fileURLToPath(new URL("./python/sentry_client.py", import.meta.url));
@@ -132,4 +132,44 @@ Deno.test("SIGTERM closes idle client connections instead of waiting for their c
   } finally {
     connection.close();
   }
+});
+
+Deno.test("a stop signal that arrives while sentry is starting stops it cleanly", async () => {
+  const dir = await tempDir();
+  const [program, ...prefix] = sentryCommand();
+  const child = new Deno.Command(program, {
+    args: [
+      ...prefix,
+      "--issuer-credentials",
+      dir,
+      "--listen-address=127.0.0.1",
+      `--port=${await freePort()}`,
+      "--healthz-listen-address=127.0.0.1",
+      `--healthz-port=${await freePort()}`,
+      "--metrics-listen-address=127.0.0.1",
+      `--metrics-port=${await freePort()}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let logs = "";
+  let signalled = false;
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).pipeThrough(
+    new TextLineStream(),
+  );
+  for await (const line of lines) {
+    logs += line + "\n";
+    // Written while the bundle is made, before the ports are bound.
+    if (!signalled && /stored the new trust bundle/.test(line)) {
+      child.kill("SIGTERM");
+      signalled = true;
+    }
+  }
+  const status = await child.status;
+  assert.ok(signalled, `no start-up line seen:\n${logs}`);
+  assert.equal(status.signal, null, `killed by ${status.signal}:\n${logs}`);
+  assert.equal(status.code, 0, logs);
+  assert.match(logs, /received SIGTERM/);
+  assert.match(logs, /sentry stopped/);
 });
