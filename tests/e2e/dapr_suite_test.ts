@@ -1,0 +1,132 @@
+/**
+ * Dapr's own sentry integration suite (the cases of `tests/integration/suite/sentry/...` in
+ * Dapr's Go module, at the release pinned in tests/dapr/go.mod) run against our sentry and,
+ * as the control, against Dapr's own sentry built from the same module. Prints one line per
+ * case and the pass counts, and checks that every case passes on both, except the ones listed
+ * in {@link KNOWN_DIFFERENCES} (docs/compatibility.md explains each). A case that starts
+ * passing on ours, or one that newly fails, fails this test: the list must say the truth.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { sentryCommand, tempDir } from "../helpers/sentry_process.ts";
+
+/**
+ * Cases that fail on our sentry today, with the reason (mirrored in docs/compatibility.md,
+ * section "Dapr's sentry integration suite").
+ */
+const KNOWN_DIFFERENCES: Record<string, string> = {
+  "sentry/oidc/basicOIDCServer":
+    "JWT issuance and the OIDC server (--jwt-*, --oidc-*) are not built yet (issue 13)",
+  "sentry/oidc/customJWKSTest":
+    "JWT issuance and the OIDC server (--jwt-*, --oidc-*) are not built yet (issue 13)",
+  "sentry/oidc/customOIDCServer":
+    "JWT issuance and the OIDC server (--jwt-*, --oidc-*) are not built yet (issue 13)",
+  "sentry/oidc/hostinjection/forwarded":
+    "JWT issuance and the OIDC server (--jwt-*, --oidc-*) are not built yet (issue 13)",
+  "sentry/oidc/hostinjection/wildcard":
+    "JWT issuance and the OIDC server (--jwt-*, --oidc-*) are not built yet (issue 13)",
+};
+
+/**
+ * Cases not run: they render Dapr's Helm chart with Dapr's `helmtemplate` helper, a separate
+ * Go module that Dapr's published module does not contain, and they test the chart, not the
+ * sentry binary.
+ */
+const NOT_RUN = /^sentry\/helm\//;
+
+type Outcome = "PASS" | "FAIL";
+
+/** Runs the compiled suite against `sentryPath`; returns each top-level case's outcome. */
+async function runSuite(
+  suite: string,
+  sentryPath: string,
+): Promise<{ outcomes: Map<string, Outcome>; output: string }> {
+  const output = await new Deno.Command(suite, {
+    args: [
+      "-test.v",
+      "-test.parallel",
+      "4",
+      "-test.timeout",
+      "5m",
+      "-test.skip",
+      "TestDaprSentrySuite/sentry/helm/",
+    ],
+    env: { DAPR_INTEGRATION_SENTRY_PATH: sentryPath },
+    cwd: await tempDir("dapr-suite-"),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  const outcomes = new Map<string, Outcome>();
+  for (const match of text.matchAll(/^ {4}--- (PASS|FAIL): TestDaprSentrySuite\/(\S+) \(/gm)) {
+    outcomes.set(match[2], match[1] as Outcome);
+  }
+  return { outcomes, output: text };
+}
+
+/**
+ * An executable script that runs `command` with `env` added: the suite starts sentry with
+ * only the variables a case sets, so whatever else a program needs is set here.
+ */
+async function executable(command: string[], env: Record<string, string> = {}): Promise<string> {
+  const quote = (part: string) => `'${part.replaceAll("'", `'\\''`)}'`;
+  const assignments = Object.entries(env).map(([name, value]) => `${name}=${quote(value)} `);
+  const path = join(await tempDir("sentry-wrapper-"), "sentry");
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/sh\n${assignments.join("")}exec ${command.map(quote).join(" ")} "$@"\n`,
+    { mode: 0o755 },
+  );
+  return path;
+}
+
+Deno.test("Dapr's sentry integration suite passes on ours, except the listed differences", async () => {
+  const binaries = await daprBinaries();
+  const [ours, dapr] = await Promise.all([
+    runSuite(binaries.suite, await executable(sentryCommand())),
+    // Dapr's sentry refuses to run as root in Kubernetes mode unless told it may (as CI is).
+    runSuite(
+      binaries.suite,
+      await executable([binaries.sentry], { DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK: "true" }),
+    ),
+  ]);
+  const cases = [...new Set([...ours.outcomes.keys(), ...dapr.outcomes.keys()])].sort();
+  assert.ok(cases.length >= 10, `too few cases reported:\n${dapr.output}`);
+
+  const rows = cases.map((name) =>
+    `  ${name.padEnd(40)} dapr=${dapr.outcomes.get(name) ?? "-"} ours=${
+      ours.outcomes.get(name) ?? "-"
+    }${KNOWN_DIFFERENCES[name] ? `  (${KNOWN_DIFFERENCES[name]})` : ""}`
+  );
+  const passed = (outcomes: Map<string, Outcome>) =>
+    [...outcomes.values()].filter((outcome) => outcome === "PASS").length;
+  console.log(
+    `Dapr sentry suite: ours ${passed(ours.outcomes)}/${cases.length} passed, ` +
+      `Dapr's ${passed(dapr.outcomes)}/${cases.length} passed\n${rows.join("\n")}`,
+  );
+
+  for (const name of cases) {
+    assert.ok(!NOT_RUN.test(name), `${name} was meant to be skipped`);
+    assert.equal(
+      dapr.outcomes.get(name),
+      "PASS",
+      `the control failed: ${name} fails on Dapr's own sentry, so this machine cannot run ` +
+        `it:\n${dapr.output}`,
+    );
+    const expected: Outcome = KNOWN_DIFFERENCES[name] ? "FAIL" : "PASS";
+    assert.equal(
+      ours.outcomes.get(name),
+      expected,
+      expected === "PASS"
+        ? `${name} fails on our sentry:\n${ours.output}`
+        : `${name} now passes on our sentry: remove it from KNOWN_DIFFERENCES and ` +
+          `docs/compatibility.md`,
+    );
+  }
+  for (const name of Object.keys(KNOWN_DIFFERENCES)) {
+    assert.ok(cases.includes(name), `${name} is listed but Dapr's suite has no such case`);
+  }
+});
