@@ -7,8 +7,8 @@
 import { parse as parseYaml } from "yaml";
 import { durationSetting } from "./duration.ts";
 
-/** Token validator names Dapr's Configuration knows. */
-export const VALIDATOR_NAMES = ["insecure", "kubernetes", "jwks"] as const;
+/** Token validators a Configuration may list (the built-in ones are turned on by sentry). */
+export const VALIDATOR_NAMES = ["jwks"] as const;
 /** One of {@link VALIDATOR_NAMES}. */
 export type ValidatorName = typeof VALIDATOR_NAMES[number];
 
@@ -66,6 +66,9 @@ function durationField(
   }
 }
 
+/** Validators sentry turns on by itself, which a Configuration may not list. */
+const BUILT_IN_VALIDATORS = ["insecure", "kubernetes"];
+
 function tokenValidatorsField(mtls: Record<string, unknown>, source: string) {
   const value = mtls.tokenValidators ?? [];
   if (!Array.isArray(value)) {
@@ -77,6 +80,15 @@ function tokenValidatorsField(mtls: Record<string, unknown>, source: string) {
       throw new ConfigurationError(`${where} must have a name`);
     }
     const name = entry.name.toLowerCase();
+    if (BUILT_IN_VALIDATORS.includes(name)) {
+      // As in Dapr: INSECURE is on only when nothing is configured (self-hosted), KUBERNETES
+      // only and always in Kubernetes mode. Listing either would let whoever edits the
+      // Configuration switch token checks off.
+      throw new ConfigurationError(
+        `${where}: invalid token validator: the built-in 'kubernetes' and 'insecure' ` +
+          `validators cannot be configured manually`,
+      );
+    }
     if (!(VALIDATOR_NAMES as readonly string[]).includes(name)) {
       throw new ConfigurationError(
         `${where}: unknown token validator ${JSON.stringify(entry.name)} ` +

@@ -36,8 +36,6 @@ async function createValidator(
   context: ValidatorContext,
 ): Promise<TokenValidator> {
   switch (config.name) {
-    case "insecure":
-      return new InsecureValidator();
     case "jwks":
       return await JwksValidator.create(config.options, {
         sentryTrustDomain: context.sentryTrustDomain,
@@ -47,9 +45,6 @@ async function createValidator(
         onError: (error) => context.logger?.warn(`JWKS key set not refreshed: ${error.message}`),
         onWarning: (message) => context.logger?.warn(message),
       });
-    case "kubernetes":
-      if (context.createKubernetesValidator) return context.createKubernetesValidator();
-      throw new ValidatorConfigError("the kubernetes token validator needs --mode kubernetes");
   }
 }
 
@@ -62,7 +57,6 @@ async function selectKubernetesValidators(
   const enabled = new Map<number, TokenValidator>([[kubernetes.wire, kubernetes]]);
   try {
     for (const config of settings.tokenValidators) {
-      if (config.name === "kubernetes") continue;
       const validator = await createValidator(config, context);
       enabled.set(validator.wire, validator);
     }

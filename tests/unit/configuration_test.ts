@@ -161,14 +161,11 @@ Deno.test("expandEnv follows os.ExpandEnv for the forms Dapr documents", () => {
 Deno.test("token validators are read with their options", () => {
   const settings = parseConfiguration(
     withMtls(`tokenValidators:
-  - name: jwks
+  - name: JWKS
     options:
       minRefreshInterval: 2m
       requestTimeout: 1m
-      source: "https://localhost:1050/.well-known/jwks.json"
-  - name: Kubernetes
-  - name: insecure
-    options: {}`),
+      source: "https://localhost:1050/.well-known/jwks.json"`),
     SOURCE,
   );
   assert.deepEqual(settings.tokenValidators, [
@@ -180,9 +177,19 @@ Deno.test("token validators are read with their options", () => {
         source: "https://localhost:1050/.well-known/jwks.json",
       },
     },
-    { name: "kubernetes", options: {} },
-    { name: "insecure", options: {} },
   ]);
+});
+
+Deno.test("the built-in validators cannot be listed, as in Dapr", () => {
+  for (const name of ["insecure", "kubernetes", "Kubernetes"]) {
+    assertRejected(
+      withMtls(
+        `tokenValidators:\n  - name: jwks\n    options:\n      source: x\n  - name: ${name}`,
+      ),
+      /spec\.mtls\.tokenValidators\[1\]/,
+      /the built-in 'kubernetes' and 'insecure' validators cannot be configured manually/,
+    );
+  }
 });
 
 Deno.test("the settings snapshot is immutable", () => {
@@ -246,7 +253,7 @@ Deno.test("errors name the source and the field", async (t) => {
   });
   await t.step("unknown validator name", () => {
     assertRejected(
-      withMtls(`tokenValidators:\n  - name: insecure\n  - name: oidc`),
+      withMtls(`tokenValidators:\n  - name: jwks\n  - name: oidc`),
       /spec\.mtls\.tokenValidators\[1\]/,
       /unknown token validator "oidc"/,
     );
