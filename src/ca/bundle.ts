@@ -1,6 +1,6 @@
 /**
  * The trust bundle: trust anchors (`ca.crt`), the issuer chain (`issuer.crt`) and the issuer
- * key (`issuer.key`). This module validates a bundle exactly as Dapr does (compat spec §4),
+ * key (`issuer.key`). This module validates a bundle as Dapr does, and more strictly (docs/compatibility.md#trust-bundle-validation),
  * with a message naming the failed check, and generates a fresh root + issuer.
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * Dapr's three certificate profiles (root, issuer, workload; compat spec §3) and sentry's own
+ * Dapr's three certificate profiles (root, issuer, workload; docs/compatibility.md#certificate-profiles) and sentry's own
  * serving certificate. Each function turns the facts of one certificate into a signed DER
  * certificate; nothing here reads clocks, files or flags.
  *

@@ -1,5 +1,5 @@
 /**
- * `sentry` / `sentry serve`: the CA server with Dapr's flags and defaults (compat spec §6).
+ * `sentry` / `sentry serve`: the CA server with Dapr's flags and defaults (docs/compatibility.md#command-line).
  * Reads the configuration, loads or creates the trust bundle, then serves gRPC, health and
  * metrics until SIGTERM/SIGINT, when it finishes in-flight calls and exits 0.
  *

@@ -1,6 +1,6 @@
 /**
  * Dapr `Configuration` documents (apiVersion dapr.io/v1alpha1): parsing and validation into an
- * immutable snapshot of the settings sentry uses (`spec.mtls`, compat spec §5).
+ * immutable snapshot of the settings sentry uses (`spec.mtls`, docs/compatibility.md#configuration).
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Where the JWKS token validator gets its keys (compat spec §2, Dapr's `jwkscache`): a JSON Web
+ * Where the JWKS token validator gets its keys (docs/compatibility.md#token-validators; Dapr's `jwkscache`): a JSON Web
  * Key Set loaded from the validator's `source` option, which is one of
  *
  * - an `http://` or `https://` URL, fetched with `node:http(s)` (trusting `caCertificate` in

@@ -1,5 +1,5 @@
 /**
- * The JWKS validator (compat spec §2): the caller proves who it is with a JWT signed by a key in
+ * The JWKS validator (docs/compatibility.md#token-validators): the caller proves who it is with a JWT signed by a key in
  * a configured JSON Web Key Set. As in Dapr, the token must name its key (`kid`), verify
  * against the set, pass `exp`/`nbf`/`iat` with 5 minutes of clock tolerance, carry sentry's
  * SPIFFE ID `spiffe://<sentry td>/ns/<sentry namespace>/dapr-sentry` in `aud`, and have as `sub`

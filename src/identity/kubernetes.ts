@@ -1,5 +1,5 @@
 /**
- * The KUBERNETES validator (compat spec §2): the caller proves who it is with its pod's
+ * The KUBERNETES validator (docs/compatibility.md#token-validators): the caller proves who it is with its pod's
  * projected service-account token, and sentry asks the API server.
  *
  * 1. A TokenReview (`authentication.k8s.io/v1`) with the audiences `dapr.io/sentry` (Dapr's

@@ -1,5 +1,5 @@
 /**
- * Which validators are on, from the Configuration and the mode (compat spec §2): in
+ * Which validators are on, from the Configuration and the mode (docs/compatibility.md#token-validators): in
  * self-hosted mode with no `tokenValidators`, INSECURE is the default and only validator;
  * configuring any validator turns INSECURE off and makes UNKNOWN the default (callers must
  * name one).

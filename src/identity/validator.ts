@@ -1,5 +1,5 @@
 /**
- * Token validators: how sentry decides who is asking (compat spec §2). A validator checks a
+ * Token validators: how sentry decides who is asking (docs/compatibility.md#request-checks-and-status-codes). A validator checks a
  * request and answers with the identity to certify; the CA core never sees tokens.
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * Sentry's Prometheus metrics with Dapr's names (compat spec §7), on a private registry so
+ * Sentry's Prometheus metrics with Dapr's names (docs/compatibility.md#metrics), on a private registry so
  * that several servers in one process (tests) do not share counters.
  *
  * @module

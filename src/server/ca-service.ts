@@ -1,6 +1,6 @@
 /**
  * The `dapr.proto.sentry.v1.CA/SignCertificate` handler: pick the validator, validate, decode
- * the CSR, sign; in that order, with Dapr's status codes (compat spec §2).
+ * the CSR, sign; in that order, with Dapr's status codes (docs/compatibility.md#request-checks-and-status-codes).
  *
  * @module
  */

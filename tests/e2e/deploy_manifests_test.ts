@@ -1,7 +1,7 @@
 /**
  * The Kubernetes manifests in deploy/kubernetes/, checked for real: every YAML document parsed
  * with the `yaml` package (errors and duplicate keys fail), then the facts sentry depends on in
- * a cluster (compat spec §4-§7): the Deployment's flags, probes, ports and hardening, the
+ * a cluster (docs/compatibility.md#kubernetes-mode, #rbac): the Deployment's flags, probes, ports and hardening, the
  * Service's 443 -> 50001, RBAC with exactly the rules sentry needs and no more, bindings to the
  * dapr-sentry ServiceAccount, the default `daprsystem` Configuration (through sentry's own
  * parser), the HA variant staying in step with the single-replica one, the Dockerfile matching
@@ -190,7 +190,7 @@ function checkDeployment(deployment: Obj, where: string): Obj {
   // No command: the image's ENTRYPOINT is the binary (see the Dockerfile test).
   assert.equal(container.command, undefined, `${where}: args only`);
 
-  // Flags: `--store k8s` (Kubernetes mode) in dapr-system, as the compat spec's §6 names them.
+  // Flags: `--store k8s` (Kubernetes mode) in dapr-system, named as in docs/compatibility.md#command-line.
   const args: string[] = container.args;
   const flagValue = (flag: string) => {
     const at = args.indexOf(flag);

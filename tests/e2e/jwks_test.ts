@@ -1,6 +1,6 @@
 /**
  * End to end: the JWKS validator configured through `spec.mtls.tokenValidators` in a running
- * sentry. Configuring it turns INSECURE off and makes UNKNOWN the default (spec §2); good
+ * sentry. Configuring it turns INSECURE off and makes UNKNOWN the default (docs/compatibility.md#configuration); good
  * tokens get certificates, bad ones PERMISSION_DENIED; a rotated key file and a changed
  * Configuration reach the running server.
  */

@@ -1,6 +1,6 @@
 /**
  * A fake Kubernetes API server for tests, faithful to the real REST semantics where sentry and
- * kubectl can observe them (compat spec §4, §5, and the KUBERNETES validator of §2):
+ * kubectl can observe them (docs/compatibility.md#kubernetes-mode and #token-validators):
  *
  * - HTTPS on 127.0.0.1 (a CA and a serving certificate for IP:127.0.0.1 / DNS:localhost made
  *   with the `openssl` CLI), or plain HTTP with `{ tls: false }`; bearer-token authentication

@@ -1,5 +1,5 @@
 /**
- * validateBundle (compat spec §4) with bring-your-own bundles made by the openssl CLI: the key
+ * validateBundle (docs/compatibility.md#trust-bundle-validation) with bring-your-own bundles made by the openssl CLI: the key
  * formats Dapr accepts, longer chains, and every refusal with a message naming the check and
  * the file.
  */

@@ -1,5 +1,5 @@
 /**
- * Dapr Configuration documents (compat spec §5): spec.mtls durations with Go syntax, defaults,
+ * Dapr Configuration documents (docs/compatibility.md#configuration): spec.mtls durations with Go syntax, defaults,
  * environment expansion, token validators, and messages that name the source and the field.
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * The JWKS token validator (compat spec §2): tokens signed by keys of a JSON Web Key Set, with
+ * The JWKS token validator (docs/compatibility.md#token-validators): tokens signed by keys of a JSON Web Key Set, with
  * Dapr's claim rules (kid required, 5 min clock tolerance, sentry's SPIFFE ID in `aud`, the
  * requested SPIFFE ID as `sub`), and the key sources: inline JSON (plain or base64), a watched
  * file that is rotated in place, and an https URL (private CA, on-demand refetch limited by

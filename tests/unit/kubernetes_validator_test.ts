@@ -1,5 +1,5 @@
 /**
- * The KUBERNETES token validator (compat spec §2) against the fake API server with a real
+ * The KUBERNETES token validator (docs/compatibility.md#token-validators) against the fake API server with a real
  * KubeClient: TokenReview with sentry's audiences, the service account and pod claim of the
  * token, the pod's namespace, service account and app id (annotation, pod name, control plane
  * only in sentry's namespace), the trust domain from the pod's Configuration, API failures as

@@ -1,5 +1,5 @@
 /**
- * Dapr's certificate profiles (compat spec §3) as generateBundle and the signer write them,
+ * Dapr's certificate profiles (docs/compatibility.md#certificate-profiles) as generateBundle and the signer write them,
  * checked with two independent readers: @peculiar/x509 and the openssl CLI (`x509 -text`,
  * `verify -x509_strict`). Time is moved with a fixed `now`.
  */

@@ -1,5 +1,5 @@
 /**
- * SPIFFE IDs (compat spec §3): trust domain `[a-z0-9._-]+`, path segments `[A-Za-z0-9._-]+`
+ * SPIFFE IDs (docs/compatibility.md#request-checks-and-status-codes): trust domain `[a-z0-9._-]+`, path segments `[A-Za-z0-9._-]+`
  * that are not `.` or `..`, at most 2048 bytes, and parse/toString round trips.
  */
 import assert from "node:assert/strict";
