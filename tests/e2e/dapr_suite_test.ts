@@ -43,6 +43,7 @@ type Outcome = "PASS" | "FAIL";
 async function runSuite(
   suite: string,
   sentryPath: string,
+  only?: string,
 ): Promise<{ outcomes: Map<string, Outcome>; output: string }> {
   const output = await new Deno.Command(suite, {
     args: [
@@ -53,6 +54,12 @@ async function runSuite(
       "5m",
       "-test.skip",
       "TestDaprSentrySuite/sentry/helm/",
+      ...(only
+        ? [
+          "-test.run",
+          ["TestDaprSentrySuite", ...only.split("/")].map((part) => `^${part}$`).join("/"),
+        ]
+        : []),
     ],
     env: { DAPR_INTEGRATION_SENTRY_PATH: sentryPath },
     cwd: await tempDir("dapr-suite-"),
@@ -65,6 +72,30 @@ async function runSuite(
     outcomes.set(match[2], match[1] as Outcome);
   }
   return { outcomes, output: text };
+}
+
+/**
+ * Runs the whole suite, then once more each case whose outcome is not `expected(case)`, alone:
+ * some of Dapr's cases wait on process timing (an exit within a few seconds) that a loaded
+ * 2-core machine can miss. Retried cases are named in `retried`.
+ */
+async function runSuiteWithRetry(
+  suite: string,
+  sentryPath: string,
+  expected: (name: string) => Outcome,
+): Promise<{ outcomes: Map<string, Outcome>; output: string; retried: Set<string> }> {
+  const first = await runSuite(suite, sentryPath);
+  const retried = new Set<string>();
+  let output = first.output;
+  for (const [name, outcome] of first.outcomes) {
+    if (outcome === expected(name)) continue;
+    const again = await runSuite(suite, sentryPath, name);
+    retried.add(name);
+    output += `\n--- retry of ${name} ---\n${again.output}`;
+    const outcomeAgain = again.outcomes.get(name);
+    if (outcomeAgain) first.outcomes.set(name, outcomeAgain);
+  }
+  return { outcomes: first.outcomes, output, retried };
 }
 
 /**
@@ -85,12 +116,14 @@ async function executable(command: string[], env: Record<string, string> = {}): 
 
 Deno.test("Dapr's sentry integration suite passes on ours, except the listed differences", async () => {
   const binaries = await daprBinaries();
+  const expectedOnOurs = (name: string): Outcome => KNOWN_DIFFERENCES[name] ? "FAIL" : "PASS";
   const [ours, dapr] = await Promise.all([
-    runSuite(binaries.suite, await executable(sentryCommand())),
+    runSuiteWithRetry(binaries.suite, await executable(sentryCommand()), expectedOnOurs),
     // Dapr's sentry refuses to run as root in Kubernetes mode unless told it may (as CI is).
-    runSuite(
+    runSuiteWithRetry(
       binaries.suite,
       await executable([binaries.sentry], { DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK: "true" }),
+      () => "PASS",
     ),
   ]);
   const cases = [...new Set([...ours.outcomes.keys(), ...dapr.outcomes.keys()])].sort();
@@ -99,7 +132,9 @@ Deno.test("Dapr's sentry integration suite passes on ours, except the listed dif
   const rows = cases.map((name) =>
     `  ${name.padEnd(40)} dapr=${dapr.outcomes.get(name) ?? "-"} ours=${
       ours.outcomes.get(name) ?? "-"
-    }${KNOWN_DIFFERENCES[name] ? `  (${KNOWN_DIFFERENCES[name]})` : ""}`
+    }${KNOWN_DIFFERENCES[name] ? `  (${KNOWN_DIFFERENCES[name]})` : ""}${
+      ours.retried.has(name) || dapr.retried.has(name) ? "  [retried once]" : ""
+    }`
   );
   const passed = (outcomes: Map<string, Outcome>) =>
     [...outcomes.values()].filter((outcome) => outcome === "PASS").length;
@@ -116,7 +151,7 @@ Deno.test("Dapr's sentry integration suite passes on ours, except the listed dif
       `the control failed: ${name} fails on Dapr's own sentry, so this machine cannot run ` +
         `it:\n${dapr.output}`,
     );
-    const expected: Outcome = KNOWN_DIFFERENCES[name] ? "FAIL" : "PASS";
+    const expected = expectedOnOurs(name);
     assert.equal(
       ours.outcomes.get(name),
       expected,
