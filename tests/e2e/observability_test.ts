@@ -153,6 +153,8 @@ Deno.test("a stop signal that arrives while sentry is starting stops it cleanly"
     stderr: "piped",
     stdin: "null",
   }).spawn();
+  // A sentry that never stops fails the test instead of hanging it.
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 30_000);
   let logs = "";
   let signalled = false;
   const lines = child.stderr.pipeThrough(new TextDecoderStream()).pipeThrough(
@@ -167,6 +169,7 @@ Deno.test("a stop signal that arrives while sentry is starting stops it cleanly"
     }
   }
   const status = await child.status;
+  clearTimeout(watchdog);
   assert.ok(signalled, `no start-up line seen:\n${logs}`);
   assert.equal(status.signal, null, `killed by ${status.signal}:\n${logs}`);
   assert.equal(status.code, 0, logs);
