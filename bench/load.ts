@@ -29,6 +29,12 @@ export interface LoadPlan {
   csrPem: string;
   /** PEM of the anchors to trust: sentry's, or CFSSL's TLS certificate to use HTTPS. */
   anchorsPem?: string;
+  /**
+   * Verify sentry as daprd does: this SPIFFE ID as the only URI SAN of its certificate, no host
+   * name check (Dapr's own sentry has no DNS name). Without it, sentry must be valid for
+   * `localhost`.
+   */
+  spiffeId?: string;
   callers: number;
   /** Long-lived connections the callers share round-robin (default min(callers, 32); 100 in bursts). */
   connections?: number;
@@ -110,6 +116,14 @@ function sentryCalls(plan: LoadPlan, connections: number): { calls: Call[]; clos
       http2.connect(`https://localhost:${plan.port}`, {
         ca: plan.anchorsPem,
         servername: "localhost",
+        checkServerIdentity: plan.spiffeId === undefined ? undefined : (_host, cert) => {
+          const uris = (cert.subjectaltname ?? "").split(", ").filter((san) =>
+            san.startsWith("URI:")
+          );
+          return uris.length === 1 && uris[0] === `URI:${plan.spiffeId}`
+            ? undefined
+            : new Error(`sentry presented ${cert.subjectaltname}, not ${plan.spiffeId}`);
+        },
       }).on("error", () => {/* reported per call */}),
   );
   const calls = sessions.map((session) => () =>

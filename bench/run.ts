@@ -6,23 +6,30 @@
  *   2. the in-process signing core (bench/signer.ts: decode and verify a P-256 CSR, build and
  *      sign the workload certificate), one core, on Node (the release binary's runtime) and
  *      on Deno;
- *   3. SignCertificate end to end over TLS against the release binary (dist/sentry) at 1, 32
- *      and 256 concurrent callers, load from a separate process (bench/load.ts);
- *   4. the same load shape against `cfssl serve` (Debian's golang-cfssl, installed here when
- *      missing) signing the same CSR with an ECDSA P-256 CA, and the ratio ours / CFSSL; CFSSL
- *      over plain HTTP is the reference (as the performance issue sets it), CFSSL over HTTPS
- *      is measured too, since sentry's gRPC is always TLS;
- *   5. the release binary's peak RSS after 100,000 certificates, and its time from start to
+ *   3. SignCertificate end to end against the release binary (dist/sentry) and against Dapr's
+ *      own sentry (the release tests/dapr/go.mod pins, built by tests/dapr/build.sh), both
+ *      signing with the same issuer (ECDSA P-256, and Ed25519 in the full run: Dapr's sentry
+ *      gets a copy of the bundle ours generated), at 1, 32 and 256 concurrent callers, with
+ *      ECDSA P-256 and Ed25519 CSRs; and the same load on `cfssl serve` (Debian's golang-cfssl,
+ *      installed here when missing) with an ECDSA P-256 CA, over plain HTTP (the reference the
+ *      performance issue sets) and HTTPS. All of it from one load generator in its own process,
+ *      tests/dapr/loadgen (grpc-go with Dapr's proto package, sentry verified by its SPIFFE ID as
+ *      daprd does; CFSSL over net/http), so that every server carries the same client cost.
+ *      Ratios: ours / Dapr's and ours / CFSSL;
+ *   4. a cross-check at 32 callers with the Node load generator (bench/load.ts), the one earlier
+ *      runs used, against all three;
+ *   5. the peak RSS of both sentries after 100,000 certificates, and their time from start to
  *      a healthy /healthz on a new credentials directory;
- *   6. a burst of 10,000 callers at once on a fresh release binary (default
- *      --max-concurrent-requests), each retrying with backoff when told to: all served, how
- *      many retries, how long, and the peak RSS.
- * It prints a table and writes bench/results.json (bench/results.quick.json for --quick),
+ *   6. a burst of 10,000 callers at once on a fresh server of each (ours with its default
+ *      --max-concurrent-requests), each retrying with backoff when told to (bench/load.ts): all
+ *      served, how many retries, how long, and the peak RSS.
+ * It prints tables and writes bench/results.json (bench/results.quick.json for --quick),
  * including each target of the performance issue and whether this run met it.
  *
  * Usage: deno task bench [--quick] [--seconds N] [--certificates N]
- *   --quick         a smoke run for CI: short phases, 5,000 certificates for the RSS figure
- *   --seconds N     measured seconds per load phase (default 10; 1 with --quick)
+ *   --quick         a smoke run for CI: one issuer, short phases, 5,000 certificates for the
+ *                   RSS figure, a burst of 2,000
+ *   --seconds N     measured seconds per load row (default 10; 1 with --quick)
  *   --certificates  certificates before reading the peak RSS (default 100,000)
  *
  * @module
@@ -31,11 +38,14 @@ import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { daprBinaries } from "../tests/helpers/dapr_binaries.ts";
 import { generateKey, makeCsr } from "../tests/helpers/openssl.ts";
-import { startSentry, tempDir } from "../tests/helpers/sentry_process.ts";
+import { type RunningSentry, startSentry, tempDir } from "../tests/helpers/sentry_process.ts";
 import { bundleForNode } from "../scripts/node-bundle.ts";
 import { ensureCfssl, startCfssl } from "./cfssl.ts";
+import { copyBundle, daprVersion, startDaprSentry } from "./dapr_sentry.ts";
 import type { BurstResult, LoadPlan, LoadResult } from "./load.ts";
+import { type CsrKey, goLoad, type GoLoadPlan, type GoLoadResult } from "./loadgen.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RELEASE_BINARY = join(ROOT, "dist/sentry");
@@ -51,6 +61,15 @@ const RSS_CERTIFICATES = Number(flag("--certificates") ?? (QUICK ? 5_000 : 100_0
 const STARTS = QUICK ? 3 : 7;
 const BURST_CALLERS = QUICK ? 2_000 : 10_000;
 const CALLERS = [1, 32, 256];
+const CSR_KEYS: CsrKey[] = ["ecdsa-p256", "ed25519"];
+/** Key algorithms of the issuer both sentries sign with (ours generates it: --key-algorithm). */
+type IssuerKey = "ecdsa-p256" | "ed25519";
+const ISSUERS: IssuerKey[] = QUICK ? ["ecdsa-p256"] : ["ecdsa-p256", "ed25519"];
+const CROSS_CHECK_CALLERS = 32;
+/** Share of the machine's CPU (%) used by others during a row above which it is flagged. */
+const OTHER_CPU_WARNING = 5;
+/** Both sentries' SPIFFE ID (default trust domain and namespace), as daprd checks it. */
+const SENTRY_ID = `spiffe://localhost/ns/${Deno.env.get("NAMESPACE") ?? "default"}/dapr-sentry`;
 
 async function run(program: string, args: string[]): Promise<string> {
   const output = await new Deno.Command(program, { args, stderr: "piped" }).output();
@@ -111,12 +130,12 @@ async function inProcess(csrFile: string, signerBundle: string): Promise<SignerR
   ];
 }
 
-/** Runs the load generator as its own Node process. */
-async function load(loadBundle: string, plan: LoadPlan): Promise<LoadResult> {
+/** Runs the Node load generator as its own Node process. */
+async function nodeLoad(loadBundle: string, plan: LoadPlan): Promise<LoadResult> {
   return JSON.parse(await run("node", [loadBundle, JSON.stringify(plan)]));
 }
 
-/** Runs the load generator in burst mode. */
+/** Runs the Node load generator in burst mode. */
 async function burst(loadBundle: string, plan: LoadPlan): Promise<BurstResult> {
   return JSON.parse(await run("node", [loadBundle, JSON.stringify({ ...plan, burst: true })]));
 }
@@ -124,13 +143,27 @@ async function burst(loadBundle: string, plan: LoadPlan): Promise<BurstResult> {
 /** Peak resident set size (VmHWM) of a process, in MiB. */
 function peakRssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
+  return Number((Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024).toFixed(1));
 }
 
-function errorSummary(result: LoadResult): string {
+function errorSummary(result?: LoadResult): string {
+  if (!result) return "n/a";
   const entries = Object.entries(result.errors);
   return entries.length === 0 ? "0" : entries.map(([why, n]) => `${n} ${why}`).join(", ");
 }
+
+/** Prints one table line: cells padded to `widths` (negative: left-aligned). */
+function line(cells: (string | number | undefined)[], widths: number[]): void {
+  console.log(
+    "  " + cells.map((cell, i) => {
+      const text = String(cell ?? "n/a");
+      return widths[i] < 0 ? text.padEnd(-widths[i]) : text.padStart(widths[i]);
+    }).join("  "),
+  );
+}
+
+const ms = (value?: number) => value?.toFixed(2);
+const ratio = (a: number, b?: number) => b ? Number((a / b).toFixed(2)) : undefined;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -140,6 +173,10 @@ try {
   console.error(`${RELEASE_BINARY} is missing: run 'deno task build' (deno task bench does)`);
   Deno.exit(1);
 }
+
+// Dapr's sentry and the grpc-go load generator (tests/dapr/build.sh; cached once built).
+const dapr = await daprBinaries();
+const DAPR = `Dapr's sentry ${await daprVersion()}`;
 
 const work = await tempDir("sentry-bench-");
 const csrPem = await makeCsr(work, await generateKey("ec-p256"));
@@ -151,8 +188,11 @@ const [loadBundle, signerBundle] = [
 ];
 const cfsslMissing = await ensureCfssl();
 
+const loadAverage = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+const loadAtStart = loadAverage();
 console.log(
-  `sentry benchmark${QUICK ? " (--quick)" : ""}: ${cpus().length} cores, ${cpus()[0]?.model}`,
+  `sentry benchmark${QUICK ? " (--quick)" : ""}: ${cpus().length} cores, ${cpus()[0]?.model}, ` +
+    `load average ${loadAtStart}`,
 );
 const ceiling = await opensslCeiling();
 console.log(
@@ -169,155 +209,437 @@ for (const signer of signers) {
   );
 }
 
+// -- End to end: ours, Dapr's and CFSSL under the grpc-go load generator --------------------
+
 const version = await run(RELEASE_BINARY, ["--version"]);
-const sentry = await startSentry({ command: [RELEASE_BINARY], dir: join(work, "sentry-certs") });
+
+/** ours / Dapr's: above 1, ours serves more per second; below 1, ours answers faster. */
+interface Ratios {
+  certificatesPerSecond?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+}
+interface EndToEndRow {
+  /** Key algorithm of the issuer both sentries sign with (CFSSL's CA is always P-256). */
+  issuer: IssuerKey;
+  /** Key type of the CSRs. */
+  csrKey: CsrKey;
+  callers: number;
+  sentry?: GoLoadResult;
+  dapr?: GoLoadResult;
+  /** ours / Dapr's certificates per second, p50 and p99 latency. */
+  daprRatio?: Ratios;
+  cfssl?: GoLoadResult;
+  /** ours / CFSSL over plain HTTP (the issue's reference), certificates per second. */
+  ratio?: number;
+  cfsslHttps?: GoLoadResult;
+  /** ours / CFSSL over HTTPS. */
+  ratioHttps?: number;
+  /** Servers the load generator could not load, with its explanation. */
+  failures?: Record<string, string>;
+}
+
+/** CPU time (user + system) a process has used so far, in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = Number(await run("getconf", ["CLK_TCK"]));
+
+/**
+ * Busy CPU time of the whole machine so far, all cores, in seconds (/proc/stat: user, nice,
+ * system, irq, softirq and steal).
+ */
+function machineBusySeconds(): number {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/)
+    .slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = fields;
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / CLOCK_TICKS;
+}
+
+/**
+ * Runs the grpc-go generator against the server of process `pid`, and adds the server's CPU
+ * time per certificate; a refusal (say, a key type CFSSL does not sign) is recorded in the row.
+ */
+async function measure(
+  row: EndToEndRow,
+  server: string,
+  pid: number,
+  plan: Omit<GoLoadPlan, "key" | "callers" | "seconds" | "warmupSeconds">,
+): Promise<GoLoadResult | undefined> {
+  try {
+    const [cpuBefore, busyBefore, started] = [cpuSeconds(pid), machineBusySeconds(), Date.now()];
+    const result = await goLoad(dapr.loadgen, {
+      ...plan,
+      key: row.csrKey,
+      callers: row.callers,
+      seconds: SECONDS,
+      warmupSeconds: WARMUP_SECONDS,
+    });
+    const cpu = cpuSeconds(pid) - cpuBefore;
+    result.serverCpuUsPerCertificate = Math.round(cpu * 1e6 / result.allCertificates);
+    // What neither the server nor the generator used: other processes, or the hypervisor.
+    const client = result.clientCpuUsPerCertificate * result.allCertificates / 1e6;
+    const other = machineBusySeconds() - busyBefore - cpu - client;
+    const capacity = (Date.now() - started) / 1000 * cpus().length;
+    result.otherCpuPercent = Math.max(0, Math.round(other / capacity * 100));
+    return result;
+  } catch (error) {
+    row.failures = { ...row.failures, [server]: (error as Error).message };
+    return undefined;
+  }
+}
+
 const cfssl = cfsslMissing ? undefined : await startCfssl(join(work, "cfssl"), csrPem);
 const cfsslTls = cfsslMissing
   ? undefined
   : await startCfssl(join(work, "cfssl-tls"), csrPem, { tls: true });
-const anchorsPem = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
-interface EndToEndRow {
-  callers: number;
-  sentry: LoadResult;
-  cfssl?: LoadResult;
-  /** sentry / CFSSL over plain HTTP (the issue's reference). */
-  ratio?: number;
-  cfsslHttps?: LoadResult;
-  /** sentry / CFSSL over HTTPS. */
-  ratioHttps?: number;
-}
+const cfsslTlsCa = join(work, "cfssl-tls", "tls.crt");
 const endToEnd: EndToEndRow[] = [];
-console.log(`\nSignCertificate end to end, ${SECONDS} s per row, load from a separate process:`);
-console.log(`  ours: ${version}; reference: ${cfssl ? "cfssl serve" : cfsslMissing}`);
+/** Reasons a server could not be loaded, printed once each. */
+const notes = new Set<string>();
+const underLoadRss: { issuer: IssuerKey; sentry: number; dapr: number }[] = [];
+let nodeCrossCheck:
+  | { callers: number; sentry: LoadResult; dapr: LoadResult; cfssl?: LoadResult }
+  | undefined;
+const WIDTHS = [-10, -10, 7, 1, 6, 6, 6, 4, 1, 6, 6, 6, 4, 1, 5, 5, 5, 1, 7, 6, 4, 4, 1, 7, 6, 4];
 console.log(
-  "  callers | sentry cert/s  p50 ms  p99 ms  errors | cfssl cert/s  p50 ms  p99 ms  errors | ratio" +
-    " | cfssl https cert/s  p99 ms | ratio",
+  `\nSignCertificate end to end, ${SECONDS} s per row after ${WARMUP_SECONDS} s of warm-up, ` +
+    `load from tests/dapr/loadgen (grpc-go; callers over min(callers, 32) connections):`,
+);
+console.log(`  ours: ${version}; ${DAPR}; reference: ${cfssl ? "cfssl serve" : cfsslMissing}`);
+console.log(
+  "  issuer: both sentries sign with it (CFSSL's CA is P-256; CFSSL is HTTP/1.1 JSON, TLS = " +
+    "over HTTPS); latencies in ms;\n  cpu = the server's CPU time per certificate, µs; " +
+    "o/D = ours/Dapr's (cert/s above 1, latency below 1 favour ours); o/C = ours/CFSSL cert/s",
+);
+line(
+  [
+    "issuer",
+    "CSR",
+    "callers",
+    "|",
+    "ours/s",
+    "p50",
+    "p99",
+    "cpu",
+    "|",
+    "Dapr/s",
+    "p50",
+    "p99",
+    "cpu",
+    "|",
+    "o/D/s",
+    "p50",
+    "p99",
+    "|",
+    "CFSSL/s",
+    "p99",
+    "cpu",
+    "o/C",
+    "|",
+    "TLS/s",
+    "p99",
+    "o/C",
+  ],
+  WIDTHS,
 );
 try {
-  for (const callers of CALLERS) {
-    const shape = { csrPem, callers, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS };
-    // Alternate the two servers row by row so that drift in the machine's speed hits both.
-    const ours = await load(loadBundle, {
-      ...shape,
-      target: "sentry",
-      port: sentry.grpcPort,
-      anchorsPem,
+  for (const issuer of ISSUERS) {
+    const ours = await startSentry({
+      command: [RELEASE_BINARY],
+      dir: join(work, `sentry-${issuer}`),
+      args: [`--key-algorithm=${issuer}`],
     });
-    const theirs = cfssl
-      ? await load(loadBundle, { ...shape, target: "cfssl", port: cfssl.port })
-      : undefined;
-    const theirsHttps = cfsslTls
-      ? await load(loadBundle, {
-        ...shape,
-        target: "cfssl",
-        port: cfsslTls.port,
-        anchorsPem: cfsslTls.anchorsPem,
-      })
-      : undefined;
-    const ratioTo = (reference?: LoadResult) =>
-      reference
-        ? Number((ours.certificatesPerSecond / reference.certificatesPerSecond).toFixed(2))
-        : undefined;
-    const ratio = ratioTo(theirs);
-    const ratioHttps = ratioTo(theirsHttps);
-    endToEnd.push({
-      callers,
-      sentry: ours,
-      cfssl: theirs,
-      ratio,
-      cfsslHttps: theirsHttps,
-      ratioHttps,
-    });
-    const cells = (r?: LoadResult) =>
-      r
-        ? `${String(r.certificatesPerSecond).padStart(12)}  ${r.p50Ms.toFixed(2).padStart(6)}  ${
-          r.p99Ms.toFixed(2).padStart(6)
-        }  ${errorSummary(r).padStart(6)}`
-        : "                    n/a";
-    const https = theirsHttps
-      ? `${String(theirsHttps.certificatesPerSecond).padStart(18)}  ${
-        theirsHttps.p99Ms.toFixed(2).padStart(6)
-      }`
-      : "                       n/a";
-    console.log(
-      `  ${String(callers).padStart(7)} | ${cells(ours)} | ${cells(theirs)} | ${
-        String(ratio ?? "n/a").padStart(5)
-      } | ${https} | ${ratioHttps ?? "n/a"}`,
-    );
+    await copyBundle(ours.dir, join(work, `dapr-${issuer}`));
+    let theirs: RunningSentry | undefined;
+    try {
+      theirs = await startDaprSentry(dapr.sentry, join(work, `dapr-${issuer}`));
+      const withCfssl = issuer === "ecdsa-p256";
+      for (const csrKey of CSR_KEYS) {
+        for (const callers of CALLERS) {
+          const row: EndToEndRow = { issuer, csrKey, callers };
+          // Each server in turn, row by row, so that drift in the machine's speed hits all.
+          row.sentry = await measure(row, "sentry", ours.child.pid, {
+            protocol: "grpc",
+            port: ours.grpcPort,
+            caFile: join(ours.dir, "ca.crt"),
+          });
+          row.dapr = await measure(row, "dapr", theirs.child.pid, {
+            protocol: "grpc",
+            port: theirs.grpcPort,
+            caFile: join(theirs.dir, "ca.crt"),
+          });
+          if (withCfssl && cfssl && cfsslTls) {
+            row.cfssl = await measure(row, "cfssl", cfssl.pid, {
+              protocol: "cfssl",
+              port: cfssl.port,
+            });
+            row.cfsslHttps = await measure(row, "cfsslHttps", cfsslTls.pid, {
+              protocol: "cfssl",
+              port: cfsslTls.port,
+              caFile: cfsslTlsCa,
+            });
+          }
+          const mine = row.sentry;
+          if (mine) {
+            row.daprRatio = row.dapr && {
+              certificatesPerSecond: ratio(
+                mine.certificatesPerSecond,
+                row.dapr.certificatesPerSecond,
+              ),
+              p50Ms: ratio(mine.p50Ms, row.dapr.p50Ms),
+              p99Ms: ratio(mine.p99Ms, row.dapr.p99Ms),
+            };
+            row.ratio = ratio(mine.certificatesPerSecond, row.cfssl?.certificatesPerSecond);
+            row.ratioHttps = ratio(
+              mine.certificatesPerSecond,
+              row.cfsslHttps?.certificatesPerSecond,
+            );
+          }
+          endToEnd.push(row);
+          const refused = (server: string) => row.failures?.[server] ? "refused" : undefined;
+          const cfsslCells = withCfssl
+            ? [
+              row.cfssl?.certificatesPerSecond ?? refused("cfssl"),
+              ms(row.cfssl?.p99Ms),
+              row.cfssl?.serverCpuUsPerCertificate,
+              row.ratio,
+              "|",
+              row.cfsslHttps?.certificatesPerSecond ?? refused("cfsslHttps"),
+              ms(row.cfsslHttps?.p99Ms),
+              row.ratioHttps,
+            ]
+            : ["", "", "", "", "|", "", "", ""];
+          line([
+            issuer,
+            csrKey,
+            callers,
+            "|",
+            row.sentry?.certificatesPerSecond,
+            ms(row.sentry?.p50Ms),
+            ms(row.sentry?.p99Ms),
+            row.sentry?.serverCpuUsPerCertificate,
+            "|",
+            row.dapr?.certificatesPerSecond,
+            ms(row.dapr?.p50Ms),
+            ms(row.dapr?.p99Ms),
+            row.dapr?.serverCpuUsPerCertificate,
+            "|",
+            row.daprRatio?.certificatesPerSecond,
+            row.daprRatio?.p50Ms,
+            row.daprRatio?.p99Ms,
+            "|",
+            ...cfsslCells,
+          ], WIDTHS);
+          const others: string[] = [];
+          for (const server of ["sentry", "dapr", "cfssl", "cfsslHttps"] as const) {
+            const result = row[server];
+            if (result && Object.keys(result.errors).length) {
+              console.log(`      ${server}: failed calls ${errorSummary(result)}`);
+            }
+            const other = result?.otherCpuPercent ?? 0;
+            if (other > OTHER_CPU_WARNING) others.push(`${server} ${other}%`);
+          }
+          if (others.length) {
+            console.log(
+              `      other processes (or the hypervisor) took part of the CPU during this row: ` +
+                `${others.join(", ")} of the machine; these figures are suspect`,
+            );
+          }
+          for (const [server, why] of Object.entries(row.failures ?? {})) {
+            // Said once per server and reason (CFSSL refuses every Ed25519 CSR, for one).
+            const note = `${server} not measured: ${why.split("\n")[0].slice(0, 200)}`;
+            if (!notes.has(note)) console.log(`      ${note}`);
+            notes.add(note);
+          }
+        }
+      }
+      if (issuer === "ecdsa-p256") {
+        // The Node load generator of earlier runs, at one caller count, P-256 CSR.
+        const shape = {
+          csrPem,
+          callers: CROSS_CHECK_CALLERS,
+          seconds: SECONDS,
+          warmupSeconds: WARMUP_SECONDS,
+          spiffeId: SENTRY_ID,
+        };
+        nodeCrossCheck = {
+          callers: CROSS_CHECK_CALLERS,
+          sentry: await nodeLoad(loadBundle, {
+            ...shape,
+            target: "sentry",
+            port: ours.grpcPort,
+            anchorsPem: await Deno.readTextFile(join(ours.dir, "ca.crt")),
+          }),
+          dapr: await nodeLoad(loadBundle, {
+            ...shape,
+            target: "sentry",
+            port: theirs.grpcPort,
+            anchorsPem: await Deno.readTextFile(join(theirs.dir, "ca.crt")),
+          }),
+          cfssl: cfssl
+            ? await nodeLoad(loadBundle, { ...shape, target: "cfssl", port: cfssl.port })
+            : undefined,
+        };
+      }
+    } finally {
+      underLoadRss.push({
+        issuer,
+        sentry: peakRssMiB(ours.child.pid),
+        dapr: theirs ? peakRssMiB(theirs.child.pid) : NaN,
+      });
+      await ours.stop();
+      await theirs?.stop();
+    }
   }
 } finally {
-  await sentry.stop();
   await cfssl?.stop();
   await cfsslTls?.stop();
 }
-
-/**
- * Runs `use` against a fresh release binary on a new credentials directory, then stops it;
- * adds the server's peak RSS to what `use` returns.
- */
-async function onFreshServer<T>(
-  name: string,
-  use: (port: number, anchorsPem: string) => Promise<T>,
-): Promise<T & { peakRssMiB: number }> {
-  const server = await startSentry({ command: [RELEASE_BINARY], dir: join(work, name) });
-  try {
-    const result = await use(server.grpcPort, await Deno.readTextFile(join(server.dir, "ca.crt")));
-    return { ...result, peakRssMiB: Number(peakRssMiB(server.child.pid).toFixed(1)) };
-  } finally {
-    await server.stop();
-  }
+const clientCost = (server: "sentry" | "dapr" | "cfssl" | "cfsslHttps") => {
+  const values = endToEnd.flatMap((row) => row[server]?.clientCpuUsPerCertificate ?? []);
+  return values.length ? `${Math.min(...values)}-${Math.max(...values)}` : "n/a";
+};
+console.log(
+  `  the load generator's own CPU per certificate (µs, min-max over the rows): against ours ` +
+    `${clientCost("sentry")}, Dapr's ${clientCost("dapr")}, CFSSL ${clientCost("cfssl")}, ` +
+    `CFSSL over HTTPS ${clientCost("cfsslHttps")}`,
+);
+for (const { issuer, sentry, dapr } of underLoadRss) {
+  console.log(
+    `  peak RSS over the ${issuer} issuer rows: ours ${sentry} MiB, Dapr's ${dapr} MiB`,
+  );
+}
+if (nodeCrossCheck) {
+  const { sentry, dapr, cfssl } = nodeCrossCheck;
+  const cells = (r?: LoadResult) =>
+    r ? `${r.certificatesPerSecond}/s p50 ${ms(r.p50Ms)} p99 ${ms(r.p99Ms)} ms` : "n/a";
+  console.log(
+    `\ncross-check with the Node load generator (bench/load.ts), ${CROSS_CHECK_CALLERS} callers, ` +
+      `P-256 issuer and CSR:\n  ours ${cells(sentry)} (errors ${errorSummary(sentry)}); ` +
+      `Dapr's ${cells(dapr)} (errors ${errorSummary(dapr)}); CFSSL ${cells(cfssl)}; ` +
+      `ours/Dapr ${ratio(sentry.certificatesPerSecond, dapr.certificatesPerSecond)}, ` +
+      `ours/CFSSL ${ratio(sentry.certificatesPerSecond, cfssl?.certificatesPerSecond) ?? "n/a"}`,
+  );
 }
 
-// Footprint: RSS_CERTIFICATES certificates, then the peak RSS.
-const rss = await onFreshServer("rss-certs", async (port, anchorsPem) => {
-  const result = await load(loadBundle, {
-    target: "sentry",
-    port,
-    anchorsPem,
-    csrPem,
+// -- Footprint, bursts and start-up: ours and Dapr's, each on a fresh server ----------------
+
+/**
+ * Runs `use` against a fresh release binary on a new credentials directory, then against a
+ * fresh Dapr sentry on a copy of the bundle ours generated; stops each and adds its peak RSS
+ * to what `use` returns.
+ */
+async function onFreshServers<T>(
+  name: string,
+  use: (server: RunningSentry) => Promise<T>,
+): Promise<{ sentry: T & { peakRssMiB: number }; dapr: T & { peakRssMiB: number } }> {
+  const measureOn = async (server: RunningSentry) => {
+    try {
+      const result = await use(server);
+      return { ...result, peakRssMiB: peakRssMiB(server.child.pid) };
+    } finally {
+      await server.stop();
+    }
+  };
+  const oursDir = join(work, `${name}-sentry`);
+  const sentry = await measureOn(
+    await startSentry({ command: [RELEASE_BINARY], dir: oursDir }),
+  );
+  await copyBundle(oursDir, join(work, `${name}-dapr`));
+  const theirs = await measureOn(
+    await startDaprSentry(dapr.sentry, join(work, `${name}-dapr`)),
+  );
+  return { sentry, dapr: theirs };
+}
+
+// Footprint: RSS_CERTIFICATES certificates at 32 callers (P-256 CSRs), then the peak RSS.
+const rss = await onFreshServers("rss", async (server) => {
+  const result = await goLoad(dapr.loadgen, {
+    protocol: "grpc",
+    port: server.grpcPort,
+    caFile: join(server.dir, "ca.crt"),
+    key: "ecdsa-p256",
     callers: 32,
-    seconds: 0,
-    count: RSS_CERTIFICATES,
+    seconds: 600,
     warmupSeconds: 0,
+    count: RSS_CERTIFICATES,
   });
   return { certificates: result.certificates, errors: result.errors };
 });
-console.log(
-  `\npeak RSS of the release binary after ${rss.certificates} certificates: ${rss.peakRssMiB} MiB`,
-);
 
 // A burst: every caller at once, one certificate each, retrying with backoff when busy.
-const burstResult = await onFreshServer("burst-certs", (port, anchorsPem) =>
+const bursts = await onFreshServers("burst", async (server) =>
   burst(loadBundle, {
     target: "sentry",
-    port,
-    anchorsPem,
+    port: server.grpcPort,
+    anchorsPem: await Deno.readTextFile(join(server.dir, "ca.crt")),
+    spiffeId: SENTRY_ID,
     csrPem,
     callers: BURST_CALLERS,
     connections: 100,
     seconds: 0,
   }));
-console.log(
-  `burst of ${burstResult.callers} callers over ${burstResult.connections} connections: ` +
-    `${burstResult.served} served in ${burstResult.seconds} s (p50 ${burstResult.p50Ms} ms, ` +
-    `p99 ${burstResult.p99Ms} ms to a certificate), ${burstResult.retries} busy answers retried, ` +
-    `other errors ${JSON.stringify(burstResult.errors)}, peak RSS ${burstResult.peakRssMiB} MiB`,
-);
 
-const startups: number[] = [];
+// Start to healthy on a new credentials directory, ours and Dapr's in turn.
+const startups = { sentry: [] as number[], dapr: [] as number[] };
 for (let i = 0; i < STARTS; i++) {
-  const started = await startSentry({ command: [RELEASE_BINARY], dir: join(work, `start-${i}`) });
-  startups.push(started.startupMs);
-  await started.stop();
+  const ours = await startSentry({ command: [RELEASE_BINARY], dir: join(work, `start-${i}`) });
+  startups.sentry.push(Number(ours.startupMs.toFixed(0)));
+  await ours.stop();
+  const theirs = await startDaprSentry(dapr.sentry, join(work, `start-dapr-${i}`));
+  startups.dapr.push(Number(theirs.startupMs.toFixed(0)));
+  await theirs.stop();
 }
-const startupMs = Number(median(startups).toFixed(0));
-console.log(
-  `start to healthy on a new credentials directory (median of ${STARTS}): ${startupMs} ms`,
-);
+const startupMs = Number(median(startups.sentry).toFixed(0));
+const daprStartupMs = Number(median(startups.dapr).toFixed(0));
 
-// The targets of the performance issue, judged on this run's own numbers.
+const FOOT = [-52, 18, 18];
+console.log("");
+line(["footprint and bursts", "ours", "Dapr's"], FOOT);
+line([
+  `peak RSS after ${RSS_CERTIFICATES} certificates (MiB)`,
+  rss.sentry.peakRssMiB,
+  rss.dapr.peakRssMiB,
+], FOOT);
+line([
+  "  certificates served, errors",
+  ...[rss.sentry, rss.dapr].map((r) =>
+    `${r.certificates}, ${Object.keys(r.errors).length ? JSON.stringify(r.errors) : "none"}`
+  ),
+], FOOT);
+line([
+  `start to healthy, new directory (median of ${STARTS}, ms)`,
+  startupMs,
+  daprStartupMs,
+], FOOT);
+line([`burst of ${BURST_CALLERS} callers over 100 connections`, "", ""], FOOT);
+line(
+  ["  served in (s)", ...[bursts.sentry, bursts.dapr].map((b) => `${b.served} in ${b.seconds}`)],
+  FOOT,
+);
+line([
+  "  p50 / p99 to a certificate (ms)",
+  ...[bursts.sentry, bursts.dapr].map((b) => `${b.p50Ms} / ${b.p99Ms}`),
+], FOOT);
+line(["  busy answers retried", bursts.sentry.retries, bursts.dapr.retries], FOOT);
+line([
+  "  other errors",
+  ...[bursts.sentry, bursts.dapr].map((b) =>
+    Object.keys(b.errors).length ? JSON.stringify(b.errors) : "none"
+  ),
+], FOOT);
+line(["  peak RSS (MiB)", bursts.sentry.peakRssMiB, bursts.dapr.peakRssMiB], FOOT);
+
+// The targets of the performance issue, judged on this run's own numbers (grpc-go generator,
+// P-256 issuer and CSR, against CFSSL over plain HTTP as the issue sets it).
 const node = signers[0];
-const row = (callers: number) => endToEnd.find((entry) => entry.callers === callers)!;
+const row = (callers: number) =>
+  endToEnd.find((entry) =>
+    entry.callers === callers && entry.issuer === "ecdsa-p256" && entry.csrKey === "ecdsa-p256"
+  )!;
 const at32 = row(32);
 const at256 = row(256);
 const onlyBusy = (errors: Record<string, number>) =>
@@ -337,29 +659,29 @@ const targets = [
   },
   {
     target: "32 callers: p99 <= CFSSL's p99, zero errors",
-    measured: `${at32.sentry.p99Ms} ms vs ${at32.cfssl?.p99Ms ?? "n/a"} ms, errors ${
+    measured: `${at32.sentry?.p99Ms ?? "n/a"} ms vs ${at32.cfssl?.p99Ms ?? "n/a"} ms, errors ${
       errorSummary(at32.sentry)
     }`,
-    met: at32.cfssl !== undefined && at32.sentry.p99Ms <= at32.cfssl.p99Ms &&
-      Object.keys(at32.sentry.errors).length === 0,
+    met: at32.sentry !== undefined && at32.cfssl !== undefined &&
+      at32.sentry.p99Ms <= at32.cfssl.p99Ms && Object.keys(at32.sentry.errors).length === 0,
   },
   {
     target: "256 callers: zero errors or only RESOURCE_EXHAUSTED",
-    measured: `errors ${errorSummary(at256.sentry)}, p99 ${at256.sentry.p99Ms} ms`,
-    met: onlyBusy(at256.sentry.errors),
+    measured: `errors ${errorSummary(at256.sentry)}, p99 ${at256.sentry?.p99Ms ?? "n/a"} ms`,
+    met: at256.sentry !== undefined && onlyBusy(at256.sentry.errors),
   },
   {
     target: "peak RSS < 150 MB after 100,000 certificates",
-    measured: `${rss.peakRssMiB} MiB after ${rss.certificates}`,
-    met: rss.peakRssMiB < 150 && rss.certificates >= 100_000,
+    measured: `${rss.sentry.peakRssMiB} MiB after ${rss.sentry.certificates}`,
+    met: rss.sentry.peakRssMiB < 150 && rss.sentry.certificates >= 100_000,
   },
   {
-    target: `burst of ${burstResult.callers} callers: all served or told to retry, none lost`,
-    measured: `${burstResult.served} served, ${burstResult.retries} retries, errors ${
-      JSON.stringify(burstResult.errors)
+    target: `burst of ${BURST_CALLERS} callers: all served or told to retry, none lost`,
+    measured: `${bursts.sentry.served} served, ${bursts.sentry.retries} retries, errors ${
+      JSON.stringify(bursts.sentry.errors)
     }`,
-    met: burstResult.served === burstResult.callers &&
-      Object.keys(burstResult.errors).length === 0,
+    met: bursts.sentry.served === bursts.sentry.callers &&
+      Object.keys(bursts.sentry.errors).length === 0,
   },
   {
     target: "healthy within 1 s on a new directory",
@@ -367,6 +689,19 @@ const targets = [
     met: startupMs < 1000,
   },
 ];
+const disturbed = endToEnd.flatMap((row) =>
+  (["sentry", "dapr", "cfssl", "cfsslHttps"] as const).flatMap((server) =>
+    (row[server]?.otherCpuPercent ?? 0) > OTHER_CPU_WARNING ? [row[server]!.otherCpuPercent!] : []
+  )
+);
+console.log(
+  `\nload average at the start ${loadAtStart}, at the end ${loadAverage()}; ` +
+    (disturbed.length
+      ? `${disturbed.length} load runs shared the machine with others (up to ${
+        Math.max(...disturbed)
+      }% of its CPU): compare figures with care`
+      : `no load run lost more than ${OTHER_CPU_WARNING}% of the CPU to other processes`),
+);
 console.log("\ntargets (this run):");
 for (const { target, measured, met } of targets) {
   console.log(`  ${met ? "met   " : "MISSED"}  ${target}: ${measured}`);
@@ -375,17 +710,36 @@ for (const { target, measured, met } of targets) {
 const results = {
   date: new Date().toISOString(),
   quick: QUICK,
-  machine: { cores: cpus().length, model: cpus()[0]?.model },
+  machine: {
+    cores: cpus().length,
+    model: cpus()[0]?.model,
+    /** /proc/loadavg (1, 5, 15 minutes) before and after the run. */
+    loadAverage: { start: loadAtStart, end: loadAverage() },
+  },
   sentry: version,
+  dapr: DAPR,
   opensslCeiling: ceiling,
   inProcess: signers,
   endToEnd: {
+    loadGenerator: "tests/dapr/loadgen (grpc-go; CFSSL over net/http, HTTP/1.1)",
+    connections: "min(callers, 32)",
     secondsPerRow: SECONDS,
+    warmupSeconds: WARMUP_SECONDS,
     reference: cfssl ? "cfssl serve" : cfsslMissing,
     rows: endToEnd,
+    /** Peak RSS of each server over all the rows of one issuer. */
+    peakRssMiB: underLoadRss,
+    nodeCrossCheck,
   },
-  footprint: { ...rss, startupMs, startups: startups.map((ms) => Number(ms.toFixed(0))) },
-  burst: burstResult,
+  footprint: {
+    certificates: rss.sentry.certificates,
+    errors: rss.sentry.errors,
+    peakRssMiB: rss.sentry.peakRssMiB,
+    startupMs,
+    startups: startups.sentry,
+    dapr: { ...rss.dapr, startupMs: daprStartupMs, startups: startups.dapr },
+  },
+  burst: { ...bursts.sentry, dapr: bursts.dapr },
   targets,
 };
 // A quick run never replaces the full run's record.

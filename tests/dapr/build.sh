@@ -23,7 +23,8 @@ mkdir -p "$out"
 
 stamp=$( (go version; cat go.mod go.sum; find suite loadgen -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] &&
-  [ -x "$out/daprd" ] && [ -x "$out/sentry" ] && [ -x "$out/sentry-suite.test" ]; then
+  [ -x "$out/daprd" ] && [ -x "$out/sentry" ] && [ -x "$out/sentry-suite.test" ] &&
+  { [ ! -d loadgen ] || [ -x "$out/loadgen" ]; }; then
   echo "$out"
   exit 0
 fi

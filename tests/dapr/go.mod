@@ -7,7 +7,10 @@ module sentry.test/dapr
 
 go 1.26.6
 
-require github.com/dapr/dapr v1.18.3
+require (
+	github.com/dapr/dapr v1.18.3
+	google.golang.org/grpc v1.82.1
+)
 
 require (
 	cel.dev/expr v0.25.1 // indirect
@@ -414,7 +417,6 @@ require (
 	google.golang.org/genproto v0.0.0-20250512202823-5a2f75b736a9 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260526163538-3dc84a4a5aaa // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260727163830-6c54dddc4772 // indirect
-	google.golang.org/grpc v1.82.1 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/alexcesaro/quotedprintable.v3 v3.0.0-20150716171945-2caba252f4dc // indirect
 	gopkg.in/couchbase/gocb.v1 v1.6.7 // indirect
