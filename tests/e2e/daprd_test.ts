@@ -217,22 +217,16 @@ async function invocationScenario(
     }
     await Promise.all(Object.values(daprds).map((d) => d.waitHealthy()));
 
-    const ab = await daprds.appa.invoke("appb", "hello");
-    assert.equal(ab.status, 200, ab.body);
-    assert.deepEqual(JSON.parse(ab.body) as AppAnswer, {
-      app: "appb",
-      method: "GET",
-      path: "/hello",
-      caller: "appa",
-    });
-    const ba = await daprds.appb.invoke("appa", "hi");
-    assert.equal(ba.status, 200, ba.body);
-    assert.deepEqual(JSON.parse(ba.body) as AppAnswer, {
-      app: "appa",
-      method: "GET",
-      path: "/hi",
-      caller: "appb",
-    });
+    for (const [caller, app, method] of [["appa", "appb", "hello"], ["appb", "appa", "hi"]]) {
+      const answer = await daprds[caller].invoke(app, method);
+      assert.equal(answer.status, 200, answer.body);
+      assert.deepEqual(JSON.parse(answer.body) as AppAnswer, {
+        app,
+        method: "GET",
+        path: `/${method}`,
+        caller,
+      });
+    }
     const calls = (app: TinyApp) => app.requests().filter((r) => !r.startsWith("GET /dapr/"));
     assert.deepEqual(calls(appB), ["GET /hello"]);
     assert.deepEqual(calls(appA), ["GET /hi"]);

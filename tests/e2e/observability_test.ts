@@ -8,7 +8,13 @@ import { fileURLToPath } from "node:url";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../helpers/openssl.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
-import { freePort, sentryCommand, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  freePort,
+  sentryCommand,
+  serveArgs,
+  startSentry,
+  tempDir,
+} from "../helpers/sentry_process.ts";
 import { TextLineStream } from "../helpers/text_lines.ts";
 
 const PYTHON_CLIENT = fileURLToPath(new URL("./python/sentry_client.py", import.meta.url));
@@ -140,14 +146,11 @@ Deno.test("a stop signal that arrives while sentry is starting stops it cleanly"
   const child = new Deno.Command(program, {
     args: [
       ...prefix,
-      "--issuer-credentials",
-      dir,
-      "--listen-address=127.0.0.1",
-      `--port=${await freePort()}`,
-      "--healthz-listen-address=127.0.0.1",
-      `--healthz-port=${await freePort()}`,
-      "--metrics-listen-address=127.0.0.1",
-      `--metrics-port=${await freePort()}`,
+      ...serveArgs(dir, {
+        grpc: await freePort(),
+        health: await freePort(),
+        metrics: await freePort(),
+      }),
     ],
     stdout: "null",
     stderr: "piped",

@@ -159,6 +159,23 @@ class StartFailure extends Error {
   }
 }
 
+/** The flags that serve `dir` with every listener on 127.0.0.1 at the given ports. */
+export function serveArgs(
+  dir: string,
+  ports: { grpc: number; health: number; metrics: number },
+): string[] {
+  return [
+    "--issuer-credentials",
+    dir,
+    "--listen-address=127.0.0.1",
+    `--port=${ports.grpc}`,
+    "--healthz-listen-address=127.0.0.1",
+    `--healthz-port=${ports.health}`,
+    "--metrics-listen-address=127.0.0.1",
+    `--metrics-port=${ports.metrics}`,
+  ];
+}
+
 async function startOnFreePorts(
   options: StartOptions,
   earlierLogs: string,
@@ -174,14 +191,7 @@ async function startOnFreePorts(
   const child = new Deno.Command(program, {
     args: [
       ...prefix,
-      "--issuer-credentials",
-      dir,
-      "--listen-address=127.0.0.1",
-      `--port=${grpcPort}`,
-      "--healthz-listen-address=127.0.0.1",
-      `--healthz-port=${healthPort}`,
-      "--metrics-listen-address=127.0.0.1",
-      `--metrics-port=${metricsPort}`,
+      ...serveArgs(dir, { grpc: grpcPort, health: healthPort, metrics: metricsPort }),
       ...(options.args ?? []),
     ],
     ...isolation(options.env),
