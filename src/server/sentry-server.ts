@@ -10,6 +10,7 @@ import type { CaKeyAlgorithm } from "../ca/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
 import { selectValidators, type ValidatorContext } from "../identity/select.ts";
+import { WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../../stores/store.ts";
@@ -83,10 +84,20 @@ function startSigningPool(workers: number, logger: Logger): SigningPool | undefi
     ));
 }
 
-function describeSettings(settings: MtlsSettings): string {
-  const validators = settings.tokenValidators.map((v) => v.name).join(", ") || "insecure (default)";
+/** The validators in force, as logged: `kubernetes (default), jwks`. */
+function describeValidators(set: ValidatorSet): string {
+  const names = [...set.enabled.keys()].sort((a, b) => a - b).map((wire) => {
+    const name = Object.entries(WireValidator).find(([, value]) => value === wire)?.[0] ??
+      String(wire);
+    return wire === set.defaultWire ? `${name.toLowerCase()} (default)` : name.toLowerCase();
+  });
+  return names.join(", ") + (set.defaultWire === WireValidator.UNKNOWN ? " (none by default)" : "");
+}
+
+function describeSettings(settings: MtlsSettings, validators: ValidatorSet): string {
   return `workloadCertTTL=${settings.workloadCertTtlMs / 1000}s, ` +
-    `allowedClockSkew=${settings.allowedClockSkewMs / 1000}s, token validators: ${validators}`;
+    `allowedClockSkew=${settings.allowedClockSkewMs / 1000}s, ` +
+    `token validators: ${describeValidators(validators)}`;
 }
 
 function closeValidators(set: ValidatorSet): void {
@@ -138,10 +149,12 @@ export class SentryServer {
     const { logger, now } = options;
     const context = validatorContext(options);
     const settings = await options.settingsSource.load();
-    logger.info(
-      `settings from ${options.settingsSource.description}: ${describeSettings(settings)}`,
-    );
     const validators = await selectValidators(settings, context);
+    logger.info(
+      `settings from ${options.settingsSource.description}: ${
+        describeSettings(settings, validators)
+      }`,
+    );
     const metrics = new SentryMetrics();
     let state: CaState;
     try {
@@ -266,7 +279,7 @@ export class SentryServer {
     this.metrics.configReloads.inc();
     this.#options.logger.info(
       `configuration reloaded from ${this.#options.settingsSource.description}: ${
-        describeSettings(settings)
+        describeSettings(settings, validators)
       }`,
     );
   }

@@ -120,6 +120,7 @@ Deno.test("first boot on an empty namespace creates the Secret and ConfigMap tha
         "the ConfigMap carries the anchors",
       );
       assert.match(sentry.logs(), /using Configuration dapr-system\/daprsystem/);
+      assert.match(sentry.logs(), /token validators: kubernetes \(default\)/);
       assert.match(sentry.logs(), /created ConfigMap dapr-system\/dapr-trust-bundle/);
       await assert.rejects(
         signOnce(sentry.grpcPort, secretPem(api, "ca.crt"), work, { tokenValidator: 1 }),

@@ -26,6 +26,7 @@ Deno.test("healthz, Dapr's metric names and JSON logs", async () => {
     const health = await fetch(`http://127.0.0.1:${sentry.healthPort}/healthz`);
     assert.equal(health.status, 200);
     await health.body?.cancel();
+    assert.match(sentry.logs(), /token validators: insecure \(default\)/);
 
     const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
     const client = new SentryClient(sentry.grpcPort, anchors);
