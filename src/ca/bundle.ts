@@ -6,7 +6,7 @@
  * @module
  */
 import type { KeyObject } from "node:crypto";
-import type { DerError } from "./der.ts";
+import type { DerError } from "../x509/der.ts";
 import {
   type CaKeyAlgorithm,
   generateCaKey,
@@ -15,7 +15,7 @@ import {
   privateKeyToPem,
   SigningKey,
   spkiOf,
-} from "./keys.ts";
+} from "../x509/keys.ts";
 import {
   hasKeyUsage,
   isCa,
@@ -24,11 +24,11 @@ import {
   parseCertificate,
   type ParsedCertificate,
   subjectKeyId,
-} from "./parse.ts";
-import { decodePem, encodeCertificates } from "./pem.ts";
-import { createIssuerCertificate, createRootCertificate, type IssuerIdentity } from "./profiles.ts";
+} from "../x509/parse.ts";
+import { decodePem, encodeCertificates } from "../x509/pem.ts";
+import { createIssuerCertificate, createRootCertificate } from "./profiles.ts";
 import { SpiffeId } from "./spiffe.ts";
-import { KeyUsage } from "./certificate.ts";
+import { type IssuerIdentity, KeyUsage } from "../x509/certificate.ts";
 
 /** The three PEM texts of a bundle, as stored (plus the root key when an operator keeps it). */
 export interface BundlePem {

@@ -14,32 +14,19 @@ import {
   EMPTY_NAME,
   encodeName,
   extendedKeyUsage,
+  type IssuerIdentity,
   KeyUsage,
   keyUsage,
   randomSerial,
   signCertificate,
   subjectAltName,
   subjectKeyIdentifier,
-} from "./certificate.ts";
-import { keyIdentifier, type SigningKey } from "./keys.ts";
+  type Validity,
+} from "../x509/certificate.ts";
+import { keyIdentifier, type SigningKey } from "../x509/keys.ts";
 import { SpiffeId } from "./spiffe.ts";
-import { nameAttribute } from "./parse.ts";
+import { nameAttribute } from "../x509/parse.ts";
 import { encodeWorkloadTbs } from "./workload-tbs.ts";
-
-/** When a certificate starts and stops being valid. */
-export interface Validity {
-  notBefore: Date;
-  notAfter: Date;
-}
-
-/** The signer's side of an issued certificate: its key and its certificate's exact names. */
-export interface IssuerIdentity {
-  key: SigningKey;
-  /** The signer certificate's encoded subject (becomes the issued certificate's issuer). */
-  subject: Uint8Array;
-  /** The signer's key identifier (becomes the AuthorityKeyIdentifier). */
-  keyId: Uint8Array;
-}
 
 /** What distinguishes one CA certificate from another. */
 export interface CaCertificateOptions {

@@ -6,8 +6,8 @@
  * @module
  */
 import type { TrustBundle } from "./bundle.ts";
-import { assembleCertificate } from "./certificate.ts";
-import { encodePem } from "./pem.ts";
+import { assembleCertificate } from "../x509/certificate.ts";
+import { encodePem } from "../x509/pem.ts";
 import { encodeWorkloadTbs } from "./workload-tbs.ts";
 import type { SpiffeId } from "./spiffe.ts";
 

@@ -15,13 +15,14 @@ import {
   encodeExtension,
   extendedKeyUsage,
   ExtKeyUsage,
+  type IssuerIdentity,
   KeyUsage,
   keyUsage,
   randomSerial,
   subjectAltName,
-} from "./certificate.ts";
-import * as der from "./der.ts";
-import type { IssuerIdentity, Validity } from "./profiles.ts";
+  type Validity,
+} from "../x509/certificate.ts";
+import * as der from "../x509/der.ts";
 import type { SpiffeId } from "./spiffe.ts";
 
 interface WorkloadTemplate {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseDuration } from "../config/duration.ts";
+import { parseDuration } from "../util/duration.ts";
 import {
   type FlagSpec,
   formatFlagHelp,

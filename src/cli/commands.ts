@@ -12,7 +12,7 @@ import { MINT_COMMAND, runMint } from "./mint.ts";
 import { RENEW_COMMAND, runRenew } from "./renew.ts";
 import { REQUEST_COMMAND, runRequest } from "./request.ts";
 import { runServe, SERVE_SUMMARY, serveFlagsHelp } from "./serve.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../util/version.ts";
 
 /** One subcommand. */
 export interface Command {

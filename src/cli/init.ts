@@ -6,7 +6,7 @@
  * @module
  */
 import { generateBundle, validateBundle } from "../ca/bundle.ts";
-import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
 import { SpiffeId } from "../ca/spiffe.ts";
 import {
   type CommandIO,

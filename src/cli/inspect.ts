@@ -57,12 +57,12 @@ import {
   formatDuration,
   parseCsr,
   type ParsedCsr,
-} from "../ca/describe.ts";
-import { type ChainVerification, verifyChain } from "../ca/chain-verification.ts";
-import type { SubjectAltNames } from "../ca/x509-text.ts";
-import * as der from "../ca/der.ts";
-import { parseCertificate, type ParsedCertificate } from "../ca/parse.ts";
-import { decodePem } from "../ca/pem.ts";
+} from "../x509/describe.ts";
+import { type ChainVerification, verifyChain } from "../x509/chain-verification.ts";
+import type { SubjectAltNames } from "../x509/x509-text.ts";
+import * as der from "../x509/der.ts";
+import { parseCertificate, type ParsedCertificate } from "../x509/parse.ts";
+import { decodePem } from "../x509/pem.ts";
 import {
   CheckFailed,
   type CommandIO,

@@ -9,20 +9,19 @@
 import { readInputFile, writeOutputFiles } from "./files.ts";
 import type { KeyObject } from "node:crypto";
 import { rootFromPem } from "../ca/bundle.ts";
-import { encodeName, ExtKeyUsage, KeyUsage } from "../ca/certificate.ts";
-import { decodeCsr } from "../ca/csr.ts";
-import { generateKey, isKeyType, KEY_TYPES } from "../ca/key-types.ts";
-import { describeKey, keyIdentifier, privateKeyToPem, SigningKey, spkiOf } from "../ca/keys.ts";
-import { isSelfSigned, parseCertificate, subjectKeyId } from "../ca/parse.ts";
-import { decodePem, encodePem } from "../ca/pem.ts";
+import { encodeName, ExtKeyUsage, KeyUsage } from "../x509/certificate.ts";
+import { decodeCsr } from "../x509/csr.ts";
+import { generateKey, isKeyType, KEY_TYPES } from "../x509/key-types.ts";
+import { describeKey, keyIdentifier, privateKeyToPem, SigningKey, spkiOf } from "../x509/keys.ts";
+import { isSelfSigned, parseCertificate, subjectKeyId } from "../x509/parse.ts";
+import { decodePem, encodePem } from "../x509/pem.ts";
 import {
   createCaCertificate,
   createLeafCertificate,
   createWorkloadCertificate,
   daprIdentityOf,
-  type IssuerIdentity,
-  type Validity,
 } from "../ca/profiles.ts";
+import type { IssuerIdentity, Validity } from "../x509/certificate.ts";
 import { SpiffeId } from "../ca/spiffe.ts";
 import {
   type CommandIO,

@@ -13,10 +13,10 @@ import {
   rootFromPem,
   validateBundle,
 } from "../ca/bundle.ts";
-import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, privateKeyToPem } from "../ca/keys.ts";
-import { parseCertificate } from "../ca/parse.ts";
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, privateKeyToPem } from "../x509/keys.ts";
+import { parseCertificate } from "../x509/parse.ts";
 import { daprIdentityOf } from "../ca/profiles.ts";
-import { decodePem, encodeCertificates } from "../ca/pem.ts";
+import { decodePem, encodeCertificates } from "../x509/pem.ts";
 import {
   type CommandIO,
   type CommandSpec,

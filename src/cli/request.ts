@@ -11,12 +11,12 @@ import { readInputFile, writeOutputFiles } from "./files.ts";
 import type { Buffer } from "node:buffer";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { csrPem } from "../ca/csr-builder.ts";
-import { DEFAULT_KEY_TYPE, generateKey, KEY_TYPES, type KeyType } from "../ca/key-types.ts";
-import { privateKeyToPem, spkiOf } from "../ca/keys.ts";
-import { isCa, isSignedBy, parseCertificate, type ParsedCertificate } from "../ca/parse.ts";
-import { decodePem, encodeCertificates } from "../ca/pem.ts";
-import { DurationError, parseDuration } from "../config/duration.ts";
+import { csrPem } from "../x509/csr-builder.ts";
+import { DEFAULT_KEY_TYPE, generateKey, KEY_TYPES, type KeyType } from "../x509/key-types.ts";
+import { privateKeyToPem, spkiOf } from "../x509/keys.ts";
+import { isCa, isSignedBy, parseCertificate, type ParsedCertificate } from "../x509/parse.ts";
+import { decodePem, encodeCertificates } from "../x509/pem.ts";
+import { DurationError, parseDuration } from "../util/duration.ts";
 import { WireValidator } from "../identity/validator.ts";
 import {
   CheckFailed,

@@ -10,9 +10,9 @@ import { Buffer } from "node:buffer";
 import { isIP } from "node:net";
 import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import * as der from "../ca/der.ts";
-import { isCa, parseCertificate, type ParsedCertificate } from "../ca/parse.ts";
-import { CA_SERVICE, sentryPackageDefinition } from "../server/sentry-proto.ts";
+import * as der from "../x509/der.ts";
+import { isCa, parseCertificate, type ParsedCertificate } from "../x509/parse.ts";
+import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 
 /** What a daprd-like client sends (field names as in the embedded definition). */
 export interface SignCertificateRequest {

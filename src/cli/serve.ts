@@ -6,7 +6,7 @@
  * @module
  */
 import process from "node:process";
-import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../ca/keys.ts";
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
 import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
@@ -15,7 +15,7 @@ import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
 import { SentryServer } from "../server/sentry-server.ts";
 import { defaultSigningWorkers } from "../server/cpu-count.ts";
 import { capYoungGeneration } from "../server/young-generation.ts";
-import { runtimeDescription, VERSION } from "../version.ts";
+import { runtimeDescription, VERSION } from "../util/version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 

@@ -5,15 +5,15 @@
  * @module
  */
 import { readFileSync } from "node:fs";
-import { parseDuration } from "../config/duration.ts";
+import { parseDuration } from "../util/duration.ts";
 import type { Logger } from "../observability/logger.ts";
 import { KubeClient } from "../kubernetes/client.ts";
 import { loadKubeConfig } from "../kubernetes/config.ts";
 import { type VaultAuth, VaultClient } from "../vault/client.ts";
-import { KubeCredentialStore } from "../../stores/kubernetes.ts";
-import { FsCredentialStore } from "../../stores/fs.ts";
-import { type CredentialStore, STORE_KINDS } from "../../stores/store.ts";
-import { VaultCredentialStore } from "../../stores/vault.ts";
+import { KubeCredentialStore } from "../stores/kubernetes.ts";
+import { FsCredentialStore } from "../stores/fs.ts";
+import { type CredentialStore, STORE_KINDS } from "../stores/store.ts";
+import { VaultCredentialStore } from "../stores/vault.ts";
 import { type FlagSpec, type ParsedFlags, UsageError } from "./flags.ts";
 
 /** `--store` and the filesystem store's location flags (Dapr's names and defaults). */

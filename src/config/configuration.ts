@@ -5,7 +5,8 @@
  * @module
  */
 import { parse as parseYaml } from "yaml";
-import { durationSetting } from "./duration.ts";
+import { durationSetting } from "../util/duration.ts";
+import { isRecord } from "../util/records.ts";
 
 /** Token validators a Configuration may list (the built-in ones are turned on by sentry). */
 export const VALIDATOR_NAMES = ["jwks"] as const;
@@ -45,11 +46,6 @@ export function expandEnv(text: string, env: Record<string, string | undefined>)
     /\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g,
     (_, braced, bare) => env[braced ?? bare] ?? "",
   );
-}
-
-/** True for a plain mapping (not null, not a list). */
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function durationField(

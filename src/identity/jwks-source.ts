@@ -24,8 +24,8 @@ import { type ClientRequest, type IncomingMessage, request as httpRequest } from
 import { request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 import type { JSONWebKeySet, JWK } from "jose";
-import { isRecord } from "../config/configuration.ts";
-import { durationSetting, formatDuration } from "../config/duration.ts";
+import { isRecord } from "../util/records.ts";
+import { durationSetting, formatDuration } from "../util/duration.ts";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
 
 /** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */

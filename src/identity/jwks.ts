@@ -20,7 +20,7 @@ import {
   type JWTVerifyOptions,
   type ProtectedHeaderParameters,
 } from "jose";
-import { formatDuration } from "../config/duration.ts";
+import { formatDuration } from "../util/duration.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import { JwksSource, type JwksSourceHandlers, parseJwksSourceOptions } from "./jwks-source.ts";
 import {

@@ -53,6 +53,7 @@ import {
   ValidationError,
   WireValidator,
 } from "./validator.ts";
+import { isRecord } from "../util/records.ts";
 
 /** Dapr's audience from before 1.13, still requested alongside sentry's SPIFFE ID. */
 export const LEGACY_SENTRY_AUDIENCE = "dapr.io/sentry";
@@ -209,10 +210,6 @@ class PromiseCache<V> {
       this.#entries.delete(key);
     }
   }
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function quote(value: unknown): string {

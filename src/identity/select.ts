@@ -8,10 +8,9 @@
  */
 import type { MtlsSettings, TokenValidatorConfig } from "../config/configuration.ts";
 import type { Logger } from "../observability/logger.ts";
-import type { ValidatorSet } from "../server/ca-state.ts";
 import { InsecureValidator } from "./insecure.ts";
 import { JwksValidator } from "./jwks.ts";
-import { type TokenValidator, WireValidator } from "./validator.ts";
+import { type TokenValidator, type ValidatorSet, WireValidator } from "./validator.ts";
 
 /** A configured validator that cannot be used. */
 export class ValidatorConfigError extends Error {

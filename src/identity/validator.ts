@@ -70,3 +70,10 @@ export function validateCommon(request: SignRequest): void {
     );
   }
 }
+
+/** The enabled validators and the one used when a request names none. */
+export interface ValidatorSet {
+  /** Wire value used when the request's `token_validator` is UNKNOWN (0 = none). */
+  readonly defaultWire: number;
+  readonly enabled: ReadonlyMap<number, TokenValidator>;
+}

@@ -23,11 +23,12 @@ import {
   request as httpRequest,
 } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { formatDuration } from "../config/duration.ts";
+import { formatDuration } from "../util/duration.ts";
 import type { Logger } from "../observability/logger.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../util/version.ts";
 import type { KubeConnection } from "./config.ts";
 import { KubeRequestError, preview, statusError } from "./errors.ts";
+import { isRecord } from "../util/records.ts";
 
 export {
   isAlreadyExists,
@@ -161,10 +162,6 @@ interface Prepared {
 type Outcome =
   | { kind: "complete"; status: number; headers: IncomingHttpHeaders; text: string }
   | { kind: "stream"; request: ClientRequest; response: IncomingMessage };
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The operation was aborted", "AbortError");

@@ -28,6 +28,7 @@ import { X509Certificate } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { isRecord } from "../util/records.ts";
 
 /** Settings that cannot be found, read or used; the message names the file and the field. */
 export class KubeConfigError extends Error {
@@ -214,10 +215,6 @@ export async function loadKubeConfigFile(
 }
 
 type Doc = Record<string, unknown>;
-
-function isRecord(value: unknown): value is Doc {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /** The `entry[field]` of the element of `list` named `name`. */
 function named(doc: Doc, list: string, field: string, name: string, where: string): Doc {

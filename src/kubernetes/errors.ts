@@ -7,6 +7,7 @@
  * @module
  */
 import { STATUS_CODES } from "node:http";
+import { isRecord } from "../util/records.ts";
 
 /** Reasons Kubernetes uses for HTTP status codes, for answers that carry no `Status`. */
 const REASON_BY_STATUS: Record<number, string> = {
@@ -158,10 +159,6 @@ export function isAlreadyExists(error: unknown): boolean {
 export function isGone(error: unknown): boolean {
   return error instanceof KubeApiError &&
     (error.status === 410 || error.reason === "Gone" || error.reason === "Expired");
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** Collapses whitespace and shortens `text` for a message. */

@@ -6,7 +6,7 @@
  */
 import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
-import { CsrError, decodeCsr, decodeCsrAsync } from "../ca/csr.ts";
+import { CsrError, decodeCsr, decodeCsrAsync } from "../x509/csr.ts";
 import type { TrustBundle } from "../ca/bundle.ts";
 import {
   issueWorkloadCertificate,

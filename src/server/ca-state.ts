@@ -7,14 +7,7 @@
  */
 import type { TrustBundle } from "../ca/bundle.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
-import type { TokenValidator } from "../identity/validator.ts";
-
-/** The enabled validators and the one used when a request names none. */
-export interface ValidatorSet {
-  /** Wire value used when the request's `token_validator` is UNKNOWN (0 = none). */
-  readonly defaultWire: number;
-  readonly enabled: ReadonlyMap<number, TokenValidator>;
-}
+import type { ValidatorSet } from "../identity/validator.ts";
 
 /** Listener for bundle swaps (e.g. to re-issue the serving certificate). */
 export type BundleListener = (bundle: TrustBundle) => void;

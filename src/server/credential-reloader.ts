@@ -9,7 +9,7 @@
 import { sameBundlePem, type TrustBundle, validateBundle } from "../ca/bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
-import type { CredentialStore } from "../../stores/store.ts";
+import type { CredentialStore } from "../stores/store.ts";
 import type { CaState } from "./ca-state.ts";
 
 /** Watches a store and swaps valid new bundles into the CA state. */

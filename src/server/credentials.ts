@@ -13,7 +13,7 @@ import {
   validateBundle,
 } from "../ca/bundle.ts";
 import type { Logger } from "../observability/logger.ts";
-import { type CredentialStore, StoreUnavailableError } from "../../stores/store.ts";
+import { type CredentialStore, StoreUnavailableError } from "../stores/store.ts";
 
 /** How long start-up waits for an unavailable store, and the longest pause between tries. */
 export interface StartupRetry {

@@ -15,7 +15,7 @@ import { type CaServiceDeps, signCertificate, SignFailure } from "./ca-service.t
 import { OffloadPolicy } from "./offload-policy.ts";
 import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import type { SigningPool } from "./signing-pool.ts";
-import { CA_SERVICE, sentryPackageDefinition } from "./sentry-proto.ts";
+import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */

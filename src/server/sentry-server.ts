@@ -6,15 +6,15 @@
  *
  * @module
  */
-import type { CaKeyAlgorithm } from "../ca/keys.ts";
+import type { CaKeyAlgorithm } from "../x509/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
 import { selectValidators, type ValidatorContext } from "../identity/select.ts";
-import { WireValidator } from "../identity/validator.ts";
+import { type ValidatorSet, WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import { SentryMetrics } from "../observability/metrics.ts";
-import type { CredentialStore } from "../../stores/store.ts";
-import { CaState, type ValidatorSet } from "./ca-state.ts";
+import type { CredentialStore } from "../stores/store.ts";
+import { CaState } from "./ca-state.ts";
 import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";

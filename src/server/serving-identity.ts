@@ -7,7 +7,7 @@
  */
 import { generateKeyPairSync } from "node:crypto";
 import type { TrustBundle } from "../ca/bundle.ts";
-import { privateKeyToPem, spkiOf } from "../ca/keys.ts";
+import { privateKeyToPem, spkiOf } from "../x509/keys.ts";
 import { issueWorkloadCertificate } from "../ca/signer.ts";
 import { SpiffeId } from "../ca/spiffe.ts";
 

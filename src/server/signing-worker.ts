@@ -13,8 +13,8 @@
  */
 import type { KeyObject } from "node:crypto";
 import { parentPort } from "node:worker_threads";
-import { CsrError, decodeCsr } from "../ca/csr.ts";
-import { SigningKey } from "../ca/keys.ts";
+import { CsrError, decodeCsr } from "../x509/csr.ts";
+import { SigningKey } from "../x509/keys.ts";
 import { issueWorkloadCertificate, type SigningBundle, SigningError } from "../ca/signer.ts";
 import { SpiffeId } from "../ca/spiffe.ts";
 

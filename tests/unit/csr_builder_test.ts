@@ -1,5 +1,5 @@
 /**
- * CSRs built by src/ca/csr-builder.ts for every workload key type: openssl accepts their
+ * CSRs built by src/x509/csr-builder.ts for every workload key type: openssl accepts their
  * self-signature, decodeCsr verifies them, the subject is empty, the attributes are empty,
  * the version is 0, the signature algorithm follows the key and the SPKI is exact.
  */
@@ -7,12 +7,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { join } from "node:path";
-import { buildCsr, csrPem } from "../../src/ca/csr-builder.ts";
-import { CsrError, decodeCsr } from "../../src/ca/csr.ts";
-import * as der from "../../src/ca/der.ts";
-import { describeKey, privateKeyToPem, spkiOf } from "../../src/ca/keys.ts";
-import { decodePem } from "../../src/ca/pem.ts";
-import { DEFAULT_KEY_TYPE, generateKey, isKeyType, KEY_TYPES } from "../../src/ca/key-types.ts";
+import { buildCsr, csrPem } from "../../src/x509/csr-builder.ts";
+import { CsrError, decodeCsr } from "../../src/x509/csr.ts";
+import * as der from "../../src/x509/der.ts";
+import { describeKey, privateKeyToPem, spkiOf } from "../../src/x509/keys.ts";
+import { decodePem } from "../../src/x509/pem.ts";
+import { DEFAULT_KEY_TYPE, generateKey, isKeyType, KEY_TYPES } from "../../src/x509/key-types.ts";
 import { openssl } from "../helpers/openssl.ts";
 
 const work = await Deno.makeTempDir({ prefix: "sentry-csr-builder-test-" });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { CsrError, decodeCsr } from "../../src/ca/csr.ts";
+import { CsrError, decodeCsr } from "../../src/x509/csr.ts";
 import { generateKey, KEY_TYPES, type KeyType, makeCsr, openssl } from "../helpers/openssl.ts";
 
 const work = await Deno.makeTempDir({ prefix: "sentry-csr-test-" });

@@ -15,12 +15,12 @@ import {
   formatDuration,
   formatSerial,
   parseCsr,
-} from "../../src/ca/describe.ts";
-import { verifyChain } from "../../src/ca/chain-verification.ts";
-import { decodeName, formatIp, formatName } from "../../src/ca/x509-text.ts";
-import * as der from "../../src/ca/der.ts";
-import { parseCertificate, type ParsedCertificate } from "../../src/ca/parse.ts";
-import { decodePem } from "../../src/ca/pem.ts";
+} from "../../src/x509/describe.ts";
+import { verifyChain } from "../../src/x509/chain-verification.ts";
+import { decodeName, formatIp, formatName } from "../../src/x509/x509-text.ts";
+import * as der from "../../src/x509/der.ts";
+import { parseCertificate, type ParsedCertificate } from "../../src/x509/parse.ts";
+import { decodePem } from "../../src/x509/pem.ts";
 import {
   generateKey,
   openssl,

@@ -3,7 +3,7 @@
  * uses for workloadCertTTL and allowedClockSkew), and formatDuration must print like Go.
  */
 import assert from "node:assert/strict";
-import { DurationError, formatDuration, parseDuration } from "../../src/config/duration.ts";
+import { DurationError, formatDuration, parseDuration } from "../../src/util/duration.ts";
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;

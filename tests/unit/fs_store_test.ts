@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FsCredentialStore } from "../../stores/fs.ts";
-import { StoreConflictError, StoreError } from "../../stores/store.ts";
+import { FsCredentialStore } from "../../src/stores/fs.ts";
+import { StoreConflictError, StoreError } from "../../src/stores/store.ts";
 
 const A = { caCrt: "ca-a\n", issuerCrt: "issuer-a\n", issuerKey: "key-a\n" };
 const B = { caCrt: "ca-b\n", issuerCrt: "issuer-b\n", issuerKey: "key-b\n", caKey: "root-b\n" };

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { publicKeyFromSpki } from "../../src/ca/keys.ts";
+import { publicKeyFromSpki } from "../../src/x509/keys.ts";
 import { openssl } from "../helpers/openssl.ts";
 
 function spkiOf(key: KeyObject): Buffer {

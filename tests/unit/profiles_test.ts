@@ -15,7 +15,7 @@ import {
   type TrustBundle,
   validateBundle,
 } from "../../src/ca/bundle.ts";
-import type { CaKeyAlgorithm } from "../../src/ca/keys.ts";
+import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
 import { createWorkloadCertificate } from "../../src/ca/profiles.ts";
 import { issueWorkloadCertificate, SigningError } from "../../src/ca/signer.ts";
 import { SpiffeId } from "../../src/ca/spiffe.ts";

@@ -1,12 +1,12 @@
 /**
- * The embedded protobufjs JSON (src/server/sentry-proto.ts) must stay identical to
+ * The embedded protobufjs JSON (src/proto/sentry-proto.ts) must stay identical to
  * proto/dapr/proto/sentry/v1/sentry.proto, as protobufjs itself reads the .proto file.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 // protobufjs is not in deno.json's import map (it only comes in through @grpc/proto-loader).
 import protobuf from "protobufjs";
-import { CA_SERVICE, SENTRY_PROTO_JSON } from "../../src/server/sentry-proto.ts";
+import { CA_SERVICE, SENTRY_PROTO_JSON } from "../../src/proto/sentry-proto.ts";
 
 const PROTO_PATH = fileURLToPath(
   new URL("../../proto/dapr/proto/sentry/v1/sentry.proto", import.meta.url),

@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import { createPublicKey, generateKeyPairSync, verify } from "node:crypto";
 import type { TrustBundle } from "../../src/ca/bundle.ts";
-import { csrPem } from "../../src/ca/csr-builder.ts";
-import { parseCertificate } from "../../src/ca/parse.ts";
-import { decodePem } from "../../src/ca/pem.ts";
+import { csrPem } from "../../src/x509/csr-builder.ts";
+import { parseCertificate } from "../../src/x509/parse.ts";
+import { decodePem } from "../../src/x509/pem.ts";
 import {
   bundleMessage,
   SigningWorkerState,

@@ -5,7 +5,7 @@
  * For random issuers (ECDSA P-256 / Ed25519, validity windows before 2000, around 2050 and
  * short-lived ones), workload keys (EC P-256/P-384, Ed25519, RSA 2048), SPIFFE IDs, lifetimes,
  * clock skews, clocks and DNS names, the issued certificate is read back with @peculiar/x509 — an
- * ASN.1 reader that shares no code with src/ca/der.ts or parse.ts — and every field is compared
+ * ASN.1 reader that shares no code with src/x509/der.ts or parse.ts — and every field is compared
  * with what the inputs and Dapr's workload profile (src/ca/workload-tbs.ts) demand: version,
  * serial, issuer and subject names, validity and its clamping, public key, the exact extension
  * set, SANs, signature algorithm and signature, and the returned chain. The hand-written DER
@@ -25,9 +25,9 @@ import { Buffer } from "node:buffer";
 import { generateKeyPairSync, type KeyObject, webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import { generateBundle, type TrustBundle, validateBundle } from "../../src/ca/bundle.ts";
-import { csrPem } from "../../src/ca/csr-builder.ts";
-import { CsrError, decodeCsr, decodeCsrAsync } from "../../src/ca/csr.ts";
-import type { CaKeyAlgorithm } from "../../src/ca/keys.ts";
+import { csrPem } from "../../src/x509/csr-builder.ts";
+import { CsrError, decodeCsr, decodeCsrAsync } from "../../src/x509/csr.ts";
+import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
 import {
   type IssuedCertificate,
   issueWorkloadCertificate,

@@ -18,15 +18,15 @@ import {
   keyUsage,
   randomSerial,
   subjectAltName,
-} from "../../src/ca/certificate.ts";
-import { csrPem } from "../../src/ca/csr-builder.ts";
-import { CsrError, decodeCsr, decodeCsrAsync } from "../../src/ca/csr.ts";
-import type { CaKeyAlgorithm } from "../../src/ca/keys.ts";
-import { decodePem } from "../../src/ca/pem.ts";
+} from "../../src/x509/certificate.ts";
+import { csrPem } from "../../src/x509/csr-builder.ts";
+import { CsrError, decodeCsr, decodeCsrAsync } from "../../src/x509/csr.ts";
+import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
+import { decodePem } from "../../src/x509/pem.ts";
 import { issueWorkloadCertificate, issueWorkloadCertificateAsync } from "../../src/ca/signer.ts";
 import { SpiffeId } from "../../src/ca/spiffe.ts";
 import { encodeWorkloadTbs } from "../../src/ca/workload-tbs.ts";
-import { parseCertificate } from "../../src/ca/parse.ts";
+import { parseCertificate } from "../../src/x509/parse.ts";
 import { testTrustBundle } from "../helpers/trust_bundle.ts";
 
 const NOW = new Date("2031-03-04T05:06:07Z");

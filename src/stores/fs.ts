@@ -15,8 +15,8 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
-import { watchFiles } from "../src/config/file-watcher.ts";
+import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
+import { watchFiles } from "../config/file-watcher.ts";
 import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
 
 /** Where the files are. */

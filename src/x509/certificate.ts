@@ -10,6 +10,21 @@ import { randomFillSync } from "node:crypto";
 import * as der from "./der.ts";
 import type { SigningKey } from "./keys.ts";
 
+/** When a certificate starts and stops being valid. */
+export interface Validity {
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** The signer's side of an issued certificate: its key and its certificate's exact names. */
+export interface IssuerIdentity {
+  key: SigningKey;
+  /** The signer certificate's encoded subject (becomes the issued certificate's issuer). */
+  subject: Uint8Array;
+  /** The signer's key identifier (becomes the AuthorityKeyIdentifier). */
+  keyId: Uint8Array;
+}
+
 /** One extension, already encoded. */
 export interface Extension {
   oid: string;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { BundlePem } from "../src/ca/bundle.ts";
+import type { BundlePem } from "../ca/bundle.ts";
 
 /** The store's content cannot be used as it is (partial, unreadable); nothing was changed. */
 export class StoreError extends Error {

@@ -13,7 +13,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
+import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
 import {
   isAlreadyExists,
   isConflict,
@@ -21,9 +21,9 @@ import {
   KubeApiError,
   type KubeClient,
   KubeRequestError,
-} from "../src/kubernetes/client.ts";
-import { watchObject } from "../src/kubernetes/object-watch.ts";
-import type { Logger } from "../src/observability/logger.ts";
+} from "../kubernetes/client.ts";
+import { watchObject } from "../kubernetes/object-watch.ts";
+import type { Logger } from "../observability/logger.ts";
 import {
   type CredentialStore,
   StoreConflictError,

@@ -4,7 +4,7 @@
  * @module
  */
 import process from "node:process";
-import meta from "../deno.json" with { type: "json" };
+import meta from "../../deno.json" with { type: "json" };
 
 /** sentry's version. */
 export const VERSION: string = meta.version;

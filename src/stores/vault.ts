@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { type BundlePem, sameBundlePem } from "../src/ca/bundle.ts";
-import { type VaultClient, VaultError, type VaultResponse } from "../src/vault/client.ts";
+import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
+import { type VaultClient, VaultError, type VaultResponse } from "../vault/client.ts";
 import {
   type CredentialStore,
   StoreConflictError,
