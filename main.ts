@@ -10,7 +10,7 @@ import process from "node:process";
 import type { CommandIO } from "./src/cli/command.ts";
 import { COMMANDS, topLevelHelp } from "./src/cli/commands.ts";
 import { runServe } from "./src/cli/serve.ts";
-import { runtimeDescription, VERSION } from "./src/version.ts";
+import { runtimeDescription, VERSION } from "./src/util/version.ts";
 
 async function readStdin(): Promise<Uint8Array> {
   const chunks: Buffer[] = [];

@@ -19,7 +19,7 @@ import http2 from "node:http2";
 import https from "node:https";
 import process from "node:process";
 import * as grpc from "@grpc/grpc-js";
-import { CA_SERVICE, sentryPackageDefinition } from "../src/server/sentry-proto.ts";
+import { CA_SERVICE, sentryPackageDefinition } from "../src/proto/sentry-proto.ts";
 
 /** What to load and how hard. */
 export interface LoadPlan {

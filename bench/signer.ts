@@ -6,10 +6,10 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { generateBundle, validateBundle } from "../src/ca/bundle.ts";
-import { decodeCsr } from "../src/ca/csr.ts";
+import { decodeCsr } from "../src/x509/csr.ts";
 import { issueWorkloadCertificate } from "../src/ca/signer.ts";
 import { SpiffeId } from "../src/ca/spiffe.ts";
-import { runtimeDescription } from "../src/version.ts";
+import { runtimeDescription } from "../src/util/version.ts";
 
 const [csrFile, secondsText = "5"] = process.argv.slice(2);
 const seconds = Number(secondsText);

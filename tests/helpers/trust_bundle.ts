@@ -5,7 +5,7 @@
  * @module
  */
 import { generateBundle, type TrustBundle, validateBundle } from "../../src/ca/bundle.ts";
-import type { CaKeyAlgorithm } from "../../src/ca/keys.ts";
+import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
 
 /** What may differ between test bundles. */
 export interface TestBundleOptions {
