@@ -6,14 +6,8 @@
  */
 import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
-import { CsrError, decodeCsr, decodeCsrAsync } from "../x509/csr.ts";
-import type { TrustBundle } from "../ca/bundle.ts";
-import {
-  issueWorkloadCertificate,
-  issueWorkloadCertificateAsync,
-  SigningError,
-  type WorkloadTiming,
-} from "../ca/signer.ts";
+import { CsrError } from "../x509/csr.ts";
+import { SigningError } from "../ca/signer.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { SignRequest } from "../identity/validator.ts";
 import { ValidationError, WireValidator } from "../identity/validator.ts";
@@ -21,7 +15,7 @@ import type { Logger } from "../observability/logger.ts";
 import type { FailureReason, SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
 import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
-import { PoolSigningError, type SigningPool } from "./signing-pool.ts";
+import type { IssuedChain, WorkloadIssuer } from "./workload-issuer.ts";
 
 /** A failed request: the gRPC status, the message for the caller, the metric reason. */
 export class SignFailure extends Error {
@@ -46,15 +40,8 @@ export interface CaServiceDeps {
   logger: Logger;
   /** The clock; tests move it. */
   now: () => Date;
-  /**
-   * Whether this request should verify and sign off the event loop — on {@link signingPool}
-   * when there is one, else with OpenSSL's work on node:crypto's thread pool — so that the
-   * event loop keeps serving other requests; or inline (a lone request: no hand-over between
-   * threads, lowest latency). Default: off the event loop.
-   */
-  useThreadPool?: () => boolean;
-  /** Worker threads that verify and sign requests that arrive in batches, when available. */
-  signingPool?: SigningPool;
+  /** Verifies CSRs and signs them, on whichever thread it picks. */
+  issuer: WorkloadIssuer;
   /** The per-identity limit (`--identity-rate-limit`), when set. */
   rateLimiter?: IdentityRateLimiter;
 }
@@ -65,7 +52,6 @@ export async function signCertificate(
   deps: CaServiceDeps,
 ): Promise<SignResponse> {
   const { state } = deps;
-  const offload = deps.useThreadPool?.() ?? true;
   const validators = state.validators;
   const wire = request.tokenValidator !== WireValidator.UNKNOWN
     ? request.tokenValidator
@@ -110,12 +96,11 @@ export async function signCertificate(
   const bundle = state.bundle;
   const settings = state.settings;
   const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
-  let issued: Issued;
-  if (offload && deps.signingPool?.available) {
-    issued = await issueOnPool(deps.signingPool, bundle, id, request.csr, timing, now);
-    deps.metrics.signedOnWorkers.inc();
-  } else {
-    issued = await issueHere(bundle, id, request.csr, timing, now, offload);
+  let issued: IssuedChain;
+  try {
+    issued = await deps.issuer.issue({ bundle, id, csrPem: request.csr, timing, now });
+  } catch (error) {
+    throw issueFailure(error);
   }
   if (deps.logger.enabled("debug")) {
     deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
@@ -127,64 +112,21 @@ export async function signCertificate(
   };
 }
 
-/** The certificate chain and its NotAfter, however it was issued. */
-interface Issued {
-  chainPem: string;
-  notAfter: Date;
-}
-
-function signingFailure(error: unknown, signerMessage: boolean): SignFailure {
-  const message = signerMessage
-    ? (error as Error).message
-    : `failed to sign certificate: ${(error as Error).message}`;
-  return new SignFailure(status.INTERNAL, message, "cert_sign_failed");
-}
-
 /**
- * Verifies the CSR and signs on this thread: entirely inline, or with OpenSSL's work on
- * node:crypto's thread pool when `offload` is set.
+ * How a failure that crossed the issuing seam answers the caller: a bad CSR is the caller's
+ * error; a CA that cannot sign, or a fault, is INTERNAL.
  */
-async function issueHere(
-  bundle: TrustBundle,
-  id: SpiffeId,
-  csrPem: Uint8Array,
-  timing: WorkloadTiming,
-  now: Date,
-  offload: boolean,
-): Promise<Issued> {
-  let spki: Uint8Array;
-  try {
-    spki = (offload ? await decodeCsrAsync(csrPem) : decodeCsr(csrPem)).subjectPublicKeyInfo;
-  } catch (error) {
-    if (error instanceof CsrError) {
-      throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
-    }
-    throw error;
+function issueFailure(error: unknown): SignFailure {
+  const message = (error as Error)?.message ?? String(error);
+  if (error instanceof CsrError) {
+    return new SignFailure(status.INVALID_ARGUMENT, message, "invalid_csr");
   }
-  try {
-    return offload
-      ? await issueWorkloadCertificateAsync(bundle, id, spki, timing, now)
-      : issueWorkloadCertificate(bundle, id, spki, timing, now);
-  } catch (error) {
-    throw signingFailure(error, error instanceof SigningError);
+  if (error instanceof SigningError) {
+    return new SignFailure(status.INTERNAL, message, "cert_sign_failed");
   }
-}
-
-/** Verifies the CSR and signs on a worker thread of `pool`. */
-async function issueOnPool(
-  pool: SigningPool,
-  bundle: TrustBundle,
-  id: SpiffeId,
-  csrPem: Uint8Array,
-  timing: WorkloadTiming,
-  now: Date,
-): Promise<Issued> {
-  try {
-    return await pool.sign(bundle, id, csrPem, timing, now);
-  } catch (error) {
-    if (error instanceof PoolSigningError && error.kind === "csr") {
-      throw new SignFailure(status.INVALID_ARGUMENT, error.message, "invalid_csr");
-    }
-    throw signingFailure(error, error instanceof PoolSigningError && error.kind === "signing");
-  }
+  return new SignFailure(
+    status.INTERNAL,
+    `failed to sign certificate: ${message}`,
+    "cert_sign_failed",
+  );
 }

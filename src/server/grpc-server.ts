@@ -17,6 +17,7 @@ import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
+import { IssuerRouter } from "./workload-issuer.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -109,7 +110,11 @@ export class SentryGrpcServer {
     const offload = new OffloadPolicy();
     const deps: CaServiceDeps = {
       ...options,
-      useThreadPool: () => offload.onArrival(this.#inFlight),
+      issuer: new IssuerRouter({
+        offload: () => offload.onArrival(this.#inFlight),
+        pool: options.signingPool,
+        onWorkerIssue: () => options.metrics.signedOnWorkers.inc(),
+      }),
     };
     this.#server.addService(definition, {
       SignCertificate: (
