@@ -22,7 +22,7 @@ import {
   daprIdentityOf,
 } from "../ca/profiles.ts";
 import type { IssuerIdentity, Validity } from "../x509/certificate.ts";
-import { SpiffeId } from "../ca/spiffe.ts";
+import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import {
   type CommandIO,
   type CommandSpec,
@@ -359,7 +359,7 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
     } catch (error) {
       if (error instanceof UsageError) throw error;
       const message = (error as Error).message;
-      if ((error as Error).name === "SpiffeIdError") throw new UsageError(message);
+      if (error instanceof SpiffeIdError) throw new UsageError(message);
       throw error;
     }
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import type { SignRequest } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -18,6 +18,7 @@ import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
+import { RotatingServerCredentials } from "./rotating-credentials.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -75,19 +76,11 @@ function toSignRequest(wire: WireRequest): SignRequest {
   };
 }
 
-function secureContext(identity: ServingIdentity, anchorsPem: string) {
-  return {
-    ca: Buffer.from(anchorsPem),
-    cert: [Buffer.from(identity.chainPem)],
-    key: [Buffer.from(identity.keyPem)],
-  };
-}
-
 /** A running gRPC CA server. */
 export class SentryGrpcServer {
   readonly #server: grpc.Server;
   readonly #options: GrpcServerOptions;
-  #credentials?: grpc.ServerCredentials;
+  #credentials?: RotatingServerCredentials;
   #renewTimer?: ReturnType<typeof setTimeout>;
   #unsubscribe?: () => void;
   #inFlight = 0;
@@ -181,9 +174,7 @@ export class SentryGrpcServer {
       this.#renewTimer.unref?.();
       return;
     }
-    (this.#credentials as unknown as {
-      updateSecureContextOptions(options: ReturnType<typeof secureContext>): void;
-    }).updateSecureContextOptions(secureContext(identity, this.#options.state.bundle.anchorsPem));
+    this.#credentials?.rotate({ ...identity, anchorsPem: this.#options.state.bundle.anchorsPem });
     this.#scheduleRenewal(identity);
     this.#options.logger.info("serving certificate rotated", {
       expiry: identity.notAfter.toISOString(),
@@ -201,17 +192,14 @@ export class SentryGrpcServer {
   /** Issues the serving certificate and binds the port. */
   async start(): Promise<void> {
     const identity = this.#issueIdentity();
-    const context = secureContext(identity, this.#options.state.bundle.anchorsPem);
-    // Always pass the anchors as rootCerts: null would load Node's default roots, which
-    // breaks TLS handshakes on Deno (DESIGN.md, pitfalls).
-    this.#credentials = grpc.ServerCredentials.createSsl(
-      context.ca,
-      [{ private_key: context.key[0], cert_chain: context.cert[0] }],
-      false,
-    );
+    const credentials = new RotatingServerCredentials({
+      ...identity,
+      anchorsPem: this.#options.state.bundle.anchorsPem,
+    });
+    this.#credentials = credentials;
     const address = `${this.#options.listenAddress}:${this.#options.port}`;
     this.port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(address, this.#credentials!, (error, port) => {
+      this.#server.bindAsync(address, credentials.credentials, (error, port) => {
         if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));
         else resolve(port);
       });

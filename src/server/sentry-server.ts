@@ -100,6 +100,16 @@ function describeSettings(settings: MtlsSettings, validators: ValidatorSet): str
     `token validators: ${describeValidators(validators)}`;
 }
 
+/** The HTTP listeners: health always, metrics unless turned off. */
+interface HttpEndpoints {
+  health: HttpEndpoint;
+  metrics?: HttpEndpoint;
+}
+
+async function closeEndpoints(endpoints: Partial<HttpEndpoints>): Promise<void> {
+  await Promise.all([endpoints.health?.close(), endpoints.metrics?.close()]);
+}
+
 function closeValidators(set: ValidatorSet): void {
   for (const validator of set.enabled.values()) validator.close?.();
 }
@@ -110,7 +120,7 @@ export class SentryServer {
   readonly state: CaState;
   readonly #options: SentryServerOptions;
   readonly #grpc: SentryGrpcServer;
-  readonly #endpoints: HttpEndpoint[];
+  readonly #endpoints: HttpEndpoints;
   readonly #credentials: CredentialReloader;
   readonly #expiry: ExpiryMonitor;
   readonly #signingPool?: SigningPool;
@@ -121,7 +131,7 @@ export class SentryServer {
     metrics: SentryMetrics,
     state: CaState,
     grpc: SentryGrpcServer,
-    endpoints: HttpEndpoint[],
+    endpoints: HttpEndpoints,
     signingPool: SigningPool | undefined,
   ) {
     this.#options = options;
@@ -194,30 +204,37 @@ export class SentryServer {
         ? new IdentityRateLimiter(options.identityRateLimit)
         : undefined,
     });
-    const endpoints: HttpEndpoint[] = [];
+    const endpoints: Partial<HttpEndpoints> = {};
     const started: { server?: SentryServer } = {};
     try {
-      endpoints.push(
-        await startHealthServer(
-          options.health.address,
-          options.health.port,
-          () => started.server?.healthy() ?? false,
-        ),
+      endpoints.health = await startHealthServer(
+        options.health.address,
+        options.health.port,
+        () => started.server?.healthy() ?? false,
       );
       if (options.metrics) {
-        endpoints.push(
-          await startMetricsServer(options.metrics.address, options.metrics.port, metrics.registry),
+        endpoints.metrics = await startMetricsServer(
+          options.metrics.address,
+          options.metrics.port,
+          metrics.registry,
         );
       }
       await grpc.start();
     } catch (error) {
       grpc.forceShutdown();
-      await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+      await closeEndpoints(endpoints);
       await signingPool?.close();
       closeValidators(validators);
       throw error;
     }
-    const server = new SentryServer(options, metrics, state, grpc, endpoints, signingPool);
+    const server = new SentryServer(
+      options,
+      metrics,
+      state,
+      grpc,
+      endpoints as HttpEndpoints,
+      signingPool,
+    );
     started.server = server;
     await server.#publish();
     server.#startReloading();
@@ -229,8 +246,8 @@ export class SentryServer {
   get ports(): { grpc: number; health: number; metrics: number } {
     return {
       grpc: this.#grpc.port,
-      health: this.#endpoints[0].port,
-      metrics: this.#endpoints[1]?.port ?? 0,
+      health: this.#endpoints.health.port,
+      metrics: this.#endpoints.metrics?.port ?? 0,
     };
   }
 
@@ -305,7 +322,7 @@ export class SentryServer {
     this.#expiry.close();
     const graceful = await this.#grpc.shutdown(graceMs);
     await this.#signingPool?.close();
-    await Promise.all(this.#endpoints.map((endpoint) => endpoint.close()));
+    await closeEndpoints(this.#endpoints);
     closeValidators(this.state.validators);
     this.#options.store.close?.();
     return graceful;
