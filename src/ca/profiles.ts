@@ -62,6 +62,16 @@ export function createCaCertificate(options: CaCertificateOptions): Buffer {
   }, signer);
 }
 
+/** KeyUsage of a root in Dapr's profile. */
+export const ROOT_KEY_USAGES: readonly number[] = [KeyUsage.digitalSignature, KeyUsage.keyCertSign];
+
+/** KeyUsage of an issuer (intermediate) in Dapr's profile. */
+export const ISSUER_KEY_USAGES: readonly number[] = [
+  KeyUsage.digitalSignature,
+  KeyUsage.keyCertSign,
+  KeyUsage.cRLSign,
+];
+
 /** A self-signed root: `O=<trust domain>`, CA without path length limit (Dapr's profile). */
 export function createRootCertificate(
   trustDomain: string,
@@ -73,7 +83,7 @@ export function createRootCertificate(
     subjectPublicKeyInfo: rootKey.spki,
     selfKey: rootKey,
     validity,
-    keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign],
+    keyUsages: [...ROOT_KEY_USAGES],
   });
 }
 
@@ -89,7 +99,7 @@ export function createIssuerCertificate(
     subjectPublicKeyInfo: issuerSpki,
     issuer: root,
     validity,
-    keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign],
+    keyUsages: [...ISSUER_KEY_USAGES],
   });
 }
 

@@ -20,6 +20,8 @@ import {
   createLeafCertificate,
   createWorkloadCertificate,
   daprIdentityOf,
+  ISSUER_KEY_USAGES,
+  ROOT_KEY_USAGES,
 } from "../ca/profiles.ts";
 import type { IssuerIdentity, Validity } from "../x509/certificate.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
@@ -282,7 +284,7 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
           subjectPublicKeyInfo: spki,
           selfKey,
           validity: { notBefore: now, notAfter },
-          keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign],
+          keyUsages: [...ROOT_KEY_USAGES],
           pathLength,
         });
       } else {
@@ -302,7 +304,7 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
             subjectPublicKeyInfo: spki,
             issuer: ca.identity,
             validity: validityUnder(ca),
-            keyUsages: [KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign],
+            keyUsages: [...ISSUER_KEY_USAGES],
             pathLength,
           });
         } else if (profile === "workload") {

@@ -172,7 +172,14 @@ Deno.test("mint builds a root, an intermediate and leaves that openssl verifies"
     "--trust-domain",
     "example.org",
   ]);
+  // Dapr's profiles: the root signs certificates only, the issuer CRLs too.
+  const root = await openssl(["x509", "-in", path("root.crt"), "-noout", "-text"]);
+  assert.match(root, /Key Usage: critical\n\s+Digital Signature, Certificate Sign\n/);
   const intermediate = await openssl(["x509", "-in", path("int.crt"), "-noout", "-text"]);
+  assert.match(
+    intermediate,
+    /Key Usage: critical\n\s+Digital Signature, Certificate Sign, CRL Sign\n/,
+  );
   assert.match(intermediate, /Subject: O = spiffe:\/\/example\.org\/ns\/default\/dapr-sentry/);
   assert.match(intermediate, /CA:TRUE, pathlen:0/);
   assert.match(intermediate, /Issuer: CN = Test Root, O = Example/);
