@@ -10,11 +10,15 @@
 /** The kinds of value a flag takes. */
 export type FlagType = "string" | "int" | "bool" | "list";
 
+/** A flag's value. */
+export type FlagValue = string | number | boolean | string[];
+
 /** One flag's definition. */
 export interface FlagSpec {
   name: string;
   type: FlagType;
-  default: string | number | boolean | string[];
+  /** The value when not given; a function is called only when flags are parsed or listed. */
+  default: FlagValue | (() => FlagValue);
   help: string;
   /** Allowed values, checked after parsing (strings only). */
   choices?: readonly string[];
@@ -22,7 +26,7 @@ export interface FlagSpec {
 
 /** Parsed values by flag name, plus what came after the flags. */
 export interface ParsedFlags {
-  values: Record<string, string | number | boolean | string[]>;
+  values: Record<string, FlagValue>;
   /** Names of flags given explicitly on the command line. */
   given: Set<string>;
   positionals: string[];
@@ -39,7 +43,12 @@ function parseBool(name: string, raw: string): boolean {
   throw new UsageError(`invalid boolean value ${JSON.stringify(raw)} for flag -${name}`);
 }
 
-function convert(spec: FlagSpec, raw: string): string | number | boolean | string[] {
+/** The default of `spec`, computed when it is a function. */
+function defaultOf(spec: FlagSpec): FlagValue {
+  return typeof spec.default === "function" ? spec.default() : spec.default;
+}
+
+function convert(spec: FlagSpec, raw: string): FlagValue {
   if (spec.type === "bool") return parseBool(spec.name, raw);
   if (spec.type === "int") {
     if (!/^-?\d+$/.test(raw)) {
@@ -80,7 +89,8 @@ export function parseFlags(
   const byName = new Map(specs.map((spec) => [spec.name, spec]));
   const values: ParsedFlags["values"] = {};
   for (const spec of specs) {
-    values[spec.name] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
+    const value = defaultOf(spec);
+    values[spec.name] = Array.isArray(value) ? [...value] : value;
   }
   const given = new Set<string>();
   const positionals: string[] = [];
@@ -129,9 +139,9 @@ export function formatFlagHelp(specs: readonly FlagSpec[]): string {
       : spec.type === "list"
       ? " value[,value]"
       : ` ${spec.type}`;
-    const shown = spec.type === "string" ? JSON.stringify(spec.default) : String(spec.default);
-    const empty = spec.default === "" || spec.default === false ||
-      (Array.isArray(spec.default) && spec.default.length === 0);
+    const value = defaultOf(spec);
+    const shown = spec.type === "string" ? JSON.stringify(value) : String(value);
+    const empty = value === "" || value === false || (Array.isArray(value) && value.length === 0);
     const fallback = empty ? "" : ` (default ${shown})`;
     return `  --${spec.name}${kind}\n        ${spec.help}${fallback}`;
   }).join("\n");

@@ -18,6 +18,7 @@ import { capYoungGeneration } from "../server/young-generation.ts";
 import { runtimeDescription, VERSION } from "../util/version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import { flagValues } from "./command.ts";
 
 /** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -89,7 +90,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   {
     name: "signing-workers",
     type: "int",
-    default: defaultSigningWorkers(),
+    default: () => defaultSigningWorkers(),
     help: "Worker threads that verify and sign requests arriving together (0: main thread only; " +
       "default: the CPUs this process may use, container quota included, minus one; 1 or 2)",
   },
@@ -154,28 +155,28 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     io.stderr(`sentry: ${(error as Error).message}\nRun 'sentry --help' for usage.\n`);
     return 2;
   }
-  const flags = parsed.values;
-  if (flags.help) {
+  const flags = flagValues(parsed);
+  if (flags.bool("help")) {
     io.stdout(serveHelp());
     return 0;
   }
   capYoungGeneration();
 
   const logger = new Logger({
-    level: flags["log-level"] as LogLevel,
-    json: flags["log-as-json"] as boolean,
+    level: flags.string("log-level") as LogLevel,
+    json: flags.bool("log-as-json"),
     scope: "dapr.sentry",
     version: VERSION,
     sink: (line) => io.stderr(line + "\n"),
   });
-  const trustDomain = flags["trust-domain"] as string;
+  const trustDomain = flags.string("trust-domain");
 
   // --store k8s implies Kubernetes mode unless --mode says otherwise.
-  const mode = parsed.given.has("mode")
-    ? flags.mode
-    : flags.store === "k8s"
+  const mode = flags.given("mode")
+    ? flags.string("mode")
+    : flags.string("store") === "k8s"
     ? "kubernetes"
-    : flags.mode;
+    : flags.string("mode");
   // Listen for stop signals before anything starts: one that arrives while sentry is still
   // starting (after /healthz already answers) stops it as soon as it is up, instead of
   // killing it with the signal's default action.
@@ -186,13 +187,13 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
   let server: SentryServer;
   try {
     validateTrustDomain(trustDomain);
-    if (!((flags["max-concurrent-requests"] as number) > 0)) {
+    if (!((flags.int("max-concurrent-requests")) > 0)) {
       throw new UsageError("--max-concurrent-requests must be positive");
     }
-    if (!((flags["signing-workers"] as number) >= 0)) {
+    if (!((flags.int("signing-workers")) >= 0)) {
       throw new UsageError("--signing-workers must be 0 or more");
     }
-    if (!((flags["identity-rate-limit"] as number) >= 0)) {
+    if (!((flags.int("identity-rate-limit")) >= 0)) {
       throw new UsageError("--identity-rate-limit must be 0 or more");
     }
     const { store, namespace, kube } = await openStore(
@@ -201,7 +202,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       logger,
       mode === "kubernetes",
     );
-    const configName = flags.config as string;
+    const configName = flags.string("config");
     const settingsSource = parsed.given.has("config") && configName === ""
       ? new DefaultSettingsSource()
       : mode === "kubernetes"
@@ -228,22 +229,22 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
             logger,
           })
         : undefined,
-      keyAlgorithm: flags["key-algorithm"] as CaKeyAlgorithm,
-      maxConcurrentRequests: flags["max-concurrent-requests"] as number,
-      signingWorkers: flags["signing-workers"] as number,
-      identityRateLimit: flags["identity-rate-limit"] as number,
+      keyAlgorithm: flags.string("key-algorithm") as CaKeyAlgorithm,
+      maxConcurrentRequests: flags.int("max-concurrent-requests"),
+      signingWorkers: flags.int("signing-workers"),
+      identityRateLimit: flags.int("identity-rate-limit"),
       grpc: {
-        address: listenAddress(flags["listen-address"] as string),
-        port: flags.port as number,
+        address: listenAddress(flags.string("listen-address")),
+        port: flags.int("port"),
       },
       health: {
-        address: listenAddress(flags["healthz-listen-address"] as string),
-        port: flags["healthz-port"] as number,
+        address: listenAddress(flags.string("healthz-listen-address")),
+        port: flags.int("healthz-port"),
       },
-      metrics: flags["enable-metrics"]
+      metrics: flags.bool("enable-metrics")
         ? {
-          address: listenAddress(flags["metrics-listen-address"] as string),
-          port: flags["metrics-port"] as number,
+          address: listenAddress(flags.string("metrics-listen-address")),
+          port: flags.int("metrics-port"),
         }
         : undefined,
       logger,

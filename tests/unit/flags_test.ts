@@ -213,3 +213,17 @@ Deno.test("formatFlagHelp lists every flag with its type, help and non-empty def
   const order = SPECS.map((spec) => help.indexOf(`--${spec.name}`));
   assert.deepEqual(order, [...order].sort((a, b) => a - b));
 });
+
+Deno.test("a computed default is computed only when flags are parsed or listed", () => {
+  let calls = 0;
+  const specs = [{
+    name: "workers",
+    type: "int" as const,
+    default: () => ++calls,
+    help: "Workers",
+  }];
+  assert.equal(calls, 0);
+  assert.equal(parseFlags(specs, []).values.workers, 1);
+  assert.equal(parseFlags(specs, ["--workers=7"]).values.workers, 7);
+  assert.match(formatFlagHelp(specs), /Workers \(default 3\)/);
+});
