@@ -34,8 +34,8 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { decodeJwt } from "jose";
 import { SpiffeId, SpiffeIdError, validateTrustDomain } from "../ca/spiffe.ts";
 import {
   isNotFound,
@@ -53,6 +53,7 @@ import {
   ValidationError,
   WireValidator,
 } from "./validator.ts";
+import { PromiseCache } from "../util/promise-cache.ts";
 import { isRecord } from "../util/records.ts";
 
 /** Dapr's audience from before 1.13, still requested alongside sentry's SPIFFE ID. */
@@ -142,76 +143,6 @@ interface KubernetesClaims {
   pod?: { name?: unknown; uid?: unknown };
 }
 
-interface CacheEntry<V> {
-  /** `performance.now()` after which the entry is stale; Infinity while loading. */
-  expires: number;
-  value: Promise<V>;
-  /** The loaded value, once loaded. */
-  loaded?: { value: V };
-}
-
-/**
- * A small TTL cache of promises: concurrent gets of a key share one load; a failed load is
- * forgotten at once; the time to live starts when the load succeeds.
- */
-class PromiseCache<V> {
-  readonly #entries = new Map<string, CacheEntry<V>>();
-  readonly #ttl: (value: V) => number;
-
-  constructor(ttl: (value: V) => number) {
-    this.#ttl = ttl;
-  }
-
-  get(key: string, load: () => Promise<V>): Promise<V> {
-    const now = performance.now();
-    const found = this.#entries.get(key);
-    if (found && found.expires > now) return found.value;
-    if (found) this.#entries.delete(key);
-    const entry: CacheEntry<V> = { expires: Infinity, value: load() };
-    this.#entries.set(key, entry);
-    entry.value.then(
-      (value) => {
-        entry.loaded = { value };
-        if (this.#entries.get(key) !== entry) return;
-        const ttl = this.#ttl(value);
-        if (ttl > 0) entry.expires = performance.now() + ttl;
-        else this.#entries.delete(key);
-      },
-      () => {
-        if (this.#entries.get(key) === entry) this.#entries.delete(key);
-      },
-    );
-    this.#bound(now);
-    return entry.value;
-  }
-
-  /** Forgets `key` if it still holds `stale` (not if it was reloaded meanwhile). */
-  invalidate(key: string, stale: V): void {
-    const entry = this.#entries.get(key);
-    if (entry?.loaded && entry.loaded.value === stale) this.#entries.delete(key);
-  }
-
-  clear(): void {
-    this.#entries.clear();
-  }
-
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  /** Drops stale entries, then the oldest, when the cache grows past its bound. */
-  #bound(now: number): void {
-    if (this.#entries.size <= MAX_CACHE_ENTRIES) return;
-    for (const [key, entry] of this.#entries) {
-      if (entry.expires <= now) this.#entries.delete(key);
-    }
-    for (const key of this.#entries.keys()) {
-      if (this.#entries.size <= MAX_CACHE_ENTRIES) break;
-      this.#entries.delete(key);
-    }
-  }
-}
-
 function quote(value: unknown): string {
   return JSON.stringify(value);
 }
@@ -230,12 +161,11 @@ function decodeTokenClaims(token: string): Record<string, unknown> {
       throw new ValidationError(`the token is not valid JSON: ${(error as Error).message}`);
     }
   } else {
-    const parts = token.split(".");
-    if (parts.length !== 3) {
+    if (token.split(".").length !== 3) {
       throw new ValidationError("the token is not a JWT (expected three dot-separated parts)");
     }
     try {
-      claims = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8"));
+      claims = decodeJwt(token);
     } catch (error) {
       throw new ValidationError(
         `the token's payload cannot be decoded: ${(error as Error).message}`,
@@ -285,13 +215,15 @@ export class KubernetesValidator implements TokenValidator {
     this.#sentryTrustDomain = options.sentryTrustDomain;
     this.#logger = options.logger;
     const ttl = Math.max(0, options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS);
-    this.#pods = new PromiseCache(() => ttl);
-    this.#configurations = new PromiseCache(() => ttl);
+    this.#pods = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
+    this.#configurations = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
     const reviewTtl = Math.min(MAX_REVIEW_CACHE_MS, ttl);
-    this.#reviews = new PromiseCache((review) =>
-      review.expiresAtMs === undefined
-        ? reviewTtl
-        : Math.min(reviewTtl, review.expiresAtMs - Date.now())
+    this.#reviews = new PromiseCache(
+      (review: Review & { expiresAtMs?: number }) =>
+        review.expiresAtMs === undefined
+          ? reviewTtl
+          : Math.min(reviewTtl, review.expiresAtMs - Date.now()),
+      MAX_CACHE_ENTRIES,
     );
   }
 
