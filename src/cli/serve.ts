@@ -227,6 +227,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
             sentryNamespace: namespace,
             sentryTrustDomain: trustDomain,
             logger,
+            now: io.now,
           })
         : undefined,
       keyAlgorithm: flags.string("key-algorithm") as CaKeyAlgorithm,

@@ -46,6 +46,8 @@ const VERIFY_OPTIONS: JWTVerifyOptions = { clockTolerance: CLOCK_TOLERANCE_SECON
 export interface JwksValidatorContext extends JwksSourceHandlers {
   sentryTrustDomain: string;
   sentryNamespace: string;
+  /** The clock tokens' times are checked against (default: the system clock). */
+  now?: () => Date;
 }
 
 type KeyResolver = ReturnType<typeof createLocalJWKSet>;
@@ -81,6 +83,7 @@ export class JwksValidator implements TokenValidator {
   /** The audience tokens must include: `spiffe://<sentry td>/ns/<sentry namespace>/dapr-sentry`. */
   readonly audience: string;
   readonly #source: JwksSource;
+  readonly #now: () => Date;
   #resolver?: { version: number; resolve: KeyResolver };
 
   /**
@@ -90,6 +93,7 @@ export class JwksValidator implements TokenValidator {
   constructor(source: JwksSource, context: JwksValidatorContext) {
     this.audience = sentryAudience(context);
     this.#source = source;
+    this.#now = context.now ?? (() => new Date());
   }
 
   /**
@@ -176,14 +180,14 @@ export class JwksValidator implements TokenValidator {
   async #verifyOnce(token: string): Promise<JWTPayload> {
     const resolve = this.#currentResolver();
     try {
-      return (await jwtVerify(token, resolve, VERIFY_OPTIONS)).payload;
+      return (await jwtVerify(token, resolve, this.#verifyOptions())).payload;
     } catch (error) {
       if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
       // Several keys share the kid: the token is good if any of them verifies it.
       let last: unknown = error;
       for await (const key of error) {
         try {
-          return (await jwtVerify(token, key, VERIFY_OPTIONS)).payload;
+          return (await jwtVerify(token, key, this.#verifyOptions())).payload;
         } catch (attempt) {
           if (
             attempt instanceof errors.JWTExpired ||
@@ -198,6 +202,10 @@ export class JwksValidator implements TokenValidator {
     }
   }
 
+  #verifyOptions(): JWTVerifyOptions {
+    return { ...VERIFY_OPTIONS, currentDate: this.#now() };
+  }
+
   #currentResolver(): KeyResolver {
     const version = this.#source.version;
     if (this.#resolver?.version !== version) {
@@ -207,7 +215,7 @@ export class JwksValidator implements TokenValidator {
   }
 
   #checkClaims(payload: JWTPayload, subject: string): void {
-    const now = Date.now() / 1000;
+    const now = this.#now().getTime() / 1000;
     if (typeof payload.iat === "number" && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
       throw new ValidationError(
         `"iat" not satisfied: token issued in the future (iat ${

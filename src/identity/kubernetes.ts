@@ -95,6 +95,8 @@ export interface KubernetesValidatorOptions {
   cacheTtlMs?: number;
   /** API failures are logged as warnings. */
   logger?: Logger;
+  /** The clock token expiry is read against (default: the system clock). */
+  now?: () => Date;
 }
 
 /** What a successful TokenReview tells. */
@@ -218,11 +220,12 @@ export class KubernetesValidator implements TokenValidator {
     this.#pods = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
     this.#configurations = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
     const reviewTtl = Math.min(MAX_REVIEW_CACHE_MS, ttl);
+    const now = options.now ?? (() => new Date());
     this.#reviews = new PromiseCache(
       (review: Review & { expiresAtMs?: number }) =>
         review.expiresAtMs === undefined
           ? reviewTtl
-          : Math.min(reviewTtl, review.expiresAtMs - Date.now()),
+          : Math.min(reviewTtl, review.expiresAtMs - now().getTime()),
       MAX_CACHE_ENTRIES,
     );
   }

@@ -23,6 +23,8 @@ export interface ValidatorContext {
   sentryNamespace: string;
   /** Where validators report background events (key set refreshes and their failures). */
   logger?: Logger;
+  /** The clock tokens are checked against (default: the system clock). */
+  now?: () => Date;
   /**
    * Kubernetes mode: makes the KUBERNETES validator, which is then always on and the default
    * (as in Dapr). Absent in self-hosted mode.
@@ -39,6 +41,7 @@ async function createValidator(
       return await JwksValidator.create(config.options, {
         sentryTrustDomain: context.sentryTrustDomain,
         sentryNamespace: context.sentryNamespace,
+        now: context.now,
         onUpdate: (_, description) =>
           context.logger?.info(`JWKS key set loaded from ${description}`),
         onError: (error) => context.logger?.warn(`JWKS key set not refreshed: ${error.message}`),

@@ -58,6 +58,7 @@ function validatorContext(options: SentryServerOptions): ValidatorContext {
     sentryTrustDomain: options.trustDomain,
     sentryNamespace: options.namespace,
     logger: options.logger,
+    now: options.now,
     createKubernetesValidator: options.createKubernetesValidator,
   };
 }

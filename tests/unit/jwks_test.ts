@@ -905,3 +905,24 @@ Deno.test("closing a validator while its URL source is fetching settles cleanly"
     await server.close();
   }
 });
+
+Deno.test("token times are read against the validator's clock, not the system's", async () => {
+  const key = await makeKey("k1");
+  const yearAgo = NOW() - 365 * 86_400;
+  // Issued and expiring a year ago: good by a clock set then, expired by the system clock.
+  const token = await sign(key, { iat: yearAgo, exp: yearAgo + 600 });
+  const then = await JwksValidator.create(
+    { source: JSON.stringify(keySet(key)) },
+    { ...CONTEXT, now: () => new Date((yearAgo + 60) * 1000) },
+  );
+  const today = await JwksValidator.create({ source: JSON.stringify(keySet(key)) }, CONTEXT);
+  try {
+    await then.validate(request(token));
+    await assertDenied(today, request(token), /"exp" not satisfied: token expired/);
+    // A token issued "now" is from the future for the clock set a year back.
+    await assertDenied(then, request(await sign(key)), /not satisfied/);
+  } finally {
+    then.close();
+    today.close();
+  }
+});
