@@ -27,6 +27,7 @@ import type { JSONWebKeySet, JWK } from "jose";
 import { isRecord } from "../util/records.ts";
 import { durationSetting, formatDuration } from "../util/duration.ts";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
+import { setSafeTimeout } from "../util/timers.ts";
 
 /** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
 export class JwksSourceError extends Error {
@@ -412,11 +413,11 @@ export class JwksSource {
   #schedule(delayMs: number): void {
     clearTimeout(this.#timer);
     if (this.#closed) return;
-    this.#timer = setTimeout(() => {
+    // The delay may come from the server's Cache-Control max-age: safe for a timer.
+    this.#timer = setSafeTimeout(() => {
       this.#timer = undefined;
       if (this.#inFlight === undefined) void this.#refreshNow();
     }, delayMs);
-    (this.#timer as { unref?: () => void }).unref?.();
   }
 
   async #reloadFile(): Promise<void> {

@@ -8,6 +8,7 @@
  */
 import type { Logger } from "../observability/logger.ts";
 import { isGone, type KubeClient } from "./client.ts";
+import { delay } from "../util/timers.ts";
 
 /** A running watch; `close()` stops it. */
 export interface ObjectWatch {
@@ -20,7 +21,7 @@ export interface ObjectWatch {
  * every relist that follows a broken watch (changes may have been missed).
  */
 export function watchObject(
-  client: KubeClient,
+  client: Pick<KubeClient, "list" | "watch">,
   listPath: string,
   name: string,
   onChange: () => void,
@@ -29,18 +30,10 @@ export function watchObject(
   const controller = new AbortController();
   const { signal } = controller;
   const fieldSelector = `metadata.name=${name}`;
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        resolve();
-      }, { once: true });
-    });
 
   const run = async () => {
     let resourceVersion: string | undefined;
-    let delay = 500;
+    let retryDelay = 500;
     let first = true;
     while (!signal.aborted) {
       try {
@@ -58,7 +51,7 @@ export function watchObject(
             if (event.type !== "BOOKMARK") onChange();
           },
         );
-        delay = 500;
+        retryDelay = 500;
       } catch (error) {
         if (signal.aborted) return;
         if (isGone(error)) {
@@ -66,12 +59,12 @@ export function watchObject(
           continue;
         }
         logger?.warn(
-          `watch of ${listPath}/${name} failed, retrying in ${delay / 1000}s: ${
+          `watch of ${listPath}/${name} failed, retrying in ${retryDelay / 1000}s: ${
             (error as Error).message
           }`,
         );
-        await sleep(delay);
-        delay = Math.min(delay * 2, 30_000);
+        await delay(retryDelay, signal);
+        retryDelay = Math.min(retryDelay * 2, 30_000);
         resourceVersion = undefined;
       }
     }

@@ -19,6 +19,7 @@ import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
 import { RotatingServerCredentials } from "./rotating-credentials.ts";
+import { setSafeTimeout } from "../util/timers.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -182,11 +183,10 @@ export class SentryGrpcServer {
   }
 
   #scheduleRenewal(identity: ServingIdentity): void {
-    this.#renewTimer = setTimeout(
+    this.#renewTimer = setSafeTimeout(
       () => this.rotateServingCertificate(),
-      Math.min(renewalDelayMs(identity, this.#options.now()), 2 ** 31 - 1),
+      renewalDelayMs(identity, this.#options.now()),
     );
-    this.#renewTimer.unref?.();
   }
 
   /** Issues the serving certificate and binds the port. */

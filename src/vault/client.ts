@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { Logger } from "../observability/logger.ts";
+import { setSafeTimeout } from "../util/timers.ts";
 
 /** How sentry authenticates to Vault. */
 export type VaultAuth =
@@ -209,8 +210,8 @@ export class VaultClient {
     if (!renewable || !(ttlSeconds > 0) || this.#closed) return;
     const delay = Math.max(1000, (ttlSeconds * 1000 * 2) / 3);
     this.#token.renewAt = Date.now() + delay;
-    this.#renewTimer = setTimeout(() => void this.#renew(), delay);
-    (this.#renewTimer as { unref?: () => void }).unref?.();
+    // A token TTL can exceed what a timer honours: the renewal is scheduled safely.
+    this.#renewTimer = setSafeTimeout(() => void this.#renew(), delay);
   }
 
   async #scheduleRenewalFromLookup(): Promise<void> {
