@@ -34,9 +34,16 @@ import {
 /** The name Dapr gives both objects. */
 export const TRUST_BUNDLE_NAME = "dapr-trust-bundle";
 
+/**
+ * The store's port to the API server: the {@link KubeClient} methods it calls (GET / POST /
+ * PUT one object; list + watch for {@link KubeCredentialStore.watch}). A KubeClient is one;
+ * unit tests pass a small in-memory fake.
+ */
+export type KubeApi = Pick<KubeClient, "get" | "create" | "replace" | "list" | "watch">;
+
 /** Where the objects are and what their keys are called. */
 export interface KubeStoreOptions {
-  client: KubeClient;
+  client: KubeApi;
   namespace: string;
   /** Data keys (Dapr: the `--issuer-*-filename` values). */
   keys: { caCrt: string; issuerCrt: string; issuerKey: string };
