@@ -21,9 +21,16 @@ import {
   StoreUnavailableError,
 } from "./store.ts";
 
+/**
+ * The store's port to Vault: the {@link VaultClient} members it uses (`request`, which returns
+ * 2xx and 404 answers and throws {@link VaultError} otherwise; `address` for messages; `close`).
+ * A VaultClient is one; unit tests pass a small in-memory fake.
+ */
+export type VaultApi = Pick<VaultClient, "request" | "address" | "close">;
+
 /** Where the secret lives. */
 export interface VaultStoreOptions {
-  client: VaultClient;
+  client: VaultApi;
   mount: string;
   path: string;
   /** How often to poll for new versions (default 30 s). */
@@ -49,7 +56,7 @@ function unavailable(error: unknown): never {
 export class VaultCredentialStore implements CredentialStore {
   readonly description: string;
   readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
-  readonly #client: VaultClient;
+  readonly #client: VaultApi;
   readonly #dataPath: string;
   readonly #metadataPath: string;
   readonly #pollIntervalMs: number;
@@ -153,9 +160,22 @@ export class VaultCredentialStore implements CredentialStore {
         this.#dataPath,
         this.#payload(bundle, cas),
       );
-      this.#version = Number(response.body?.data?.version ?? cas + 1);
+      // The client hands 404 answers back; a write must come back as a new KV v2 version,
+      // or nothing was stored (a mount that does not exist, or one that is not KV v2).
+      const version = response.body?.data?.version;
+      if (response.status === 404 || typeof version !== "number") {
+        const why = response.status === 404
+          ? `Vault answered 404 (${vaultErrors(response.body)})`
+          : `Vault's answer (HTTP ${response.status}) names no new version`;
+        throw new StoreError(
+          `${this.description}: nothing was stored: ${why}; check that --vault-mount names ` +
+            `a KV version 2 secrets engine`,
+        );
+      }
+      this.#version = version;
       return true;
     } catch (error) {
+      if (error instanceof StoreError) throw error;
       if (
         error instanceof VaultError && error.status === 400 &&
         error.errors.some((e) => /check-and-set/.test(e))
@@ -221,4 +241,10 @@ export class VaultCredentialStore implements CredentialStore {
   close(): void {
     this.#client.close();
   }
+}
+
+/** Vault's `errors` list of an answer, as text. */
+function vaultErrors(body: unknown): string {
+  const errors = (body as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) && errors.length > 0 ? errors.join("; ") : "no errors given";
 }
