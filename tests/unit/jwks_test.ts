@@ -926,3 +926,25 @@ Deno.test("token times are read against the validator's clock, not the system's"
     today.close();
   }
 });
+
+Deno.test("a key set cached for a year is not fetched again at once (timer limit)", async () => {
+  // Node fires a timer of more than 2^31-1 ms (24.8 days) after 1 ms: a max-age of a year
+  // used to refresh the key set in a tight loop.
+  const tls = await makeTls();
+  const key = await makeKey("k1");
+  const server = await startJwksServer(keySet(key), "max-age=31536000");
+  const validator = await JwksValidator.create({
+    source: server.url,
+    caCertificate: tls.caPem,
+    minRefreshInterval: "1s",
+  }, CONTEXT);
+  try {
+    assert.equal(server.state.requests, 1);
+    await delay(300);
+    assert.equal(server.state.requests, 1, "no refresh within 300 ms of a one-year max-age");
+    await validator.validate(request(await sign(key)));
+  } finally {
+    validator.close();
+    await server.close();
+  }
+});
