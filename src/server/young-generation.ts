@@ -16,15 +16,27 @@ import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
 
 const MIB = 1024 * 1024;
 
+/** The parts of node:v8 used here (tests pass a fake). */
+export interface V8Heap {
+  getHeapSpaceStatistics(): { space_name: string; space_size: number }[];
+  setFlagsFromString(flags: string): void;
+}
+
+const NODE_V8: V8Heap = { getHeapSpaceStatistics, setFlagsFromString };
+
 /**
  * Watches the new space every `intervalMs` and stops its growth once it holds two semi-spaces
  * of `semiSpaceMb`. Returns a function that stops watching.
  */
-export function capYoungGeneration(semiSpaceMb = 4, intervalMs = 200): () => void {
+export function capYoungGeneration(
+  semiSpaceMb = 4,
+  intervalMs = 200,
+  v8: V8Heap = NODE_V8,
+): () => void {
   const timer = setInterval(() => {
-    const newSpace = getHeapSpaceStatistics().find((space) => space.space_name === "new_space");
+    const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === "new_space");
     if (newSpace && newSpace.space_size >= 2 * semiSpaceMb * MIB) {
-      setFlagsFromString("--semi-space-growth-factor=1");
+      v8.setFlagsFromString("--semi-space-growth-factor=1");
       clearInterval(timer);
     }
   }, intervalMs);

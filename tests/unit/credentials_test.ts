@@ -1,0 +1,241 @@
+/**
+ * src/server/credentials.ts (`loadOrCreateBundle`) against a scripted fake store: a stored
+ * bundle is loaded and validated, an empty store gets a generated bundle (create-only, and a
+ * concurrent winner's bundle is adopted), a broken bundle is an error and is never
+ * overwritten, and an unavailable store is waited for with backoff but never leads to
+ * generating a CA.
+ */
+import assert from "node:assert/strict";
+import { BundleError, type BundlePem, generateBundle } from "../../src/ca/bundle.ts";
+import { Logger } from "../../src/observability/logger.ts";
+import { loadOrCreateBundle, type StartupRetry } from "../../src/server/credentials.ts";
+import { type CredentialStore, StoreError, StoreUnavailableError } from "../../src/stores/store.ts";
+import { parseCertificate } from "../../src/x509/parse.ts";
+import { decodePem } from "../../src/x509/pem.ts";
+import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
+
+const DAY = 86_400_000;
+/** Far from the system clock, so that only the injected clock can make these bundles valid. */
+const NOW = new Date("2031-07-01T00:00:00Z");
+const GENERATE = {
+  trustDomain: "example.org",
+  namespace: "sentry-ns",
+  algorithm: "ecdsa-p256" as const,
+  ttlMs: 365 * DAY,
+  skewMs: 15 * 60_000,
+};
+const STORED = generateBundle({ ...GENERATE, now: NOW });
+const OTHER = generateBundle({ ...GENERATE, now: NOW });
+/** Retries quickly: a test must not wait minutes. */
+const FAST: StartupRetry = { timeoutMs: 5_000, maxDelayMs: 250 };
+
+/** What one call of load() or create() does: answer, or throw. */
+type Step<T> = T | Error;
+
+/** A store that answers load() and create() from scripts (the last step repeats). */
+class ScriptedStore implements CredentialStore {
+  readonly description = "scripted store";
+  readonly names = { caCrt: "anchors.pem", issuerCrt: "issuer.pem", issuerKey: "issuer-key.pem" };
+  readonly created: BundlePem[] = [];
+  loads = 0;
+
+  constructor(
+    readonly loadScript: Step<BundlePem | null>[],
+    /** `undefined`: create stores what it is given. */
+    readonly createScript: Step<BundlePem | undefined>[] = [undefined],
+  ) {}
+
+  load(): Promise<BundlePem | null> {
+    const step = this.loadScript[Math.min(this.loads++, this.loadScript.length - 1)];
+    return step instanceof Error ? Promise.reject(step) : Promise.resolve(step);
+  }
+
+  create(bundle: BundlePem): Promise<BundlePem> {
+    const index = this.created.length;
+    this.created.push(bundle);
+    const step = this.createScript[Math.min(index, this.createScript.length - 1)];
+    if (step instanceof Error) return Promise.reject(step);
+    return Promise.resolve(step ?? bundle);
+  }
+
+  replace(): Promise<BundlePem> {
+    return Promise.reject(new Error("start-up must never replace a bundle"));
+  }
+
+  watch(): { close(): void } {
+    return { close() {} };
+  }
+}
+
+function capture() {
+  const lines: { level: string; msg: string }[] = [];
+  const logger = new Logger({
+    level: "debug",
+    json: true,
+    scope: "test",
+    version: "0",
+    sink: (line) => lines.push(JSON.parse(line)),
+  });
+  return { logger, lines };
+}
+
+function run(
+  store: ScriptedStore,
+  retry: StartupRetry = FAST,
+  algorithm: CaKeyAlgorithm = GENERATE.algorithm,
+) {
+  const { logger, lines } = capture();
+  const promise = loadOrCreateBundle(
+    store,
+    {
+      trustDomain: GENERATE.trustDomain,
+      namespace: GENERATE.namespace,
+      algorithm,
+      ttlMs: GENERATE.ttlMs,
+      skewMs: GENERATE.skewMs,
+    },
+    () => NOW,
+    logger,
+    retry,
+  );
+  return { promise, lines };
+}
+
+Deno.test("a stored bundle is loaded, validated at the injected time, and nothing is created", async () => {
+  const store = new ScriptedStore([STORED]);
+  const { promise, lines } = run(store);
+  const bundle = await promise;
+  assert.deepEqual(bundle.pem, STORED);
+  assert.equal(store.created.length, 0);
+  assert.deepEqual(lines.map((l) => l.msg), ["loaded trust bundle from scripted store"]);
+});
+
+Deno.test("an empty store gets a generated root and issuer, stored create-only", async (t) => {
+  for (const algorithm of ["ecdsa-p256", "ed25519"] as const) {
+    await t.step(algorithm, async () => {
+      const store = new ScriptedStore([null]);
+      const { promise, lines } = run(store, FAST, algorithm);
+      const bundle = await promise;
+      assert.equal(store.created.length, 1);
+      assert.equal(bundle.pem, store.created[0], "the bundle returned is the one stored");
+      const [root] = decodePem(bundle.pem.caCrt).map((block) => parseCertificate(block.der));
+      assert.equal(root.notBefore.getTime(), NOW.getTime() - GENERATE.skewMs);
+      assert.equal(root.notAfter.getTime(), NOW.getTime() + GENERATE.ttlMs);
+      assert.equal(bundle.issuerNotAfter.getTime(), NOW.getTime() + GENERATE.ttlMs);
+      assert.deepEqual(lines.map((l) => l.msg), [
+        `no trust bundle in scripted store: generating a new ${algorithm} root and issuer`,
+        "stored the new trust bundle in scripted store",
+      ]);
+    });
+  }
+});
+
+Deno.test("another instance's bundle, stored first, is adopted", async () => {
+  const store = new ScriptedStore([null], [OTHER]);
+  const { promise, lines } = run(store);
+  const bundle = await promise;
+  assert.equal(store.created.length, 1);
+  assert.deepEqual(bundle.pem, OTHER);
+  assert.notEqual(store.created[0].caCrt, OTHER.caCrt);
+  assert.equal(
+    lines.at(-1)?.msg,
+    "another instance stored a trust bundle in scripted store first: using it",
+  );
+});
+
+Deno.test("a broken or partial bundle is an error naming the store's file, never overwritten", async (t) => {
+  const rows: {
+    name: string;
+    store: ScriptedStore;
+    error: RegExp;
+    type: new (message: string) => Error;
+  }[] = [
+    {
+      name: "key of another bundle",
+      store: new ScriptedStore([{ ...STORED, issuerKey: OTHER.issuerKey }]),
+      error: /^issuer-key\.pem does not match the certificate in issuer\.pem/,
+      type: BundleError,
+    },
+    {
+      name: "not PEM",
+      store: new ScriptedStore([{ ...STORED, caCrt: "garbage" }]),
+      error: /^anchors\.pem contains no PEM CERTIFICATE block$/,
+      type: BundleError,
+    },
+    {
+      name: "the store says its content is partial",
+      store: new ScriptedStore([new StoreError("issuer.key is missing")]),
+      error: /^issuer\.key is missing$/,
+      type: StoreError,
+    },
+    {
+      name: "a winner's bundle that is broken",
+      store: new ScriptedStore([null], [{ ...OTHER, issuerKey: STORED.issuerKey }]),
+      error: /does not match the certificate/,
+      type: BundleError,
+    },
+  ];
+  for (const row of rows) {
+    await t.step(row.name, async () => {
+      const created = row.store.loadScript[0] === null ? 1 : 0;
+      await assert.rejects(run(row.store).promise, (error) => {
+        assert.ok(error instanceof row.type, `${error}`);
+        assert.ok(!(error instanceof StoreUnavailableError), "retried as if unavailable");
+        assert.match((error as Error).message, row.error);
+        return true;
+      });
+      assert.equal(row.store.loads, 1, "a broken bundle was retried");
+      assert.equal(row.store.created.length, created);
+    });
+  }
+});
+
+Deno.test("an unavailable store is waited for with backoff, then its bundle is loaded", async () => {
+  const down = new StoreUnavailableError("vault is sealed");
+  const store = new ScriptedStore([down, down, STORED]);
+  const started = Date.now();
+  const { promise, lines } = run(store);
+  const bundle = await promise;
+  assert.deepEqual(bundle.pem, STORED);
+  assert.equal(store.loads, 3);
+  assert.equal(store.created.length, 0, "generated a CA because the store was unavailable");
+  assert.ok(Date.now() - started >= 450, "did not wait between tries");
+  const warnings = lines.filter((l) => l.level === "warn").map((l) => l.msg);
+  assert.equal(warnings.length, 2);
+  for (const warning of warnings) {
+    assert.match(warning, /^credential store unavailable, retrying in 0\.\ds: vault is sealed$/);
+  }
+});
+
+Deno.test("an unavailable store during create is retried with the same generated bundle", async () => {
+  const down = new StoreUnavailableError("API server down");
+  const store = new ScriptedStore([null], [down, undefined]);
+  const { promise } = run(store);
+  const bundle = await promise;
+  assert.equal(store.created.length, 2);
+  assert.equal(store.created[1], store.created[0], "a second CA was generated for the retry");
+  assert.equal(bundle.pem, store.created[0]);
+});
+
+Deno.test("a store unavailable past the timeout is an error, and nothing is generated", async (t) => {
+  await t.step("no time to wait: the first failure is final", async () => {
+    const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
+    await assert.rejects(
+      run(store, { timeoutMs: 0, maxDelayMs: 250 }).promise,
+      StoreUnavailableError,
+    );
+    assert.equal(store.loads, 1);
+    assert.equal(store.created.length, 0);
+  });
+  await t.step("gives up before a pause would pass the deadline", async () => {
+    const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
+    const started = Date.now();
+    await assert.rejects(
+      run(store, { timeoutMs: 600, maxDelayMs: 250 }).promise,
+      /^StoreUnavailableError: sealed$/,
+    );
+    assert.ok(Date.now() - started < 600, "waited past the deadline");
+    assert.equal(store.loads, 3, "tries at about 0, 250 and 500 ms");
+    assert.equal(store.created.length, 0);
+  });
+});
