@@ -122,6 +122,8 @@ export class SentryServer {
   readonly #options: SentryServerOptions;
   readonly #grpc: SentryGrpcServer;
   readonly #endpoints: HttpEndpoints;
+  /** Counts settings snapshots received, so that only the newest is applied. */
+  #settingsGeneration = 0;
   readonly #credentials: CredentialReloader;
   readonly #expiry: ExpiryMonitor;
   readonly #signingPool?: SigningPool;
@@ -159,8 +161,15 @@ export class SentryServer {
   static async start(options: SentryServerOptions): Promise<SentryServer> {
     const { logger, now } = options;
     const context = validatorContext(options);
-    const settings = await options.settingsSource.load();
-    const validators = await selectValidators(settings, context);
+    let settings: MtlsSettings;
+    let validators: ValidatorSet;
+    try {
+      settings = await options.settingsSource.load();
+      validators = await selectValidators(settings, context);
+    } catch (error) {
+      options.store.close?.();
+      throw error;
+    }
     logger.info(
       `settings from ${options.settingsSource.description}: ${
         describeSettings(settings, validators)
@@ -226,6 +235,7 @@ export class SentryServer {
       await closeEndpoints(endpoints);
       await signingPool?.close();
       closeValidators(validators);
+      options.store.close?.();
       throw error;
     }
     const server = new SentryServer(
@@ -284,11 +294,18 @@ export class SentryServer {
   }
 
   async #applySettings(settings: MtlsSettings): Promise<void> {
+    // Building validators may wait on the network (a JWKS URL): a snapshot that arrives later
+    // must win even when an earlier one finishes building after it.
+    const generation = ++this.#settingsGeneration;
     let validators: ValidatorSet;
     try {
       validators = await selectValidators(settings, validatorContext(this.#options));
     } catch (error) {
-      this.#settingsRejected(error as Error);
+      if (generation === this.#settingsGeneration) this.#settingsRejected(error as Error);
+      return;
+    }
+    if (generation !== this.#settingsGeneration) {
+      closeValidators(validators); // overtaken by a newer snapshot
       return;
     }
     const previous = this.state.validators;

@@ -21,6 +21,7 @@ import {
   type MtlsSettings,
 } from "../../src/config/configuration.ts";
 import type { SettingsHandlers, SettingsSource } from "../../src/config/settings-source.ts";
+import { WireValidator } from "../../src/identity/validator.ts";
 import { Logger } from "../../src/observability/logger.ts";
 import { SentryServer, type SentryServerOptions } from "../../src/server/sentry-server.ts";
 import type { CredentialStore } from "../../src/stores/store.ts";
@@ -410,6 +411,7 @@ Deno.test("a start that cannot finish throws the reason and leaves nothing liste
     const { options } = harness(store, new FakeSettingsSource(new ConfigurationError("bad file")));
     await assert.rejects(SentryServer.start(options), /^ConfigurationError: bad file$/);
     assert.equal(store.loads, 0);
+    assert.ok(store.closed, "store left open");
   });
 
   for (const taken of ["metrics", "grpc"] as const) {
@@ -421,7 +423,7 @@ Deno.test("a start that cannot finish throws the reason and leaves nothing liste
         const health = { address: "127.0.0.1", port: await freePort() };
         const metrics = { address: "127.0.0.1", port: await freePort() };
         try {
-          const { options } = harness();
+          const { options, store } = harness();
           await assert.rejects(
             SentryServer.start({
               ...options,
@@ -435,6 +437,7 @@ Deno.test("a start that cannot finish throws the reason and leaves nothing liste
             fetch(`http://127.0.0.1:${health.port}/healthz`),
             "health left open",
           );
+          assert.ok(store.closed, "store left open");
           if (taken === "grpc") {
             await assert.rejects(
               fetch(`http://127.0.0.1:${metrics.port}/metrics`),
@@ -446,5 +449,37 @@ Deno.test("a start that cannot finish throws the reason and leaves nothing liste
         }
       },
     );
+  }
+});
+
+Deno.test("a settings snapshot overtaken by a newer one while building is not applied", async () => {
+  // The first snapshot's JWKS validator reads its key set from a FIFO: it stays unbuilt until
+  // the test writes to it, after a newer snapshot has been applied.
+  const { settings, options } = harness();
+  const server = await SentryServer.start(options);
+  const dir = await Deno.makeTempDir();
+  const fifo = `${dir}/jwks.json`;
+  try {
+    assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+    const slow: MtlsSettings = {
+      ...DEFAULT_SETTINGS,
+      tokenValidators: [{ name: "jwks", options: { source: fifo } }],
+    };
+    const newer: MtlsSettings = { ...DEFAULT_SETTINGS, workloadCertTtlMs: 3_600_000 };
+    settings.handlers!.onUpdate(slow);
+    settings.handlers!.onUpdate(newer);
+    for (let i = 0; i < 100 && server.state.settings !== newer; i++) await settle();
+    assert.equal(server.state.settings, newer);
+
+    const jwk = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
+      format: "jwk",
+    });
+    await Deno.writeTextFile(fifo, JSON.stringify({ keys: [{ ...jwk, kid: "k1", alg: "ES256" }] }));
+    for (let i = 0; i < 10; i++) await settle();
+    assert.equal(server.state.settings, newer, "the older snapshot replaced the newer one");
+    assert.equal(server.state.validators.defaultWire, WireValidator.INSECURE);
+  } finally {
+    await server.stop(0);
+    await Deno.remove(dir, { recursive: true });
   }
 });
