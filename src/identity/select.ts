@@ -50,40 +50,16 @@ async function createValidator(
   }
 }
 
-/** Kubernetes mode: KUBERNETES always on and the default, plus the configured validators. */
-async function selectKubernetesValidators(
-  settings: MtlsSettings,
-  context: ValidatorContext,
-): Promise<ValidatorSet> {
-  const kubernetes = context.createKubernetesValidator!();
-  const enabled = new Map<number, TokenValidator>([[kubernetes.wire, kubernetes]]);
-  try {
-    for (const config of settings.tokenValidators) {
-      const validator = await createValidator(config, context);
-      enabled.set(validator.wire, validator);
-    }
-  } catch (error) {
-    for (const validator of enabled.values()) validator.close?.();
-    throw new ValidatorConfigError(`token validator: ${(error as Error).message}`);
-  }
-  return { defaultWire: kubernetes.wire, enabled };
-}
-
 /**
- * Builds the validator set for self-hosted (standalone) mode (or Kubernetes mode when the
- * context can make the KUBERNETES validator). If one validator cannot be
- * created, those already created are closed again and the error names the validator.
+ * Adds the configured validators to `enabled` (a later entry for the same wire value replaces,
+ * and closes, an earlier one). If one cannot be created, every validator in `enabled` is
+ * closed and the error names it.
  */
-export async function selectValidators(
+async function addConfigured(
+  enabled: Map<number, TokenValidator>,
   settings: MtlsSettings,
   context: ValidatorContext,
-): Promise<ValidatorSet> {
-  if (context.createKubernetesValidator) return selectKubernetesValidators(settings, context);
-  if (settings.tokenValidators.length === 0) {
-    const insecure = new InsecureValidator();
-    return { defaultWire: WireValidator.INSECURE, enabled: new Map([[insecure.wire, insecure]]) };
-  }
-  const enabled = new Map<number, TokenValidator>();
+): Promise<void> {
   try {
     for (const config of settings.tokenValidators) {
       const validator = await createValidator(config, context);
@@ -92,7 +68,34 @@ export async function selectValidators(
     }
   } catch (error) {
     for (const validator of enabled.values()) validator.close?.();
-    throw new ValidatorConfigError(`token validator: ${(error as Error).message}`);
+    throw new ValidatorConfigError(`token validator: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
+}
+
+/**
+ * Builds the validator set: in Kubernetes mode (the context can make the KUBERNETES
+ * validator) KUBERNETES, always on and the default, plus the configured ones; in self-hosted
+ * mode INSECURE alone when nothing is configured, else only the configured ones, with no
+ * default. If one validator cannot be created, those already created are closed again and
+ * the error names the validator.
+ */
+export async function selectValidators(
+  settings: MtlsSettings,
+  context: ValidatorContext,
+): Promise<ValidatorSet> {
+  if (context.createKubernetesValidator) {
+    const kubernetes = context.createKubernetesValidator();
+    const enabled = new Map<number, TokenValidator>([[kubernetes.wire, kubernetes]]);
+    await addConfigured(enabled, settings, context);
+    return { defaultWire: kubernetes.wire, enabled };
+  }
+  if (settings.tokenValidators.length === 0) {
+    const insecure = new InsecureValidator();
+    return { defaultWire: WireValidator.INSECURE, enabled: new Map([[insecure.wire, insecure]]) };
+  }
+  const enabled = new Map<number, TokenValidator>();
+  await addConfigured(enabled, settings, context);
   return { defaultWire: WireValidator.UNKNOWN, enabled };
 }
