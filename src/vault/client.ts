@@ -61,6 +61,9 @@ interface TokenState {
   renewAt?: number;
 }
 
+/** Most redirects followed for one request (standby to active node). */
+const MAX_REDIRECTS = 2;
+
 /** One client per Vault address; {@link close} stops the renewal timer. */
 export class VaultClient {
   readonly #options: VaultClientOptions;
@@ -95,8 +98,31 @@ export class VaultClient {
       headers["content-type"] = "application/json";
       headers["content-length"] = String(Buffer.byteLength(payload));
     }
+    return this.#sendTo(url, method, payload, headers, 0);
+  }
+
+  /**
+   * One HTTP exchange with `url`. A standby Vault without request forwarding answers 307 (or
+   * 308) with the active node's address: the request goes there, as Vault's own client does,
+   * at most {@link MAX_REDIRECTS} times.
+   */
+  #sendTo(
+    url: URL,
+    method: string,
+    payload: string | undefined,
+    headers: Record<string, string>,
+    redirects: number,
+  ): Promise<VaultResponse> {
     const send = url.protocol === "https:" ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
+      const unreachable = (error: Error) =>
+        reject(
+          new VaultError(
+            0,
+            [],
+            `Vault at ${this.#options.address} is unreachable: ${error.message}`,
+          ),
+        );
       const request = send(url, {
         method,
         headers,
@@ -114,22 +140,18 @@ export class VaultClient {
           } catch {
             parsed = { errors: [text.slice(0, 200)] };
           }
-          resolve({ status: response.statusCode ?? 0, body: parsed });
+          const location = response.headers.location;
+          const status = response.statusCode ?? 0;
+          if ((status === 307 || status === 308) && location && redirects < MAX_REDIRECTS) {
+            resolve(this.#sendTo(new URL(location, url), method, payload, headers, redirects + 1));
+            return;
+          }
+          resolve({ status, body: parsed });
         });
-        response.on("error", reject);
+        response.on("error", unreachable); // the connection broke in the middle of the body
       });
       request.on("timeout", () => request.destroy(new Error("request timed out")));
-      request.on(
-        "error",
-        (error) =>
-          reject(
-            new VaultError(
-              0,
-              [],
-              `Vault at ${this.#options.address} is unreachable: ${error.message}`,
-            ),
-          ),
-      );
+      request.on("error", unreachable);
       request.end(payload);
     });
   }
