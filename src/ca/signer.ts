@@ -57,7 +57,7 @@ function prepareWorkload(
   spki: Uint8Array,
   timing: WorkloadTiming,
   now: Date,
-  dnsNames: readonly string[],
+  dnsNames: readonly string[] = [],
 ): UnsignedWorkload {
   if (now > bundle.issuerNotAfter) {
     throw new SigningError(
@@ -116,13 +116,9 @@ export function issueWorkloadCertificate(
  * thread pool: what the server uses, so that the event loop keeps serving other requests.
  */
 export async function issueWorkloadCertificateAsync(
-  bundle: SigningBundle,
-  id: SpiffeId,
-  spki: Uint8Array,
-  timing: WorkloadTiming,
-  now: Date,
-  dnsNames: readonly string[] = [],
+  ...args: Parameters<typeof issueWorkloadCertificate>
 ): Promise<IssuedCertificate> {
-  const unsigned = prepareWorkload(bundle, id, spki, timing, now, dnsNames);
+  const bundle = args[0];
+  const unsigned = prepareWorkload(...args);
   return finishWorkload(bundle, unsigned, await bundle.issuer.key.signAsync(unsigned.tbs));
 }
