@@ -44,6 +44,9 @@ export interface IssuedCertificate {
   notAfter: Date;
 }
 
+/** What an issuer hands back across threads: the chain (leaf first) and the leaf's NotAfter. */
+export type IssuedChain = Pick<IssuedCertificate, "chainPem" | "notAfter">;
+
 /** A workload certificate's TBSCertificate and validity, waiting for its signature. */
 interface UnsignedWorkload {
   tbs: Uint8Array;

@@ -77,7 +77,7 @@ export class KubeSettingsSource implements SettingsSource {
   }
 
   /** Starts watching the chosen Configuration. */
-  watch(handlers: SettingsHandlers): void {
+  watch(handlers: SettingsHandlers): { close(): void } {
     this.#handlers = handlers;
     this.#watch = watchObject(
       this.#client,
@@ -86,6 +86,7 @@ export class KubeSettingsSource implements SettingsSource {
       () => void this.#check(false),
       this.#logger,
     );
+    return { close: () => this.close() };
   }
 
   /** Re-reads now (SIGHUP). */

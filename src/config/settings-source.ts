@@ -29,8 +29,8 @@ export interface SettingsSource {
   readonly description: string;
   /** Reads the settings once; throws ConfigurationError when they are unusable. */
   load(): Promise<MtlsSettings>;
-  /** Starts reporting changes. */
-  watch(handlers: SettingsHandlers): void;
+  /** Starts reporting changes until the returned handle (or {@link close}) stops it. */
+  watch(handlers: SettingsHandlers): { close(): void };
   /** Re-reads now (for SIGHUP); reports through the handlers like a change. */
   reload(): Promise<void>;
   /** Stops watching. */
@@ -45,7 +45,9 @@ export class DefaultSettingsSource implements SettingsSource {
     return Promise.resolve(DEFAULT_SETTINGS);
   }
   /** Nothing changes. */
-  watch(): void {}
+  watch(): { close(): void } {
+    return { close() {} };
+  }
   /** Nothing to re-read. */
   reload(): Promise<void> {
     return Promise.resolve();
@@ -86,9 +88,10 @@ export class FileSettingsSource implements SettingsSource {
   }
 
   /** Starts watching the file's directory. */
-  watch(handlers: SettingsHandlers): void {
+  watch(handlers: SettingsHandlers): { close(): void } {
     this.#handlers = handlers;
     this.#watch = watchFiles([this.path], () => void this.#check(false));
+    return { close: () => this.close() };
   }
 
   /** Re-reads the file even if its text did not change. */

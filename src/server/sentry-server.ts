@@ -122,6 +122,7 @@ export class SentryServer {
   readonly #options: SentryServerOptions;
   readonly #grpc: SentryGrpcServer;
   readonly #endpoints: HttpEndpoints;
+  #settingsWatch?: { close(): void };
   /** Counts settings snapshots received, so that only the newest is applied. */
   #settingsGeneration = 0;
   readonly #credentials: CredentialReloader;
@@ -280,7 +281,7 @@ export class SentryServer {
 
   #startReloading(): void {
     const { settingsSource, logger } = this.#options;
-    settingsSource.watch({
+    this.#settingsWatch = settingsSource.watch({
       onUpdate: (settings) => void this.#applySettings(settings),
       onError: (error) => this.#settingsRejected(error),
     });
@@ -335,6 +336,7 @@ export class SentryServer {
   /** Stops listening; waits up to `graceMs` for in-flight calls. Resolves to true if all finished. */
   async stop(graceMs: number): Promise<boolean> {
     this.#serving = false;
+    this.#settingsWatch?.close();
     this.#options.settingsSource.close();
     this.#credentials.close();
     this.#expiry.close();

@@ -21,7 +21,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Worker } from "node:worker_threads";
-import type { SigningBundle, WorkloadTiming } from "../ca/signer.ts";
+import type { IssuedChain, SigningBundle, WorkloadTiming } from "../ca/signer.ts";
 import type { SpiffeId } from "../ca/spiffe.ts";
 import {
   bundleMessage,
@@ -72,14 +72,8 @@ export class PoolSigningError extends Error {
   }
 }
 
-/** A certificate issued by a worker. */
-export interface PoolIssued {
-  chainPem: string;
-  notAfter: Date;
-}
-
 interface Pending {
-  resolve(issued: PoolIssued): void;
+  resolve(issued: IssuedChain): void;
   reject(error: Error): void;
 }
 
@@ -190,7 +184,7 @@ export class SigningPool {
     csr: Buffer | Uint8Array,
     timing: WorkloadTiming,
     now: Date,
-  ): Promise<PoolIssued> {
+  ): Promise<IssuedChain> {
     if (!this.available) {
       const why = this.#closed ? "pool is closed" : "signing workers keep failing";
       return Promise.reject(new PoolSigningError("internal", why));

@@ -10,6 +10,7 @@
  */
 import type { TrustBundle } from "../ca/bundle.ts";
 import {
+  type IssuedChain,
   issueWorkloadCertificate,
   issueWorkloadCertificateAsync,
   SigningError,
@@ -29,11 +30,7 @@ export interface IssueRequest {
   now: Date;
 }
 
-/** The issued chain (leaf first) and the leaf's NotAfter. */
-export interface IssuedChain {
-  chainPem: string;
-  notAfter: Date;
-}
+export type { IssuedChain };
 
 /**
  * Verifies a CSR and signs its key into a workload certificate. Rejects with

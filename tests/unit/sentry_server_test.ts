@@ -91,6 +91,7 @@ class FakeSettingsSource implements SettingsSource {
   handlers?: SettingsHandlers;
   reloads = 0;
   closed = false;
+  watchClosed = false;
 
   constructor(readonly initial: MtlsSettings | Error = DEFAULT_SETTINGS) {}
 
@@ -99,8 +100,9 @@ class FakeSettingsSource implements SettingsSource {
       ? Promise.reject(this.initial)
       : Promise.resolve(this.initial);
   }
-  watch(handlers: SettingsHandlers): void {
+  watch(handlers: SettingsHandlers): { close(): void } {
     this.handlers = handlers;
+    return { close: () => this.watchClosed = true };
   }
   reload(): Promise<void> {
     this.reloads++;
@@ -311,6 +313,7 @@ Deno.test("start on an empty store, serve, reload, and stop cleanly", async (t) 
       stopped = true;
       assert.equal(server.healthy(), false);
       assert.ok(settings.closed, "settings source not closed");
+      assert.ok(settings.watchClosed, "settings watch not closed");
       assert.ok(store.closed, "store not closed");
       assert.equal(store.watching, 0, "store still watched");
       await assert.rejects(fetch(`http://127.0.0.1:${health}/healthz`));
