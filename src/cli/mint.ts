@@ -211,6 +211,192 @@ async function loadCa(caPath: string, caKeyPath: string): Promise<LoadedCa> {
   };
 }
 
+/** The parsed flags of a command. */
+type Flags = ReturnType<typeof flagValues>;
+
+/** The key a certificate is for: a new one (`--key-type`), or the one in `--csr`. */
+interface KeyToCertify {
+  spki: Uint8Array;
+  /** The public key (for its description). */
+  key: KeyObject;
+  /** Set when the key was generated here (it is written to `--key-out`). */
+  privateKey?: KeyObject;
+}
+
+async function keyToCertify(flags: Flags): Promise<KeyToCertify> {
+  const csrPath = flags.string("csr");
+  if (csrPath) {
+    const csr = decodeCsr(await readInputFile(csrPath, "--csr"));
+    return { spki: csr.subjectPublicKeyInfo, key: csr.publicKey };
+  }
+  const keyType = flags.string("key-type");
+  if (!isKeyType(keyType)) {
+    throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(", ")}`);
+  }
+  const privateKey = await generateKey(keyType);
+  return { spki: spkiOf(privateKey), key: privateKey, privateKey };
+}
+
+/** The NotAfter asked for: `--not-after`, else now + `--ttl` (or the profile's default). */
+function requestedNotAfter(flags: Flags, profile: Profile, now: Date): Date {
+  let notAfter: Date;
+  if (flags.string("not-after")) {
+    if (flags.string("ttl")) throw new UsageError("use --ttl or --not-after, not both");
+    notAfter = new Date(flags.string("not-after"));
+    if (Number.isNaN(notAfter.getTime())) {
+      throw new UsageError("--not-after must be an RFC 3339 time");
+    }
+  } else {
+    notAfter = new Date(
+      now.getTime() + ttlFlag("ttl", flags.string("ttl") || DEFAULT_TTL[profile]),
+    );
+  }
+  if (notAfter <= now) throw new UsageError("the certificate would already be expired");
+  return notAfter;
+}
+
+/** A minted certificate and what the summary reports about it. */
+interface Minted {
+  der: Uint8Array;
+  /** The CA's chain, for `--bundle` (empty for a root). */
+  chainPem: string;
+  notAfter: Date;
+  /** NotAfter was cut to the CA's. */
+  clamped: boolean;
+  spiffeId?: string;
+}
+
+function subjectOr(flags: Flags, fallback: () => Uint8Array): Uint8Array {
+  const subject = flags.string("subject");
+  return subject ? parseSubject(subject) : fallback();
+}
+
+function pathLength(flags: Flags): number | undefined {
+  return flags.int("path-len") >= 0 ? flags.int("path-len") : undefined;
+}
+
+/** A self-signed root in Dapr's profile (`O=<trust domain>` unless `--subject`). */
+function mintRoot(flags: Flags, key: KeyToCertify, validity: Validity): Minted {
+  const der = createCaCertificate({
+    subject: subjectOr(flags, () => encodeName([["O", flags.string("trust-domain")]])),
+    subjectPublicKeyInfo: key.spki,
+    selfKey: new SigningKey(key.privateKey!),
+    validity,
+    keyUsages: [...ROOT_KEY_USAGES],
+    pathLength: pathLength(flags),
+  });
+  return { der, chainPem: "", notAfter: validity.notAfter, clamped: false };
+}
+
+/** The Subject Alternative Names and EKUs of a `leaf`, from the flags. */
+function leafNames(flags: Flags) {
+  const extendedKeyUsages = flags.list("eku").map((name) => {
+    if (name === "server") return ExtKeyUsage.serverAuth;
+    if (name === "client") return ExtKeyUsage.clientAuth;
+    throw new UsageError(`--eku: unknown usage ${JSON.stringify(name)} (use server, client)`);
+  });
+  const names = {
+    dnsNames: flags.list("dns"),
+    ips: flags.list("ip"),
+    uris: flags.list("uri"),
+    emails: flags.list("email"),
+  };
+  if (Object.values(names).every((list) => list.length === 0) && !flags.string("subject")) {
+    throw new UsageError("a leaf needs at least one of --dns, --ip, --uri, --email or a --subject");
+  }
+  return { names, extendedKeyUsages };
+}
+
+/** An intermediate, workload or leaf certificate signed by `--ca`. */
+async function mintUnderCa(
+  profile: Exclude<Profile, "root-ca">,
+  flags: Flags,
+  key: KeyToCertify,
+  now: Date,
+  notAfter: Date,
+): Promise<Minted> {
+  const ca = await loadCa(flags.string("ca"), flags.string("ca-key"));
+  if (ca.notAfter <= now) throw new Error(`the CA in --ca expired at ${ca.notAfter.toISOString()}`);
+  const clamped = notAfter > ca.notAfter;
+  const validity: Validity = { notBefore: now, notAfter: clamped ? ca.notAfter : notAfter };
+  const minted = { chainPem: ca.chainPem, notAfter: validity.notAfter, clamped };
+  const trustDomain = !flags.given("trust-domain") && ca.trustDomain
+    ? ca.trustDomain
+    : flags.string("trust-domain");
+  const namespace = flags.string("namespace");
+  if (profile === "intermediate-ca") {
+    const sentryId = SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
+    const der = createCaCertificate({
+      subject: subjectOr(flags, () => encodeName([["O", sentryId.toString()]])),
+      subjectPublicKeyInfo: key.spki,
+      issuer: ca.identity,
+      validity,
+      keyUsages: [...ISSUER_KEY_USAGES],
+      pathLength: pathLength(flags),
+    });
+    return { ...minted, der };
+  }
+  if (profile === "workload") {
+    const id = flags.string("spiffe-id")
+      ? SpiffeId.parse(flags.string("spiffe-id"))
+      : flags.string("app-id")
+      ? SpiffeId.forWorkload(trustDomain, namespace, flags.string("app-id"))
+      : undefined;
+    if (!id) throw new UsageError("the workload profile needs --app-id (or --spiffe-id)");
+    const der = createWorkloadCertificate(id, key.spki, ca.identity, validity, flags.list("dns"));
+    return { ...minted, der, spiffeId: id.toString() };
+  }
+  const der = createLeafCertificate({
+    subject: flags.string("subject") ? parseSubject(flags.string("subject")) : undefined,
+    subjectPublicKeyInfo: key.spki,
+    issuer: ca.identity,
+    validity,
+    ...leafNames(flags),
+    keyUsages: describeKey(key.key).startsWith("rsa-")
+      ? [KeyUsage.digitalSignature, KeyUsage.keyEncipherment]
+      : [KeyUsage.digitalSignature],
+  });
+  return { ...minted, der };
+}
+
+/** Writes the certificate (and a generated key) and prints the summary. */
+async function writeMinted(
+  flags: Flags,
+  io: CommandIO,
+  profile: Profile,
+  key: KeyToCertify,
+  minted: Minted,
+): Promise<void> {
+  const certificatePem = encodePem("CERTIFICATE", minted.der) +
+    (flags.bool("bundle") ? minted.chainPem : "");
+  const out = flags.string("out");
+  const keyOut = flags.string("key-out");
+  const { privateKey } = key;
+  await writeOutputFiles([
+    ...(privateKey ? [{ path: keyOut, content: privateKeyToPem(privateKey), mode: 0o600 }] : []),
+    ...(out ? [{ path: out, content: certificatePem, mode: 0o644 }] : []),
+  ]);
+  if (!out) io.stdout(certificatePem);
+  const summary = {
+    profile,
+    certificate: out || "-",
+    ...(privateKey ? { key: keyOut } : {}),
+    ...(minted.spiffeId ? { spiffeId: minted.spiffeId } : {}),
+    notAfter: minted.notAfter.toISOString(),
+    clampedToCa: minted.clamped,
+  };
+  if (flags.bool("json")) {
+    // With the certificate on standard output, the summary goes to standard error.
+    (out ? io.stdout : io.stderr)(JSON.stringify(summary, null, 2) + "\n");
+  } else if (out) {
+    io.stdout(
+      `minted a ${profile} certificate: ${out}${privateKey ? ` (key ${keyOut})` : ""}` +
+        (minted.spiffeId ? `, ${minted.spiffeId}` : "") +
+        (minted.clamped ? " (NotAfter clamped to the CA's)" : "") + "\n",
+    );
+  }
+}
+
 /** Runs `sentry mint`. */
 export function runMint(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(MINT_COMMAND, argv, io, async (parsed) => {
@@ -230,166 +416,19 @@ export function runMint(argv: readonly string[], io: CommandIO): Promise<number>
     if (profile === "root-ca" && csrPath) {
       throw new UsageError("a root-ca signs itself: --csr cannot be used");
     }
-
-    // The key to certify.
-    let privateKey: KeyObject | undefined;
-    let spki: Uint8Array;
-    if (csrPath) {
-      spki = decodeCsr(await readInputFile(csrPath, "--csr")).subjectPublicKeyInfo;
-    } else {
-      const keyType = flags.string("key-type");
-      if (!isKeyType(keyType)) {
-        throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(", ")}`);
-      }
-      privateKey = await generateKey(keyType);
-      spki = spkiOf(privateKey);
-    }
-
-    // Validity.
+    const key = await keyToCertify(flags);
     const now = io.now();
-    let notAfter: Date;
-    if (flags.string("not-after")) {
-      if (flags.string("ttl")) throw new UsageError("use --ttl or --not-after, not both");
-      notAfter = new Date(flags.string("not-after"));
-      if (Number.isNaN(notAfter.getTime())) {
-        throw new UsageError("--not-after must be an RFC 3339 time");
-      }
-    } else {
-      notAfter = new Date(
-        now.getTime() + ttlFlag("ttl", flags.string("ttl") || DEFAULT_TTL[profile]),
-      );
-    }
-    if (notAfter <= now) throw new UsageError("the certificate would already be expired");
-
-    const pathLength = flags.int("path-len") >= 0 ? flags.int("path-len") : undefined;
-    const subjectFlag = flags.string("subject");
-    let trustDomain = flags.string("trust-domain");
-    let der: Uint8Array;
-    let chainPem = "";
-    let clamped = false;
-    let spiffeId: string | undefined;
-    const validityUnder = (ca: LoadedCa): Validity => {
-      if (ca.notAfter <= now) {
-        throw new Error(`the CA in --ca expired at ${ca.notAfter.toISOString()}`);
-      }
-      clamped = notAfter > ca.notAfter;
-      if (clamped) notAfter = ca.notAfter;
-      return { notBefore: now, notAfter };
-    };
+    const notAfter = requestedNotAfter(flags, profile, now);
+    let minted: Minted;
     try {
-      if (profile === "root-ca") {
-        const selfKey = new SigningKey(privateKey!);
-        der = createCaCertificate({
-          subject: subjectFlag ? parseSubject(subjectFlag) : encodeName([["O", trustDomain]]),
-          subjectPublicKeyInfo: spki,
-          selfKey,
-          validity: { notBefore: now, notAfter },
-          keyUsages: [...ROOT_KEY_USAGES],
-          pathLength,
-        });
-      } else {
-        const ca = await loadCa(flags.string("ca"), flags.string("ca-key"));
-        chainPem = ca.chainPem;
-        if (!flags.given("trust-domain") && ca.trustDomain) trustDomain = ca.trustDomain;
-        if (profile === "intermediate-ca") {
-          const sentryId = SpiffeId.forWorkload(
-            trustDomain,
-            flags.string("namespace"),
-            "dapr-sentry",
-          );
-          der = createCaCertificate({
-            subject: subjectFlag
-              ? parseSubject(subjectFlag)
-              : encodeName([["O", sentryId.toString()]]),
-            subjectPublicKeyInfo: spki,
-            issuer: ca.identity,
-            validity: validityUnder(ca),
-            keyUsages: [...ISSUER_KEY_USAGES],
-            pathLength,
-          });
-        } else if (profile === "workload") {
-          const id = flags.string("spiffe-id")
-            ? SpiffeId.parse(flags.string("spiffe-id"))
-            : flags.string("app-id")
-            ? SpiffeId.forWorkload(trustDomain, flags.string("namespace"), flags.string("app-id"))
-            : undefined;
-          if (!id) throw new UsageError("the workload profile needs --app-id (or --spiffe-id)");
-          spiffeId = id.toString();
-          der = createWorkloadCertificate(
-            id,
-            spki,
-            ca.identity,
-            validityUnder(ca),
-            flags.list("dns"),
-          );
-        } else {
-          const ekuNames = flags.list("eku");
-          const ekus = ekuNames.map((name) => {
-            if (name === "server") return ExtKeyUsage.serverAuth;
-            if (name === "client") return ExtKeyUsage.clientAuth;
-            throw new UsageError(
-              `--eku: unknown usage ${JSON.stringify(name)} (use server, client)`,
-            );
-          });
-          const names = {
-            dnsNames: flags.list("dns"),
-            ips: flags.list("ip"),
-            uris: flags.list("uri"),
-            emails: flags.list("email"),
-          };
-          if (Object.values(names).every((list) => list.length === 0) && !subjectFlag) {
-            throw new UsageError(
-              "a leaf needs at least one of --dns, --ip, --uri, --email or a --subject",
-            );
-          }
-          const keyType = describeKey(
-            privateKey ?? decodeCsr(await readInputFile(csrPath, "--csr")).publicKey,
-          );
-          der = createLeafCertificate({
-            subject: subjectFlag ? parseSubject(subjectFlag) : undefined,
-            subjectPublicKeyInfo: spki,
-            issuer: ca.identity,
-            validity: validityUnder(ca),
-            names,
-            extendedKeyUsages: ekus,
-            keyUsages: keyType.startsWith("rsa-")
-              ? [KeyUsage.digitalSignature, KeyUsage.keyEncipherment]
-              : [KeyUsage.digitalSignature],
-          });
-        }
-      }
+      minted = profile === "root-ca"
+        ? mintRoot(flags, key, { notBefore: now, notAfter })
+        : await mintUnderCa(profile, flags, key, now, notAfter);
     } catch (error) {
-      if (error instanceof UsageError) throw error;
-      const message = (error as Error).message;
-      if (error instanceof SpiffeIdError) throw new UsageError(message);
+      if (error instanceof SpiffeIdError) throw new UsageError(error.message);
       throw error;
     }
-
-    const certificatePem = encodePem("CERTIFICATE", der) + (flags.bool("bundle") ? chainPem : "");
-    const out = flags.string("out");
-    await writeOutputFiles([
-      ...(privateKey ? [{ path: keyOut, content: privateKeyToPem(privateKey), mode: 0o600 }] : []),
-      ...(out ? [{ path: out, content: certificatePem, mode: 0o644 }] : []),
-    ]);
-    if (!out) io.stdout(certificatePem);
-    const summary = {
-      profile,
-      certificate: out || "-",
-      ...(privateKey ? { key: keyOut } : {}),
-      ...(spiffeId ? { spiffeId } : {}),
-      notAfter: notAfter.toISOString(),
-      clampedToCa: clamped,
-    };
-    if (flags.bool("json")) {
-      // With the certificate on standard output, the summary goes to standard error.
-      (out ? io.stdout : io.stderr)(JSON.stringify(summary, null, 2) + "\n");
-    } else if (out) {
-      io.stdout(
-        `minted a ${profile} certificate: ${out}${privateKey ? ` (key ${keyOut})` : ""}` +
-          (spiffeId ? `, ${spiffeId}` : "") + (clamped ? " (NotAfter clamped to the CA's)" : "") +
-          "\n",
-      );
-    }
+    await writeMinted(flags, io, profile, key, minted);
     return Exit.OK;
   });
 }
