@@ -29,6 +29,7 @@ import { VERSION } from "../util/version.ts";
 import type { KubeConnection } from "./config.ts";
 import { KubeRequestError, preview, statusError } from "./errors.ts";
 import { isRecord } from "../util/records.ts";
+import { Backoff } from "../util/backoff.ts";
 
 export {
   isAlreadyExists,
@@ -497,6 +498,11 @@ export class KubeClient {
 
   /** The attempts of one request: retries 429, 5xx and retryable connection failures. */
   async #perform(prepared: Prepared): Promise<Outcome> {
+    const backoff = new Backoff({
+      initialMs: this.#initialBackoffMs,
+      maxMs: this.#maxBackoffMs,
+      jitter: true,
+    });
     for (let attempt = 1;; attempt++) {
       let outcome: Outcome;
       try {
@@ -508,7 +514,7 @@ export class KubeClient {
         if (!RETRYABLE_CODES.has(error.code) || attempt >= this.#maxAttempts || this.#closed) {
           throw final;
         }
-        await this.#pause(prepared, attempt, undefined, error);
+        await this.#pause(prepared, attempt, backoff.next(), error);
         continue;
       }
       if (outcome.kind === "stream" || (outcome.status >= 200 && outcome.status < 300)) {
@@ -530,24 +536,23 @@ export class KubeClient {
       if (retryAfterMs === undefined && typeof seconds === "number" && seconds > 0) {
         retryAfterMs = seconds * 1000;
       }
-      await this.#pause(prepared, attempt, retryAfterMs, error);
+      const delayMs = retryAfterMs === undefined
+        ? backoff.next()
+        : Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
+      await this.#pause(prepared, attempt, delayMs, error);
     }
   }
 
-  /** Waits before attempt `attempt + 1`: `Retry-After`, else exponential backoff with jitter. */
+  /**
+   * Waits `delayMs` before attempt `attempt + 1` (the server's `Retry-After`, capped, else
+   * the request's backoff), unless the request is aborted or the client closed.
+   */
   async #pause(
     prepared: Prepared,
     attempt: number,
-    retryAfterMs: number | undefined,
+    delayMs: number,
     error: Error,
   ): Promise<void> {
-    let delayMs: number;
-    if (retryAfterMs !== undefined) {
-      delayMs = Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
-    } else {
-      const ceiling = Math.min(this.#maxBackoffMs, this.#initialBackoffMs * 2 ** (attempt - 1));
-      delayMs = ceiling / 2 + Math.random() * (ceiling / 2);
-    }
     this.#logger?.debug("kubernetes API request failed; retrying", {
       method: prepared.label,
       path: prepared.path,

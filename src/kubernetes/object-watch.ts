@@ -8,6 +8,7 @@
  */
 import type { Logger } from "../observability/logger.ts";
 import { isGone, type KubeClient } from "./client.ts";
+import { Backoff } from "../util/backoff.ts";
 import { delay } from "../util/timers.ts";
 
 /** A running watch; `close()` stops it. */
@@ -33,7 +34,7 @@ export function watchObject(
 
   const run = async () => {
     let resourceVersion: string | undefined;
-    let retryDelay = 500;
+    const backoff = new Backoff({ initialMs: 500, maxMs: 30_000 });
     let first = true;
     while (!signal.aborted) {
       try {
@@ -51,20 +52,20 @@ export function watchObject(
             if (event.type !== "BOOKMARK") onChange();
           },
         );
-        retryDelay = 500;
+        backoff.reset();
       } catch (error) {
         if (signal.aborted) return;
         if (isGone(error)) {
           resourceVersion = undefined; // too old: list again
           continue;
         }
+        const retryDelay = backoff.next();
         logger?.warn(
           `watch of ${listPath}/${name} failed, retrying in ${retryDelay / 1000}s: ${
             (error as Error).message
           }`,
         );
         await delay(retryDelay, signal);
-        retryDelay = Math.min(retryDelay * 2, 30_000);
         resourceVersion = undefined;
       }
     }

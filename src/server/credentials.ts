@@ -14,6 +14,8 @@ import {
 } from "../ca/bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type CredentialStore, StoreUnavailableError } from "../stores/store.ts";
+import { Backoff } from "../util/backoff.ts";
+import { delay } from "../util/timers.ts";
 
 /** How long start-up waits for an unavailable store, and the longest pause between tries. */
 export interface StartupRetry {
@@ -29,18 +31,20 @@ async function whileUnavailable<T>(
   logger: Logger,
   retry: StartupRetry,
 ): Promise<T> {
-  const deadline = Date.now() + retry.timeoutMs;
-  let delay = 250;
+  const deadline = performance.now() + retry.timeoutMs;
+  const backoff = new Backoff({ initialMs: 250, maxMs: retry.maxDelayMs });
   while (true) {
     try {
       return await operation();
     } catch (error) {
-      if (!(error instanceof StoreUnavailableError) || Date.now() + delay > deadline) throw error;
+      const pause = backoff.next();
+      if (!(error instanceof StoreUnavailableError) || performance.now() + pause > deadline) {
+        throw error;
+      }
       logger.warn(
-        `credential store unavailable, retrying in ${(delay / 1000).toFixed(1)}s: ${error.message}`,
+        `credential store unavailable, retrying in ${(pause / 1000).toFixed(1)}s: ${error.message}`,
       );
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(delay * 2, retry.maxDelayMs);
+      await delay(pause);
     }
   }
 }
