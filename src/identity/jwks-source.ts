@@ -17,22 +17,22 @@
  *
  * @module
  */
-import { X509Certificate } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { type ClientRequest, type IncomingMessage, request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
-import type { JSONWebKeySet, JWK } from "jose";
-import { isRecord } from "../util/records.ts";
-import { durationSetting, formatDuration } from "../util/duration.ts";
+import type { JSONWebKeySet } from "jose";
+import { formatDuration } from "../util/duration.ts";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
 import { setSafeTimeout } from "../util/timers.ts";
-
-/** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
-export class JwksSourceError extends Error {
-  override name = "JwksSourceError";
-}
+import {
+  decodeBase64Text,
+  JwksSourceError,
+  type JwksSourceOptions,
+  loadCaCertificate,
+  parseJwks,
+} from "./jwks-options.ts";
 
 /** Dapr's default for `requestTimeout`. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
@@ -46,21 +46,6 @@ const FILE_DEBOUNCE_MS = 200;
 const MAX_DOCUMENT_BYTES = 1024 * 1024;
 /** Redirects followed when fetching a URL (Go's client follows up to 10). */
 const MAX_REDIRECTS = 5;
-/** Members that only private or symmetric keys have. */
-const SECRET_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
-
-/** Settings of a JWKS source, as parsed from the validator's options. */
-export interface JwksSourceOptions {
-  /** URL, file path, or JWKS JSON (optionally base64-encoded). */
-  source: string;
-  /** PEM certificate(s), or the path of a PEM file, trusted for an https `source`. */
-  caCertificate?: string;
-  /** Lower bound between two fetches of a URL source (default 10 min, at least 1 s). */
-  minRefreshIntervalMs?: number;
-  /** Bound on each HTTP request, including redirects and the body (default 30 s). */
-  requestTimeoutMs?: number;
-}
-
 /** What a source reports while it runs (all optional). */
 export interface JwksSourceHandlers {
   /** A different key set is now in force (after a refresh or a file change). */
@@ -74,88 +59,6 @@ export interface JwksSourceHandlers {
 /** Which kind of `source` a source was built from. */
 export type JwksSourceKind = "url" | "file" | "inline";
 
-function durationOption(
-  options: Readonly<Record<string, unknown>>,
-  name: string,
-): number | undefined {
-  try {
-    return durationSetting(options[name], { allowZero: true, example: "10m" }) || undefined;
-  } catch (error) {
-    throw new JwksSourceError(
-      `jwks token validator: option "${name}": ${(error as Error).message}`,
-    );
-  }
-}
-
-/**
- * Reads the JWKS validator's options record (`spec.mtls.tokenValidators[].options`): `source`
- * (required), `caCertificate`, `minRefreshInterval` and `requestTimeout` (Go durations; empty
- * or zero means the default). Other keys are ignored, as Dapr ignores them.
- */
-export function parseJwksSourceOptions(
-  options: Readonly<Record<string, unknown>>,
-): JwksSourceOptions {
-  const source = options.source;
-  if (typeof source !== "string" || source.trim() === "") {
-    throw new JwksSourceError(
-      `jwks token validator: option "source" is required (a URL, a file path, or the JWKS ` +
-        `as JSON, optionally base64-encoded)`,
-    );
-  }
-  const caCertificate = options.caCertificate;
-  if (caCertificate !== undefined && caCertificate !== null && typeof caCertificate !== "string") {
-    throw new JwksSourceError(
-      `jwks token validator: option "caCertificate" must be a PEM certificate or a file path`,
-    );
-  }
-  const result: JwksSourceOptions = { source: source.trim() };
-  if (caCertificate) result.caCertificate = caCertificate;
-  const minRefreshIntervalMs = durationOption(options, "minRefreshInterval");
-  if (minRefreshIntervalMs !== undefined) result.minRefreshIntervalMs = minRefreshIntervalMs;
-  const requestTimeoutMs = durationOption(options, "requestTimeout");
-  if (requestTimeoutMs !== undefined) result.requestTimeoutMs = requestTimeoutMs;
-  return result;
-}
-
-/**
- * Parses and checks a JWKS document: a JSON object with a `keys` array of JWK objects, each
- * with a string `kty` and no private or symmetric key material. `description` names the
- * source in messages.
- */
-export function parseJwks(text: string, description: string): JSONWebKeySet {
-  let document: unknown;
-  try {
-    document = JSON.parse(text);
-  } catch (error) {
-    throw new JwksSourceError(`${description}: not valid JSON: ${(error as Error).message}`);
-  }
-  if (!isRecord(document) || !Array.isArray(document.keys)) {
-    throw new JwksSourceError(
-      `${description}: not a JSON Web Key Set: expected an object with a "keys" array`,
-    );
-  }
-  const keys = document.keys as unknown[];
-  keys.forEach((key, index) => {
-    const where = `${description}: key ${index}`;
-    if (!isRecord(key)) throw new JwksSourceError(`${where} is not a JSON object`);
-    if (typeof key.kty !== "string" || key.kty === "") {
-      throw new JwksSourceError(`${where} has no "kty" (key type)`);
-    }
-    if (key.kid !== undefined && typeof key.kid !== "string") {
-      throw new JwksSourceError(`${where} has a "kid" that is not a string`);
-    }
-    const secret = SECRET_MEMBERS.find((member) => Object.hasOwn(key, member));
-    if (secret !== undefined) {
-      const kid = typeof key.kid === "string" ? ` (kid ${JSON.stringify(key.kid)})` : "";
-      throw new JwksSourceError(
-        `${where}${kid} holds private or secret key material ("${secret}"); a JWKS for ` +
-          `token validation must contain public keys only`,
-      );
-    }
-  });
-  return { keys: keys as JWK[] };
-}
-
 /** A URL for messages, without credentials. */
 function redactUrl(url: URL): string {
   if (url.username === "" && url.password === "") return url.href;
@@ -168,48 +71,6 @@ function redactUrl(url: URL): string {
 /** The start of an inline value, for messages. */
 function preview(text: string): string {
   return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
-}
-
-/** Decodes standard or URL-safe base64 (padding and line breaks optional); undefined if not. */
-function decodeBase64Text(text: string): string | undefined {
-  const compact = text.replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact)) return undefined;
-  const standard = compact.replace(/=+$/, "").replace(/-/g, "+").replace(/_/g, "/");
-  if (standard.length % 4 === 1) return undefined;
-  try {
-    const binary = atob(standard + "=".repeat((4 - (standard.length % 4)) % 4));
-    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Reads `caCertificate`: PEM text, or a file holding PEM text; checks the first certificate. */
-function loadCaCertificate(value: string): string {
-  let pem = value;
-  if (!value.includes("-----BEGIN")) {
-    try {
-      pem = readFileSync(value, "utf8");
-    } catch (error) {
-      const code = (error as { code?: string }).code;
-      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
-      throw new JwksSourceError(
-        `jwks token validator: option "caCertificate" is neither a PEM certificate nor a ` +
-          `readable file (${reason})`,
-      );
-    }
-  }
-  try {
-    new X509Certificate(pem);
-  } catch (error) {
-    throw new JwksSourceError(
-      `jwks token validator: option "caCertificate" is not a valid PEM certificate: ${
-        (error as Error).message
-      }`,
-    );
-  }
-  return pem;
 }
 
 /** `max-age` of a Cache-Control header, in ms. */

@@ -22,7 +22,8 @@ import {
 } from "jose";
 import { formatDuration } from "../util/duration.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
-import { JwksSource, type JwksSourceHandlers, parseJwksSourceOptions } from "./jwks-source.ts";
+import { parseJwksSourceOptions } from "./jwks-options.ts";
+import { JwksSource, type JwksSourceHandlers } from "./jwks-source.ts";
 import {
   type SignRequest,
   type TokenValidator,

@@ -18,7 +18,7 @@ import {
   SignJWT,
 } from "jose";
 import { JwksValidator, type JwksValidatorContext } from "../../src/identity/jwks.ts";
-import { JwksSourceError, parseJwksSourceOptions } from "../../src/identity/jwks-source.ts";
+import { JwksSourceError, parseJwksSourceOptions } from "../../src/identity/jwks-options.ts";
 import { type SignRequest, ValidationError, WireValidator } from "../../src/identity/validator.ts";
 
 const SENTRY_TD = "cluster.local";
