@@ -1,6 +1,6 @@
 /**
  * Plain-HTTP operational endpoints, each on its own port as in Dapr: `/healthz` (200 when
- * serving, 503 otherwise) and `/metrics` (Prometheus text format).
+ * serving, 503 otherwise) and the metrics (Prometheus text format, on every path, as Dapr).
  *
  * @module
  */
@@ -58,17 +58,16 @@ export function startHealthServer(
   return listen(server, address, port, "health");
 }
 
-/** Serves `/metrics` from `registry`. */
+/**
+ * Serves `registry` on every path, as Dapr's sentry does: its Helm chart tells Prometheus to
+ * scrape `/`, and `/metrics` is what everyone else expects.
+ */
 export function startMetricsServer(
   address: string,
   port: number,
   registry: Registry,
 ): Promise<HttpEndpoint> {
-  const server = createServer((request, response) => {
-    if (request.url?.split("?")[0] !== "/metrics") {
-      response.writeHead(404).end("not found\n");
-      return;
-    }
+  const server = createServer((_request, response) => {
     registry.metrics().then(
       (text) => response.writeHead(200, { "content-type": registry.contentType }).end(text),
       (error) => response.writeHead(500).end(`${(error as Error).message}\n`),
