@@ -5,8 +5,10 @@
  *
  * @module
  */
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
+import { clusterDomainFromResolvConf } from "../ca/control-plane.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
 import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
@@ -218,6 +220,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     server = await SentryServer.start({
       trustDomain,
       namespace,
+      clusterDomain: mode === "kubernetes" ? clusterDomain(trustDomain, logger) : undefined,
       store,
       settingsSource,
       createKubernetesValidator: mode === "kubernetes"
@@ -308,4 +311,23 @@ function listenForStopSignals(onSecond: () => void): StopSignals {
       process.off("SIGINT", handler);
     },
   };
+}
+
+/**
+ * The cluster domain in a pod: from the `search` list Kubernetes writes into /etc/resolv.conf;
+ * else, as Dapr falls back, the trust domain (logged).
+ */
+function clusterDomain(trustDomain: string, logger: Logger): string {
+  let found: string | undefined;
+  try {
+    found = clusterDomainFromResolvConf(readFileSync("/etc/resolv.conf", "utf8"));
+  } catch {
+    // no resolv.conf: the fallback below
+  }
+  if (found) return found;
+  logger.warn(
+    `cannot read the Kubernetes cluster domain from /etc/resolv.conf: the scheduler's DNS names ` +
+      `use the trust domain ${JSON.stringify(trustDomain)} instead`,
+  );
+  return trustDomain;
 }

@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { status } from "@grpc/grpc-js";
 import { CsrError } from "../x509/csr.ts";
 import { SigningError } from "../ca/signer.ts";
+import { controlPlaneDnsNames } from "../ca/control-plane.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { SignRequest } from "../identity/validator.ts";
 import { ValidationError, WireValidator } from "../identity/validator.ts";
@@ -42,6 +43,10 @@ export interface CaServiceDeps {
   now: () => Date;
   /** Verifies CSRs and signs them, on whichever thread it picks. */
   issuer: WorkloadIssuer;
+  /** Sentry's namespace: its control-plane services get DNS names (see control-plane.ts). */
+  namespace: string;
+  /** The cluster domain of the scheduler's DNS names. */
+  clusterDomain: string;
   /** The per-identity limit (`--identity-rate-limit`), when set. */
   rateLimiter?: IdentityRateLimiter;
 }
@@ -73,9 +78,16 @@ export async function signCertificate(
   }
 
   let id: SpiffeId;
+  let dnsNames: string[];
   try {
     const identity = await validator.validate(request);
     id = SpiffeId.forWorkload(identity.trustDomain, identity.namespace, identity.appId);
+    dnsNames = controlPlaneDnsNames(
+      identity.appId,
+      identity.namespace,
+      deps.namespace,
+      deps.clusterDomain,
+    );
   } catch (error) {
     if (error instanceof ValidationError || error instanceof SpiffeIdError) {
       throw new SignFailure(status.PERMISSION_DENIED, error.message, "token_validation_failed");
@@ -98,7 +110,7 @@ export async function signCertificate(
   const timing = { ttlMs: settings.workloadCertTtlMs, skewMs: settings.allowedClockSkewMs };
   let issued: IssuedChain;
   try {
-    issued = await deps.issuer.issue({ bundle, id, csrPem: request.csr, timing, now });
+    issued = await deps.issuer.issue({ bundle, id, csrPem: request.csr, timing, now, dnsNames });
   } catch (error) {
     throw issueFailure(error);
   }

@@ -40,6 +40,11 @@ export interface GrpcServerOptions {
   port: number;
   trustDomain: string;
   namespace: string;
+  /**
+   * The cluster domain of the scheduler's DNS names (see control-plane.ts); Dapr's fallback,
+   * the trust domain, when not given.
+   */
+  clusterDomain?: string;
   state: CaState;
   metrics: SentryMetrics;
   logger: Logger;
@@ -104,6 +109,7 @@ export class SentryGrpcServer {
     const offload = new OffloadPolicy();
     const deps: CaServiceDeps = {
       ...options,
+      clusterDomain: options.clusterDomain ?? options.trustDomain,
       issuer: new IssuerRouter({
         offload: () => offload.onArrival(this.#inFlight),
         pool: options.signingPool,

@@ -33,6 +33,8 @@ export interface Listen {
 export interface SentryServerOptions {
   trustDomain: string;
   namespace: string;
+  /** The cluster domain of the scheduler's DNS names (default: the trust domain, as Dapr). */
+  clusterDomain?: string;
   store: CredentialStore;
   settingsSource: SettingsSource;
   /** Key algorithm of a generated root and issuer. */
@@ -205,6 +207,7 @@ export class SentryServer {
       port: options.grpc.port,
       trustDomain: options.trustDomain,
       namespace: options.namespace,
+      clusterDomain: options.clusterDomain,
       state,
       metrics,
       logger,

@@ -175,7 +175,8 @@ export class SigningPool {
   }
 
   /**
-   * Verifies `csr` and issues a workload certificate for `id` under `bundle` on a worker.
+   * Verifies `csr` and issues a workload certificate for `id` (and `dnsNames`) under `bundle`
+   * on a worker.
    * Rejects with a {@link PoolSigningError} (kind `csr`, `signing` or `internal`).
    */
   sign(
@@ -184,6 +185,7 @@ export class SigningPool {
     csr: Buffer | Uint8Array,
     timing: WorkloadTiming,
     now: Date,
+    dnsNames: readonly string[] = [],
   ): Promise<IssuedChain> {
     if (!this.available) {
       const why = this.#closed ? "pool is closed" : "signing workers keep failing";
@@ -207,6 +209,7 @@ export class SigningPool {
         ttlMs: timing.ttlMs,
         skewMs: timing.skewMs,
         nowMs: now.getTime(),
+        dnsNames: [...dnsNames],
       };
       entry.worker.postMessage(message);
     });

@@ -58,6 +58,8 @@ export interface SignMessage {
   ttlMs: number;
   skewMs: number;
   nowMs: number;
+  /** DNS SANs besides the SPIFFE ID (Dapr's control-plane services). */
+  dnsNames: string[];
 }
 
 /** What the pool sends a worker. */
@@ -113,6 +115,7 @@ export class SigningWorkerState {
         spki,
         { ttlMs: message.ttlMs, skewMs: message.skewMs },
         new Date(message.nowMs),
+        message.dnsNames,
       );
       return { seq, chainPem: issued.chainPem, notAfterMs: issued.notAfter.getTime() };
     } catch (error) {

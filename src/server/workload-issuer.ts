@@ -28,6 +28,8 @@ export interface IssueRequest {
   csrPem: Uint8Array;
   timing: WorkloadTiming;
   now: Date;
+  /** DNS SANs besides the SPIFFE ID (Dapr's control-plane services); none by default. */
+  dnsNames?: readonly string[];
 }
 
 export type { IssuedChain };
@@ -42,10 +44,10 @@ export interface WorkloadIssuer {
 
 /** Everything on the calling thread: the lowest latency for a lone request. */
 export const inlineIssuer: WorkloadIssuer = {
-  issue({ bundle, id, csrPem, timing, now }) {
+  issue({ bundle, id, csrPem, timing, now, dnsNames }) {
     try {
       const spki = decodeCsr(csrPem).subjectPublicKeyInfo;
-      return Promise.resolve(issueWorkloadCertificate(bundle, id, spki, timing, now));
+      return Promise.resolve(issueWorkloadCertificate(bundle, id, spki, timing, now, dnsNames));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -54,9 +56,9 @@ export const inlineIssuer: WorkloadIssuer = {
 
 /** Verification and signature on node:crypto's thread pool; the event loop stays free. */
 export const threadPoolIssuer: WorkloadIssuer = {
-  async issue({ bundle, id, csrPem, timing, now }) {
+  async issue({ bundle, id, csrPem, timing, now, dnsNames }) {
     const spki = (await decodeCsrAsync(csrPem)).subjectPublicKeyInfo;
-    return await issueWorkloadCertificateAsync(bundle, id, spki, timing, now);
+    return await issueWorkloadCertificateAsync(bundle, id, spki, timing, now, dnsNames);
   },
 };
 
@@ -66,9 +68,9 @@ export type WorkerPool = Pick<SigningPool, "sign" | "available">;
 /** On a signing worker thread of `pool`; the worker's failure kinds become the seam's errors. */
 export function workerPoolIssuer(pool: WorkerPool): WorkloadIssuer {
   return {
-    async issue({ bundle, id, csrPem, timing, now }) {
+    async issue({ bundle, id, csrPem, timing, now, dnsNames }) {
       try {
-        return await pool.sign(bundle, id, csrPem, timing, now);
+        return await pool.sign(bundle, id, csrPem, timing, now, dnsNames);
       } catch (error) {
         if (!(error instanceof PoolSigningError)) throw error;
         if (error.kind === "csr") throw new CsrError(error.message, { cause: error });

@@ -109,3 +109,64 @@ Deno.test("a burst is signed on the worker threads, each answer matching its req
 Deno.test("--signing-workers 0 serves the same burst on the main thread", async () => {
   await burst(0);
 });
+
+Deno.test("control-plane services get Dapr's DNS names, inline and on the workers (openssl reads them)", async () => {
+  const work = await tempDir();
+  const sentry = await startSentry({
+    args: ["--signing-workers=1", "--trust-domain=cluster.local"],
+    env: { NAMESPACE: "dapr-system" },
+  });
+  const client = new SentryClient(
+    sentry.grpcPort,
+    await Deno.readTextFile(join(sentry.dir, "ca.crt")),
+  );
+  try {
+    const csr = await makeCsr(work, await generateKey("ed25519"));
+    const sign = (id: string, namespace: string) =>
+      client.sign({ id, namespace, certificateSigningRequest: csr });
+    const sanText = async (pem: string) => {
+      const path = join(work, `cert-${crypto.randomUUID()}.pem`);
+      await Deno.writeTextFile(path, pem);
+      return await opensslText(path);
+    };
+    // A lone call is signed inline; calls that arrive together go to the worker.
+    const [lone] = [await sign("dapr-injector", "dapr-system")];
+    const together = await Promise.all(
+      Array.from({ length: 8 }, () => sign("dapr-scheduler", "dapr-system")),
+    );
+    const other = await sign("dapr-injector", "default");
+    assert.match(
+      await sanText(lone.workloadCertificate.toString()),
+      /DNS:dapr-sidecar-injector\.dapr-system\.svc/,
+    );
+    for (const response of together) {
+      const text = await sanText(response.workloadCertificate.toString());
+      for (const ordinal of [0, 1, 2]) {
+        assert.match(
+          text,
+          new RegExp(
+            `DNS:dapr-scheduler-server-${ordinal}\\.dapr-scheduler-server\\.dapr-system\\.svc\\.cluster\\.local`,
+          ),
+        );
+      }
+      assert.match(text, /URI:spiffe:\/\/public\/ns\/dapr-system\/dapr-scheduler/);
+    }
+    assert.doesNotMatch(await sanText(other.workloadCertificate.toString()), /DNS:/);
+    assert.ok(
+      metric(await metricsText(sentry.metricsPort), "dapr_sentry_cert_sign_worker_total") > 0,
+    );
+  } finally {
+    client.close();
+    await sentry.stop();
+  }
+});
+
+async function opensslText(path: string): Promise<string> {
+  const out = await new Deno.Command("openssl", {
+    args: ["x509", "-in", path, "-noout", "-ext", "subjectAltName"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}

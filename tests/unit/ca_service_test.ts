@@ -84,6 +84,8 @@ function deps(
     }),
     now: () => NOW,
     issuer: workloadIssuer,
+    namespace: "dapr-system",
+    clusterDomain: "cluster.local",
     ...extra,
   };
 }
@@ -231,4 +233,23 @@ Deno.test("an accepted request is issued for the validated identity and answered
     seconds: String((NOW.getTime() + DEFAULT_SETTINGS.workloadCertTtlMs) / 1000),
     nanos: 0,
   });
+});
+
+Deno.test("control-plane services in sentry's namespace are issued with Dapr's DNS names", async () => {
+  for (
+    const [identity, expected] of [
+      [{ trustDomain: "td", namespace: "dapr-system", appId: "dapr-operator" }, [
+        "dapr-webhook.dapr-system.svc",
+      ]],
+      [{ trustDomain: "td", namespace: "default", appId: "dapr-operator" }, []],
+      [{ trustDomain: "td", namespace: "dapr-system", appId: "myapp" }, []],
+    ] as const
+  ) {
+    const recorder = issuer();
+    await signCertificate(
+      request(),
+      deps([validator(WireValidator.INSECURE, identity)], WireValidator.INSECURE, recorder.fake),
+    );
+    assert.deepEqual(recorder.requests[0].dnsNames, expected, JSON.stringify(identity));
+  }
 });

@@ -35,6 +35,7 @@ function signMessage(generation: number, overrides: Partial<SignMessage> = {}): 
     ttlMs: DAY,
     skewMs: 0,
     nowMs: NOW.getTime(),
+    dnsNames: [],
     ...overrides,
   };
 }
