@@ -205,3 +205,78 @@ export async function opensslBundle(dir: string, window?: Window): Promise<Opens
   await Deno.writeTextFile(join(dir, "issuer.key"), issuer.key);
   return root;
 }
+
+/** A test CA and a server certificate it signed, for TLS servers started by tests. */
+export interface ServerTls {
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+/**
+ * Makes a new P-256 CA and a server certificate for `127.0.0.1` and `localhost` (serverAuth)
+ * with the openssl CLI; every call makes another CA.
+ */
+export async function opensslServerTls(caName: string): Promise<ServerTls> {
+  const dir = await Deno.makeTempDir({ prefix: "server-tls-" });
+  const at = (name: string) => join(dir, name);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  try {
+    await openssl([
+      "req",
+      "-x509",
+      ...ec,
+      "-keyout",
+      at("ca.key"),
+      "-out",
+      at("ca.crt"),
+      "-subj",
+      `/CN=${caName}`,
+      "-days",
+      "2",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    await openssl([
+      "req",
+      ...ec,
+      "-keyout",
+      at("server.key"),
+      "-out",
+      at("server.csr"),
+      "-subj",
+      "/CN=localhost",
+    ]);
+    await Deno.writeTextFile(
+      at("server.ext"),
+      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" +
+        "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n",
+    );
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      at("server.csr"),
+      "-CA",
+      at("ca.crt"),
+      "-CAkey",
+      at("ca.key"),
+      "-CAcreateserial",
+      "-out",
+      at("server.crt"),
+      "-days",
+      "2",
+      "-extfile",
+      at("server.ext"),
+    ]);
+    return {
+      caPem: await Deno.readTextFile(at("ca.crt")),
+      certPem: await Deno.readTextFile(at("server.crt")),
+      keyPem: await Deno.readTextFile(at("server.key")),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

@@ -20,6 +20,7 @@ import {
 import { JwksValidator, type JwksValidatorContext } from "../../src/identity/jwks.ts";
 import { JwksSourceError, parseJwksSourceOptions } from "../../src/identity/jwks-options.ts";
 import { type SignRequest, ValidationError, WireValidator } from "../../src/identity/validator.ts";
+import { opensslServerTls, type ServerTls } from "../helpers/openssl.ts";
 
 const SENTRY_TD = "cluster.local";
 const SENTRY_NS = "dapr-system";
@@ -135,93 +136,11 @@ function base64(text: string): string {
 // ---------------------------------------------------------------------------------------------
 // TLS material from the openssl CLI: a self-signed CA and a server certificate for 127.0.0.1.
 
-interface TlsMaterial {
-  caPem: string;
-  certPem: string;
-  keyPem: string;
-}
+let tlsMaterial: Promise<ServerTls> | undefined;
 
-let tlsMaterial: Promise<TlsMaterial> | undefined;
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const output = await new Deno.Command("openssl", {
-    args,
-    cwd: dir,
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .output();
-  if (!output.success) {
-    throw new Error(`openssl ${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr)}`);
-  }
-}
-
-function makeTls(): Promise<TlsMaterial> {
-  tlsMaterial ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "jwks-tls-" });
-    try {
-      const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-      await openssl(
-        dir,
-        "req",
-        "-x509",
-        ...ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=jwks test CA",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-      );
-      await openssl(
-        dir,
-        "req",
-        ...ec,
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-      );
-      await Deno.writeTextFile(
-        join(dir, "server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" +
-          "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n",
-      );
-      await openssl(
-        dir,
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-      );
-      return {
-        caPem: await Deno.readTextFile(join(dir, "ca.crt")),
-        certPem: await Deno.readTextFile(join(dir, "server.crt")),
-        keyPem: await Deno.readTextFile(join(dir, "server.key")),
-      };
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  })();
+/** One test CA and server certificate, shared by this file's tests. */
+function makeTls(): Promise<ServerTls> {
+  tlsMaterial ??= opensslServerTls("jwks test CA");
   return tlsMaterial;
 }
 

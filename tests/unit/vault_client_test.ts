@@ -19,7 +19,7 @@ import {
   VaultError,
   type VaultResponse,
 } from "../../src/vault/client.ts";
-import { openssl } from "../helpers/openssl.ts";
+import { opensslServerTls, type ServerTls } from "../helpers/openssl.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The scripted server.
@@ -1075,73 +1075,9 @@ Deno.test("token: a token that is not renewable is never renewed", async () => {
 // ---------------------------------------------------------------------------------------------
 // TLS.
 
-interface TlsMaterial {
-  caPem: string;
-  certPem: string;
-  keyPem: string;
-}
-
-async function makeTls(): Promise<TlsMaterial> {
-  const dir = await Deno.makeTempDir({ prefix: "vault-tls-" });
-  const at = (name: string) => join(dir, name);
-  try {
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    await openssl([
-      "req",
-      "-x509",
-      ...ec,
-      "-keyout",
-      at("ca.key"),
-      "-out",
-      at("ca.crt"),
-      "-subj",
-      "/CN=vault test CA",
-      "-days",
-      "2",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    await openssl([
-      "req",
-      ...ec,
-      "-keyout",
-      at("server.key"),
-      "-out",
-      at("server.csr"),
-      "-subj",
-      "/CN=vault",
-    ]);
-    await Deno.writeTextFile(
-      at("server.ext"),
-      "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n",
-    );
-    await openssl([
-      "x509",
-      "-req",
-      "-in",
-      at("server.csr"),
-      "-CA",
-      at("ca.crt"),
-      "-CAkey",
-      at("ca.key"),
-      "-CAcreateserial",
-      "-out",
-      at("server.crt"),
-      "-days",
-      "2",
-      "-extfile",
-      at("server.ext"),
-    ]);
-    return {
-      caPem: await Deno.readTextFile(at("ca.crt")),
-      certPem: await Deno.readTextFile(at("server.crt")),
-      keyPem: await Deno.readTextFile(at("server.key")),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+/** A new test CA and a server certificate for 127.0.0.1 (another CA each call). */
+function makeTls(): Promise<ServerTls> {
+  return opensslServerTls("vault test CA");
 }
 
 Deno.test("TLS: Vault's CA from --vault-cacert is trusted; without it the certificate is refused unless verification is off", async (t) => {
