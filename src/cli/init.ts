@@ -18,6 +18,7 @@ import {
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
+import { StoreEmptiedError } from "../stores/store.ts";
 
 /** `sentry init`. */
 export const INIT_COMMAND: CommandSpec = {
@@ -85,8 +86,12 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
     }
 
     // A partial bundle fails here even with --force: sentry never completes or deletes part
-    // of an operator's bundle; the message says which files are there.
-    const existing = await store.load();
+    // of an operator's bundle; the message says which files are there. An emptied store that
+    // held a CA (StoreEmptiedError) is what --force is for: a new CA on purpose.
+    const existing = await store.load().catch((error) => {
+      if (error instanceof StoreEmptiedError && flags.bool("force")) return null;
+      throw error;
+    });
     if (existing !== null && !flags.bool("force")) {
       throw new Error(
         `${store.description} already holds a trust bundle; nothing was written ` +

@@ -12,7 +12,7 @@ import { loadKubeConfig } from "../kubernetes/config.ts";
 import { type VaultAuth, VaultClient } from "../vault/client.ts";
 import { KubeCredentialStore } from "../stores/kubernetes.ts";
 import { FsCredentialStore } from "../stores/fs.ts";
-import { type CredentialStore, STORE_KINDS } from "../stores/store.ts";
+import { type CredentialStore, STORE_KINDS, type StoreKind } from "../stores/store.ts";
 import { VaultCredentialStore } from "../stores/vault.ts";
 import { type FlagSpec, type ParsedFlags, UsageError } from "./flags.ts";
 
@@ -37,7 +37,8 @@ export const STORE_FLAGS: readonly FlagSpec[] = [
     type: "string",
     default: "fs",
     choices: STORE_KINDS,
-    help: "Credential store: fs (directory), k8s (Secret) or vault",
+    help:
+      "Credential store: fs (directory), k8s (Secret) or vault (default: k8s with --mode kubernetes, else fs)",
   },
   {
     name: "issuer-credentials",
@@ -188,19 +189,31 @@ export interface OpenedStore {
 }
 
 /**
- * Opens what the flags select: the store (Vault settings fall back to Vault's environment
- * variables; `--store k8s` connects through `--kubeconfig`, KUBECONFIG or the in-cluster
- * settings) and sentry's namespace. UsageError for incomplete settings.
+ * The store kind in force: `--store` when given; else, in Kubernetes mode, the Secret (as
+ * Dapr's sentry, which Dapr's chart starts with `--mode kubernetes` and no store flag); else
+ * the directory.
+ */
+export function storeKind(parsed: ParsedFlags, kubernetesMode: boolean): StoreKind {
+  if (parsed.given.has("store") || !kubernetesMode) return parsed.values.store as StoreKind;
+  return "k8s";
+}
+
+/**
+ * Opens what the flags select: the store (see {@link storeKind}; Vault settings fall back to
+ * Vault's environment variables; Kubernetes is reached through `--kubeconfig`, KUBECONFIG or
+ * the in-cluster settings) and sentry's namespace. `kubernetesMode` (`--mode kubernetes`)
+ * connects to Kubernetes whatever the store. UsageError for incomplete settings.
  */
 export async function openStore(
   parsed: ParsedFlags,
   env: Record<string, string | undefined>,
   logger?: Logger,
-  needKubernetes = false,
+  kubernetesMode = false,
 ): Promise<OpenedStore> {
   const values = parsed.values;
+  const kind = storeKind(parsed, kubernetesMode);
   let kube: KubeClient | undefined;
-  if (values.store === "k8s" || needKubernetes) {
+  if (kind === "k8s" || kubernetesMode) {
     let connection;
     try {
       connection = await loadKubeConfig({
@@ -213,7 +226,7 @@ export async function openStore(
     kube = new KubeClient(connection, { logger });
   }
   const namespace = (values.namespace as string) || env.NAMESPACE || kube?.namespace || "default";
-  if (values.store === "k8s") {
+  if (kind === "k8s") {
     const store = new KubeCredentialStore({
       client: kube!,
       namespace,

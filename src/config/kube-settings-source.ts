@@ -79,13 +79,12 @@ export class KubeSettingsSource implements SettingsSource {
   /** Starts watching the chosen Configuration. */
   watch(handlers: SettingsHandlers): { close(): void } {
     this.#handlers = handlers;
-    this.#watch = watchObject(
-      this.#client,
-      this.#collection,
-      this.#name,
-      () => void this.#check(false),
-      this.#logger,
-    );
+    this.#watch = watchObject(this.#client, {
+      listPath: this.#collection,
+      name: this.#name,
+      onChange: () => void this.#check(false),
+      logger: this.#logger,
+    });
     return { close: () => this.close() };
   }
 

@@ -34,6 +34,7 @@ import { Backoff } from "../util/backoff.ts";
 export {
   isAlreadyExists,
   isConflict,
+  isForbidden,
   isGone,
   isNotFound,
   KubeApiError,

@@ -155,6 +155,11 @@ export function isAlreadyExists(error: unknown): boolean {
   return error instanceof KubeApiError && error.reason === "AlreadyExists";
 }
 
+/** True for a 403 `Forbidden` answer: RBAC does not grant the verb (or the object's name). */
+export function isForbidden(error: unknown): boolean {
+  return error instanceof KubeApiError && (error.status === 403 || error.reason === "Forbidden");
+}
+
 /** True for a 410 (`Gone` / `Expired`): the resourceVersion is too old; list again. */
 export function isGone(error: unknown): boolean {
   return error instanceof KubeApiError &&

@@ -4,19 +4,26 @@
  * Dapr — plus `ca.key` when the root key is kept) and the ConfigMap `dapr-trust-bundle` whose
  * `ca.crt` carries the trust anchors to sidecars, in sentry's namespace.
  *
- * Beyond Dapr: absent or empty objects are created (POST, adopting the winner on 409
- * AlreadyExists, so replicas racing at first boot converge on one CA); updates carry the
- * resourceVersion read (409 Conflict: nothing written); a ConfigMap that differs from the
- * Secret is repaired from the Secret, never the other way round; trust anchors without a
- * Secret are refused instead of silently replaced by a new CA.
+ * As Dapr's sentry, writes update the objects as read: Helm's labels and annotations and any
+ * other data keys (`jwt.key`, `jwks.json`, ...) stay. Beyond Dapr: absent objects are created
+ * (POST, adopting the winner on 409 AlreadyExists, so replicas racing at first boot converge on
+ * one CA; where RBAC does not grant `create`, as under Dapr's chart, the error says so); updates
+ * carry the resourceVersion read (409 Conflict: nothing written); a ConfigMap that differs from
+ * the Secret is repaired from the Secret, never the other way round (Dapr generates a new CA);
+ * an emptied Secret that held a CA before (its ConfigMap still has anchors, `ca.key` remains,
+ * or our fingerprint annotation is still on it — what `helm upgrade` without `--reuse-values`
+ * leaves) is refused with {@link StoreEmptiedError} instead of silently replaced by a new CA;
+ * the Secret is watched, or polled with GET where RBAC grants no list/watch.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
 import {
   isAlreadyExists,
   isConflict,
+  isForbidden,
   isNotFound,
   KubeApiError,
   type KubeClient,
@@ -27,6 +34,7 @@ import type { Logger } from "../observability/logger.ts";
 import {
   type CredentialStore,
   StoreConflictError,
+  StoreEmptiedError,
   StoreError,
   StoreUnavailableError,
 } from "./store.ts";
@@ -35,11 +43,26 @@ import {
 export const TRUST_BUNDLE_NAME = "dapr-trust-bundle";
 
 /**
+ * Annotation written on the Secret with the SHA-256 of the trust anchors stored. Helm's
+ * three-way merge keeps it when an upgrade empties the data, so an emptied Secret is known to
+ * have held a CA.
+ */
+export const ANCHORS_ANNOTATION = "sentry.dapr-tools.io/trust-anchors-sha256";
+
+/** Labels of objects this store creates (Helm-created objects keep their own). */
+const CREATED_LABELS = { app: "dapr-sentry", "app.kubernetes.io/managed-by": "dapr-sentry" };
+
+/**
  * The store's port to the API server: the {@link KubeClient} methods it calls (GET / POST /
  * PUT one object; list + watch for {@link KubeCredentialStore.watch}). A KubeClient is one;
  * unit tests pass a small in-memory fake.
  */
 export type KubeApi = Pick<KubeClient, "get" | "create" | "replace" | "list" | "watch">;
+
+/** Hex SHA-256 of the trust anchors' PEM text, for {@link ANCHORS_ANNOTATION}. */
+export function anchorsFingerprint(caCrt: string): string {
+  return createHash("sha256").update(caCrt, "utf8").digest("hex");
+}
 
 /** Where the objects are and what their keys are called. */
 export interface KubeStoreOptions {
@@ -48,10 +71,19 @@ export interface KubeStoreOptions {
   /** Data keys (Dapr: the `--issuer-*-filename` values). */
   keys: { caCrt: string; issuerCrt: string; issuerKey: string };
   logger?: Logger;
+  /** How often the Secret is read when RBAC allows no watch (default 10 s). */
+  pollIntervalMs?: number;
 }
 
 interface KubeObject {
-  metadata: { name: string; namespace?: string; resourceVersion?: string; [key: string]: unknown };
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [key: string]: unknown;
+  };
   data?: Record<string, string>;
   [key: string]: unknown;
 }
@@ -61,13 +93,13 @@ const ROOT_KEY = "ca.key";
 /** Maps API failures to store errors: outages are "unavailable", never "nothing stored". */
 function storeError(error: unknown, what: string): never {
   if (error instanceof KubeRequestError) {
-    throw new StoreUnavailableError(`${what}: ${error.message}`);
+    throw new StoreUnavailableError(`${what}: ${error.message}`, { cause: error });
   }
   if (error instanceof KubeApiError) {
     if (error.status === 429 || error.status >= 500) {
-      throw new StoreUnavailableError(`${what}: ${error.message}`);
+      throw new StoreUnavailableError(`${what}: ${error.message}`, { cause: error });
     }
-    throw new StoreError(`${what}: ${error.message}`);
+    throw new StoreError(`${what}: ${error.message}`, { cause: error });
   }
   throw error;
 }
@@ -79,8 +111,8 @@ export class KubeCredentialStore implements CredentialStore {
   readonly #options: KubeStoreOptions;
   readonly #secretPath: string;
   readonly #configMapPath: string;
-  /** resourceVersion of the Secret last read (undefined: it does not exist). */
-  #secretVersion?: string;
+  /** The Secret as last read (undefined: it does not exist); writes start from it. */
+  #secret?: KubeObject;
 
   /** Nothing is sent until a method is called. */
   constructor(options: KubeStoreOptions) {
@@ -117,7 +149,7 @@ export class KubeCredentialStore implements CredentialStore {
   async #load(mayRetry: boolean): Promise<BundlePem | null> {
     const { keys, namespace } = this.#options;
     const secret = await this.#get(this.#secretPath, this.description);
-    this.#secretVersion = secret?.metadata.resourceVersion;
+    this.#secret = secret;
     const data = secret?.data ?? {};
     const decode = (key: string) =>
       typeof data[key] === "string" ? Buffer.from(data[key], "base64").toString("utf8") : "";
@@ -128,6 +160,18 @@ export class KubeCredentialStore implements CredentialStore {
     };
     const present = Object.entries(parts).filter(([, value]) => value !== "");
     if (present.length === 0) {
+      const emptied = (reason: string) =>
+        new StoreEmptiedError(
+          `${this.description} ${secret ? "is empty" : "does not exist"} but ${reason}: the CA ` +
+            `that sidecars trust is gone (a 'helm upgrade' without --reuse-values, or a deleted ` +
+            `Secret). sentry does not replace a CA silently: restore the Secret, or create a new ` +
+            `CA on purpose (every sidecar then needs the new trust anchors) with: ` +
+            `sentry init --store k8s --namespace ${namespace} --force`,
+        );
+      if (decode(ROOT_KEY) !== "") throw emptied(`its ${ROOT_KEY} (a root key) is still there`);
+      if (secret?.metadata.annotations?.[ANCHORS_ANNOTATION]) {
+        throw emptied(`its annotation ${ANCHORS_ANNOTATION} shows that it held a CA`);
+      }
       const configMap = await this.#get(
         this.#configMapPath,
         `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME}`,
@@ -136,13 +180,8 @@ export class KubeCredentialStore implements CredentialStore {
         // Another replica may have created the Secret (then the ConfigMap) between the two
         // reads at first boot: read the Secret again once before refusing.
         if (mayRetry) return await this.#load(false);
-        throw new StoreError(
-          `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME} holds trust anchors but ${this.description} ` +
-            `${
-              secret ? "is empty" : "does not exist"
-            }: the issuer that sidecars trust is gone. sentry will ` +
-            `not replace an existing CA silently: restore the Secret, or empty the ConfigMap's ${keys.caCrt} ` +
-            `to let sentry create a new CA`,
+        throw emptied(
+          `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME} holds trust anchors (${keys.caCrt})`,
         );
       }
       return null;
@@ -159,25 +198,35 @@ export class KubeCredentialStore implements CredentialStore {
     return { ...parts, ...(rootKey ? { caKey: rootKey } : {}) };
   }
 
-  #secretBody(bundle: BundlePem, resourceVersion?: string): KubeObject {
+  /**
+   * The Secret to write for `bundle`: the one read, updated (its metadata, type and other data
+   * keys kept, `ca.key` set or removed with the bundle), or a new one when none exists.
+   */
+  #secretBody(bundle: BundlePem): KubeObject {
     const { keys, namespace } = this.#options;
     const encode = (text: string) => Buffer.from(text, "utf8").toString("base64");
+    const current = this.#secret;
+    const data: Record<string, string> = {
+      ...(current?.data ?? {}),
+      [keys.caCrt]: encode(bundle.caCrt),
+      [keys.issuerCrt]: encode(bundle.issuerCrt),
+      [keys.issuerKey]: encode(bundle.issuerKey),
+    };
+    if (bundle.caKey) data[ROOT_KEY] = encode(bundle.caKey);
+    else delete data[ROOT_KEY];
+    const annotations = {
+      ...(current?.metadata.annotations ?? {}),
+      [ANCHORS_ANNOTATION]: anchorsFingerprint(bundle.caCrt),
+    };
+    if (current) {
+      return { ...current, metadata: { ...current.metadata, annotations }, data };
+    }
     return {
       apiVersion: "v1",
       kind: "Secret",
       type: "Opaque",
-      metadata: {
-        name: TRUST_BUNDLE_NAME,
-        namespace,
-        labels: { "app.kubernetes.io/managed-by": "dapr-sentry" },
-        ...(resourceVersion ? { resourceVersion } : {}),
-      },
-      data: {
-        [keys.caCrt]: encode(bundle.caCrt),
-        [keys.issuerCrt]: encode(bundle.issuerCrt),
-        [keys.issuerKey]: encode(bundle.issuerKey),
-        ...(bundle.caKey ? { [ROOT_KEY]: encode(bundle.caKey) } : {}),
-      },
+      metadata: { name: TRUST_BUNDLE_NAME, namespace, labels: { ...CREATED_LABELS }, annotations },
+      data,
     };
   }
 
@@ -188,15 +237,23 @@ export class KubeCredentialStore implements CredentialStore {
   async create(bundle: BundlePem): Promise<BundlePem> {
     const { client } = this.#options;
     try {
-      if (this.#secretVersion === undefined) {
+      if (this.#secret === undefined) {
         await client.create(this.#secretPath, this.#secretBody(bundle));
       } else {
-        await client.replace(
-          `${this.#secretPath}/${TRUST_BUNDLE_NAME}`,
-          this.#secretBody(bundle, this.#secretVersion),
-        );
+        await client.replace(`${this.#secretPath}/${TRUST_BUNDLE_NAME}`, this.#secretBody(bundle));
       }
     } catch (error) {
+      if (this.#secret === undefined && isForbidden(error)) {
+        throw new StoreError(
+          `cannot write ${this.description}: it does not exist and sentry may not create it (403 Forbidden: ` +
+            `Dapr's chart grants get and update only, and creates the Secret itself). Install ` +
+            `Dapr's chart, create it with 'kubectl -n ${this.#options.namespace} create secret ` +
+            `generic ${TRUST_BUNDLE_NAME}', or grant create on secrets: ${
+              (error as Error).message
+            }`,
+          { cause: error },
+        );
+      }
       if (!isAlreadyExists(error) && !isConflict(error)) {
         return storeError(error, `cannot write ${this.description}`);
       }
@@ -221,7 +278,7 @@ export class KubeCredentialStore implements CredentialStore {
     try {
       await this.#options.client.replace(
         `${this.#secretPath}/${TRUST_BUNDLE_NAME}`,
-        this.#secretBody(bundle, this.#secretVersion),
+        this.#secretBody(bundle),
       );
     } catch (error) {
       if (isConflict(error)) {
@@ -245,19 +302,15 @@ export class KubeCredentialStore implements CredentialStore {
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.#get(this.#configMapPath, what);
       if (current?.data?.[keys.caCrt] === bundle.caCrt) return;
-      const body: KubeObject = {
-        apiVersion: "v1",
-        kind: "ConfigMap",
-        metadata: {
-          name: TRUST_BUNDLE_NAME,
-          namespace,
-          labels: { "app.kubernetes.io/managed-by": "dapr-sentry" },
-          ...(current?.metadata.resourceVersion
-            ? { resourceVersion: current.metadata.resourceVersion }
-            : {}),
-        },
-        data: { ...(current?.data ?? {}), [keys.caCrt]: bundle.caCrt },
-      };
+      // Update the ConfigMap as read (Helm's metadata and other keys kept), or create one.
+      const body: KubeObject = current
+        ? { ...current, data: { ...(current.data ?? {}), [keys.caCrt]: bundle.caCrt } }
+        : {
+          apiVersion: "v1",
+          kind: "ConfigMap",
+          metadata: { name: TRUST_BUNDLE_NAME, namespace, labels: { ...CREATED_LABELS } },
+          data: { [keys.caCrt]: bundle.caCrt },
+        };
       try {
         if (current) await client.replace(`${this.#configMapPath}/${TRUST_BUNDLE_NAME}`, body);
         else await client.create(this.#configMapPath, body);
@@ -275,14 +328,14 @@ export class KubeCredentialStore implements CredentialStore {
     throw new StoreError(`cannot update ${what}: it kept changing (409 Conflict)`);
   }
 
-  /** Watches the Secret (list + watch, relist on 410). */
+  /** Watches the Secret (list + watch, relist on 410; GET polling where RBAC forbids it). */
   watch(onChange: () => void): { close(): void } {
-    return watchObject(
-      this.#options.client,
-      this.#secretPath,
-      TRUST_BUNDLE_NAME,
+    return watchObject(this.#options.client, {
+      listPath: this.#secretPath,
+      name: TRUST_BUNDLE_NAME,
       onChange,
-      this.#options.logger,
-    );
+      logger: this.#options.logger,
+      pollIntervalMs: this.#options.pollIntervalMs,
+    });
   }
 }

@@ -21,6 +21,16 @@ export class StoreUnavailableError extends StoreError {
   override name = "StoreUnavailableError";
 }
 
+/**
+ * The store is empty but shows that it held a trust bundle before (a Kubernetes Secret emptied
+ * while its trust-anchor ConfigMap, its root key or its fingerprint annotation remains): the CA
+ * that sidecars trust is gone. Nothing is generated silently; replacing the CA on purpose is
+ * `sentry init --force`, which accepts this state.
+ */
+export class StoreEmptiedError extends StoreError {
+  override name = "StoreEmptiedError";
+}
+
 /** A compare-and-swap write found the store changed since it was read; nothing was written. */
 export class StoreConflictError extends StoreError {
   override name = "StoreConflictError";

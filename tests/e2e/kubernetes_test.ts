@@ -223,20 +223,35 @@ Deno.test("a Helm-style pre-filled Secret is used and left intact; ConfigMap dri
   }
 });
 
-Deno.test("anchors in the ConfigMap without a Secret are never silently replaced by a new CA", async () => {
+Deno.test("anchors in the ConfigMap without a Secret are never silently replaced; the refusal names the command that does it on purpose", async () => {
   const { api, kubeconfig } = await setup();
   try {
+    const oldAnchors = "-----BEGIN CERTIFICATE-----\nsomething\n-----END CERTIFICATE-----\n";
     api.put("configmaps", NS, {
       apiVersion: "v1",
       kind: "ConfigMap",
       metadata: { name: NAME, namespace: NS },
-      data: { "ca.crt": "-----BEGIN CERTIFICATE-----\nsomething\n-----END CERTIFICATE-----\n" },
+      data: { "ca.crt": oldAnchors },
     });
+    let refusal = "";
     await assert.rejects(
       startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]), readyTimeoutMs: 8000 }),
-      /will\s+not replace an existing CA silently/,
+      (error: Error) => {
+        refusal = error.message;
+        return /does not replace a CA silently/.test(error.message);
+      },
     );
     assert.equal(stored(api, "secrets"), undefined, "nothing was created");
+    // The command the message names replaces the CA on purpose: run it as written.
+    const command = /sentry (init --store k8s --namespace \S+ --force)/.exec(refusal);
+    assert.ok(command, refusal);
+    const init = await runSentry([...command[1].split(" "), "--kubeconfig", kubeconfig]);
+    assert.equal(init.code, 0, init.stderr);
+    const anchors = secretPem(api, "ca.crt");
+    assert.match(anchors, /BEGIN CERTIFICATE/);
+    assert.equal(stored(api, "configmaps")?.data?.["ca.crt"], anchors, "ConfigMap republished");
+    const sentry = await startSentry({ args: sentryArgs(kubeconfig, ["--config", ""]) });
+    await sentry.stop();
   } finally {
     await api.close();
   }

@@ -11,7 +11,11 @@ import { assertLoads } from "../helpers/store_assertions.ts";
 import { Buffer } from "node:buffer";
 import type { BundlePem } from "../../src/ca/bundle.ts";
 import { Logger } from "../../src/observability/logger.ts";
-import { KubeCredentialStore } from "../../src/stores/kubernetes.ts";
+import {
+  ANCHORS_ANNOTATION,
+  anchorsFingerprint,
+  KubeCredentialStore,
+} from "../../src/stores/kubernetes.ts";
 import { StoreConflictError, StoreError, StoreUnavailableError } from "../../src/stores/store.ts";
 import {
   apiError,
@@ -39,6 +43,12 @@ const C: BundlePem = { caCrt: "ca-c\n", issuerCrt: "issuer-c\n", issuerKey: "key
 const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
 const unb64 = (text: string | undefined) =>
   text === undefined ? undefined : Buffer.from(text, "base64").toString("utf8");
+
+/** `object` with `annotations` added to its metadata. */
+function annotated(object: FakeObject, annotations: Record<string, string>): FakeObject {
+  object.metadata.annotations = { ...object.metadata.annotations, ...annotations };
+  return object;
+}
 
 /** Secret data as Helm or kubectl would write it for `bundle` (optionally under other keys). */
 function secretData(
@@ -143,13 +153,26 @@ Deno.test("load: what the Secret and ConfigMap hold decides between a bundle, no
       name: "trust anchors in the ConfigMap and no Secret",
       configMap: configMap({ "ca.crt": A.caCrt }),
       want:
-        /holds trust anchors but Secret dapr-system\/dapr-trust-bundle does not exist.*will not replace an existing CA silently/s,
+        /Secret dapr-system\/dapr-trust-bundle does not exist but ConfigMap dapr-system\/dapr-trust-bundle holds trust anchors.*does not replace a CA silently.*sentry init --store k8s --namespace dapr-system --force/s,
     },
     {
       name: "trust anchors in the ConfigMap and an empty Secret",
       secret: secret(),
       configMap: configMap({ "ca.crt": A.caCrt }),
-      want: /holds trust anchors but Secret dapr-system\/dapr-trust-bundle is empty/,
+      want: /Secret dapr-system\/dapr-trust-bundle is empty but ConfigMap .* holds trust anchors/,
+    },
+    {
+      name:
+        "a Secret emptied by 'helm upgrade' (our fingerprint annotation stays), ConfigMap emptied too",
+      secret: annotated(secret(), { [ANCHORS_ANNOTATION]: "ab".repeat(32) }),
+      configMap: configMap(),
+      want:
+        /is empty but its annotation sentry\.dapr-tools\.io\/trust-anchors-sha256 shows that it held a CA/,
+    },
+    {
+      name: "a Secret holding only the root key",
+      secret: secret(secretData({ caKey: "root\n" })),
+      want: /is empty but its ca\.key \(a root key\) is still there/,
     },
   ];
   for (const c of cases) {
@@ -524,7 +547,7 @@ Deno.test("API failures: outages are StoreUnavailableError, refusals StoreError;
         await store.load();
         return await store.create(A);
       },
-      message: /^cannot write Secret dapr-system\/dapr-trust-bundle: kubernetes API: POST/,
+      message: /^cannot write Secret dapr-system\/dapr-trust-bundle: .*kubernetes API: POST/s,
     },
     {
       name: "replace: PUT",
@@ -595,30 +618,83 @@ Deno.test("watch calls back on changes to the Secret, not the ConfigMap, until c
   assert.equal(changes, 1);
 });
 
-// BUG (reported, not fixed here): filling or replacing the Secret, and repairing the ConfigMap,
-// PUT a body with fresh metadata, so the labels and annotations already on the object (Helm's
-// `app.kubernetes.io/managed-by: Helm` and `meta.helm.sh/release-*`, the chart's
-// `global.k8sLabels`) are dropped. Dapr's sentry updates the object it read, keeping them.
-Deno.test({
-  name: "writes keep the labels and annotations already on the Secret and ConfigMap",
-  ignore: true,
-  fn: async () => {
-    const { api, store } = newStore();
-    const helm = {
-      labels: { "app.kubernetes.io/managed-by": "Helm", app: "dapr-sentry" },
-      annotations: { "meta.helm.sh/release-name": "dapr" },
+// Dapr's sentry updates the objects it read; so do we: Helm's `app.kubernetes.io/managed-by`
+// and `meta.helm.sh/release-*` must stay, or the next `helm upgrade` refuses to adopt them.
+Deno.test("writes keep the labels, annotations and other keys already on the Secret and ConfigMap", async () => {
+  const { api, store } = newStore();
+  const helm = {
+    labels: { "app.kubernetes.io/managed-by": "Helm", app: "dapr-sentry" },
+    annotations: { "meta.helm.sh/release-name": "dapr" },
+  };
+  const placeholder = secret({ "jwks.json": b64("{}") });
+  Object.assign(placeholder.metadata, structuredClone(helm));
+  api.put(SECRET, placeholder);
+  const anchors = configMap(); // Helm-created, no anchors yet
+  Object.assign(anchors.metadata, structuredClone(helm));
+  api.put(CONFIGMAP, anchors);
+  assert.equal(await store.load(), null);
+  await store.create(A);
+  for (const path of [SECRET, CONFIGMAP]) {
+    const { labels, annotations } = api.read(path)!.metadata;
+    assert.deepEqual(labels, helm.labels, path);
+    assert.equal(annotations?.["meta.helm.sh/release-name"], "dapr", path);
+  }
+  assert.equal(unb64(api.read(SECRET)!.data?.["jwks.json"]), "{}", "other Secret keys stay");
+  assert.match(
+    api.read(SECRET)!.metadata.annotations?.[ANCHORS_ANNOTATION] ?? "",
+    /^[0-9a-f]{64}$/,
+    "the anchors' fingerprint is recorded",
+  );
+  // A replace keeps them too, and removes a root key the new bundle does not keep.
+  await store.replace(B, A);
+  await store.replace(C, B);
+  const after = api.read(SECRET)!;
+  assert.deepEqual(after.metadata.labels, helm.labels);
+  assert.equal(unb64(after.data?.["jwks.json"]), "{}");
+  assert.equal(after.data?.["ca.key"], undefined, "ca.key of the previous root removed");
+  assert.equal(after.metadata.annotations?.[ANCHORS_ANNOTATION], anchorsFingerprint(C.caCrt));
+});
+
+Deno.test("watch falls back to GET polling, with one log line, where RBAC forbids list/watch (Dapr's chart)", async () => {
+  const api = new FakeKubeApi();
+  const lines: string[] = [];
+  const logger = new Logger({
+    level: "debug",
+    json: false,
+    scope: "test",
+    version: "test",
+    sink: (line) => lines.push(line),
+  });
+  const store = new KubeCredentialStore({
+    client: api,
+    namespace: NS,
+    keys: { caCrt: "ca.crt", issuerCrt: "issuer.crt", issuerKey: "issuer.key" },
+    logger,
+    pollIntervalMs: 5,
+  });
+  api.put(SECRET, secret(secretData(A)));
+  api.before("LIST", SECRETS, (call) => {
+    throw apiError("GET", call.path, 403, "Forbidden", "secrets is forbidden: cannot list");
+  });
+  let changes = 0;
+  const watch = store.watch(() => changes++);
+  try {
+    const waitFor = async (what: string, done: () => boolean) => {
+      for (let i = 0; i < 400 && !done(); i++) await new Promise((r) => setTimeout(r, 2));
+      assert.ok(done(), what);
     };
-    const placeholder = secret();
-    Object.assign(placeholder.metadata, structuredClone(helm));
-    api.put(SECRET, placeholder);
-    const anchors = configMap(); // Helm-created, no anchors yet
-    Object.assign(anchors.metadata, structuredClone(helm));
-    api.put(CONFIGMAP, anchors);
-    assert.equal(await store.load(), null);
-    await store.create(A);
-    for (const path of [SECRET, CONFIGMAP]) {
-      const { labels, annotations } = api.read(path)!.metadata;
-      assert.deepEqual({ labels, annotations }, helm, path);
-    }
-  },
+    await waitFor(
+      "a GET poll happened",
+      () => api.calls.filter((c) => c.method === "GET").length > 2,
+    );
+    assert.equal(changes, 0, "no change yet");
+    api.put(SECRET, secret(secretData(B)));
+    await waitFor("the poll saw the new version", () => changes === 1);
+    const fallbacks = lines.filter((line) => line.includes("reading it with GET every"));
+    assert.equal(fallbacks.length, 1, lines.join("\n"));
+    assert.match(fallbacks[0], /403 Forbidden/);
+    assert.equal(api.watching, 0, "no watch was opened");
+  } finally {
+    watch.close();
+  }
 });
