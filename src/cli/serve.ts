@@ -13,7 +13,7 @@ import { validateTrustDomain } from "../ca/spiffe.ts";
 import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
 import { KubernetesValidator } from "../identity/kubernetes.ts";
-import { LOG_LEVELS, Logger, type LogLevel } from "../observability/logger.ts";
+import { fileLogSink, Logger, type LogSink, parseLogLevel } from "../observability/logger.ts";
 import { SentryServer } from "../server/sentry-server.ts";
 import { defaultSigningWorkers } from "../server/cpu-count.ts";
 import { capYoungGeneration } from "../server/young-generation.ts";
@@ -72,8 +72,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     name: "log-level",
     type: "string",
     default: "info",
-    choices: LOG_LEVELS,
-    help: "Log level: debug, info, warn, error or fatal",
+    help: "Log level: debug, info, warn, error or fatal (any letter case)",
+  },
+  {
+    name: "log-file",
+    type: "string",
+    default: "",
+    help: "Append logs to this file (created 0644) instead of stdout",
   },
   { name: "log-as-json", type: "bool", default: false, help: "Log one JSON object per line" },
   {
@@ -162,14 +167,31 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     io.stdout(serveHelp());
     return 0;
   }
+  const level = parseLogLevel(flags.string("log-level"));
+  if (!level) {
+    io.stderr(
+      `sentry: --log-level ${JSON.stringify(flags.string("log-level"))}: ` +
+        `expected debug, info, warn, error or fatal\nRun 'sentry --help' for usage.\n`,
+    );
+    return 2;
+  }
+  let sink: LogSink & { close?(): void } = (line) => io.stdout(line + "\n");
+  if (flags.string("log-file")) {
+    try {
+      sink = fileLogSink(flags.string("log-file"));
+    } catch (error) {
+      io.stderr(`sentry: cannot open --log-file: ${(error as Error).message}\n`);
+      return 1;
+    }
+  }
   capYoungGeneration();
 
   const logger = new Logger({
-    level: flags.string("log-level") as LogLevel,
+    level,
     json: flags.bool("log-as-json"),
     scope: "dapr.sentry",
     version: VERSION,
-    sink: (line) => io.stderr(line + "\n"),
+    sink,
   });
   const trustDomain = flags.string("trust-domain");
 

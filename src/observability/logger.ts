@@ -1,9 +1,13 @@
 /**
  * Logging in Dapr's formats: logrus-style text lines by default, or one JSON object per line
- * (`--log-as-json`) with `time`, `level`, `msg`, `scope`, `type`, `instance` and `ver`.
+ * (`--log-as-json`) with `time`, `level`, `msg`, `scope`, `type`, `instance` and `ver`; to
+ * stdout like Dapr's logger unless told otherwise. Level names are the `--log-level` values,
+ * except that warnings are written `warning`, as logrus names them (log queries and alerts
+ * written for Dapr match).
  *
  * @module
  */
+import { closeSync, openSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import process from "node:process";
 
@@ -12,7 +16,7 @@ export const LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"] as const;
 /** One of {@link LOG_LEVELS}. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
-/** Where log lines go (stderr by default; tests pass their own). */
+/** Where log lines go (stdout by default; `--log-file` and tests pass their own). */
 export type LogSink = (line: string) => void;
 
 /** Logger options. */
@@ -22,6 +26,45 @@ export interface LoggerOptions {
   scope: string;
   version: string;
   sink?: LogSink;
+}
+
+/** The level names written in log lines (logrus's names). */
+const WRITTEN_LEVEL: Record<LogLevel, string> = {
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  error: "error",
+  fatal: "fatal",
+};
+
+/** The {@link LogLevel} a `--log-level` value names, in any letter case (as Dapr). */
+export function parseLogLevel(value: string): LogLevel | undefined {
+  const level = value.toLowerCase();
+  if (level === "warning") return "warn";
+  return (LOG_LEVELS as readonly string[]).includes(level) ? level as LogLevel : undefined;
+}
+
+/**
+ * A sink appending to the file at `path` (created with mode 0644, as Dapr's `--log-file`),
+ * one synchronous write per line so that nothing is lost at exit. A failed write (a full disk)
+ * is reported once on stderr and never stops the server. Throws when the file cannot be opened.
+ */
+export function fileLogSink(path: string): LogSink & { close(): void } {
+  const fd = openSync(path, "a", 0o644);
+  let failed = false;
+  const sink = (line: string) => {
+    try {
+      writeSync(fd, line + "\n");
+      failed = false;
+    } catch (error) {
+      if (failed) return;
+      failed = true;
+      process.stderr.write(
+        `sentry: cannot write to --log-file ${path}: ${(error as Error).message}\n`,
+      );
+    }
+  };
+  return Object.assign(sink, { close: () => closeSync(fd) });
 }
 
 function quoteIfNeeded(value: string): string {
@@ -34,10 +77,10 @@ export class Logger {
   readonly #instance = hostname();
   readonly #sink: LogSink;
 
-  /** Creates a logger writing to `options.sink` or stderr. */
+  /** Creates a logger writing to `options.sink` or stdout. */
   constructor(readonly options: LoggerOptions) {
     this.#minimum = LOG_LEVELS.indexOf(options.level);
-    this.#sink = options.sink ?? ((line) => process.stderr.write(line + "\n"));
+    this.#sink = options.sink ?? ((line) => process.stdout.write(line + "\n"));
   }
 
   /** True when messages at `level` are written. */
@@ -49,11 +92,12 @@ export class Logger {
   log(level: LogLevel, msg: string, fields: Record<string, string | number> = {}): void {
     if (!this.enabled(level)) return;
     const time = new Date().toISOString();
+    const written = WRITTEN_LEVEL[level];
     const { scope, version } = this.options;
     if (this.options.json) {
       this.#sink(JSON.stringify({
         instance: this.#instance,
-        level,
+        level: written,
         msg,
         scope,
         time,
@@ -65,7 +109,7 @@ export class Logger {
     }
     const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${quoteIfNeeded(String(v))}`);
     this.#sink(
-      `time="${time}" level=${level} msg=${JSON.stringify(msg)}${extra.join("")} ` +
+      `time="${time}" level=${written} msg=${JSON.stringify(msg)}${extra.join("")} ` +
         `instance=${quoteIfNeeded(this.#instance)} scope=${scope} type=log ver=${version}`,
     );
   }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Counter, Gauge, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 
 /** Why a signing request failed, as the `reason` label. */
 export type FailureReason =
@@ -20,6 +20,15 @@ export type FailureReason =
 export class SentryMetrics {
   /** The registry to expose on /metrics. */
   readonly registry = new Registry();
+
+  /**
+   * A metric set. With `processMetrics`, the registry also carries prom-client's default
+   * collectors (`process_*` CPU, memory, file descriptors and start time, `nodejs_*` heap, GC
+   * and event-loop lag), as Dapr's binaries expose `process_*` and `go_*`; one per process.
+   */
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+  }
   readonly requestsReceived = this.#counter(
     "dapr_sentry_cert_sign_request_received_total",
     "The number of CSRs received.",

@@ -1,6 +1,9 @@
 /**
  * Expiry safety: warns (and keeps warning hourly) when the issuer or a trust anchor has less
- * than 30 days left, so that operators rotate before anything fails.
+ * than 30 days left, so that operators rotate before anything fails. The root's warning has
+ * the text Dapr's documentation tells operators to alert on ("Dapr root certificate expiration
+ * warning: certificate expires in 2 days and 15 hours", "... certificate has expired."); the
+ * issuer's says "issuer" instead of "root"; the NotAfter time goes in a `not_after` field.
  *
  * @module
  */
@@ -15,6 +18,17 @@ export interface ExpiryMonitorOptions {
   warnBeforeMs?: number;
   /** How often to check (default one hour). */
   intervalMs?: number;
+}
+
+/**
+ * The warning for a `what` ("root" or "issuer") certificate with `leftMs` of validity left, in
+ * the words of Dapr's documentation: whole days and hours, or "has expired".
+ */
+export function expiryWarning(what: "root" | "issuer", leftMs: number): string {
+  const prefix = `Dapr ${what} certificate expiration warning: certificate`;
+  if (leftMs <= 0) return `${prefix} has expired.`;
+  const hours = Math.floor(leftMs / 3_600_000);
+  return `${prefix} expires in ${Math.floor(hours / 24)} days and ${hours % 24} hours`;
 }
 
 /** Periodic expiry checks of the bundle in use. */
@@ -41,19 +55,15 @@ export class ExpiryMonitor {
     const warnings: string[] = [];
     for (
       const [what, notAfter] of [
-        ["issuer certificate", bundle.issuerNotAfter],
-        ["root certificate (trust anchor)", bundle.rootNotAfter],
+        ["issuer", bundle.issuerNotAfter],
+        ["root", bundle.rootNotAfter],
       ] as const
     ) {
       const left = notAfter.getTime() - now;
       if (left >= this.#warnBeforeMs) continue;
-      const message = left <= 0
-        ? `the ${what} expired at ${notAfter.toISOString()}`
-        : `the ${what} expires in ${
-          (left / DAY_MS).toFixed(1)
-        } days (${notAfter.toISOString()}): rotate it soon`;
+      const message = expiryWarning(what, left);
       warnings.push(message);
-      this.logger.warn(message);
+      this.logger.warn(message, { not_after: notAfter.toISOString() });
     }
     return warnings;
   }

@@ -178,7 +178,7 @@ export class SentryServer {
         describeSettings(settings, validators)
       }`,
     );
-    const metrics = new SentryMetrics();
+    const metrics = new SentryMetrics({ processMetrics: options.metrics !== undefined });
     let state: CaState;
     try {
       const bundle = await loadOrCreateBundle(

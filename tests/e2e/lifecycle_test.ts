@@ -21,7 +21,7 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
   return out;
 }
 
-/** Runs sentry expecting it to refuse to start; returns its stderr. */
+/** Runs sentry expecting it to refuse to start; returns its logs (stdout, as Dapr's). */
 async function refusedStart(dir: string, extra: string[] = []): Promise<string> {
   const result = await runSentry([
     "--issuer-credentials",
@@ -34,8 +34,8 @@ async function refusedStart(dir: string, extra: string[] = []): Promise<string> 
     "--metrics-listen-address=127.0.0.1",
     ...extra,
   ]);
-  assert.equal(result.code, 1, `expected exit code 1, got ${result.code}: ${result.stderr}`);
-  return result.stderr;
+  assert.equal(result.code, 1, `expected exit code 1, got ${result.code}: ${result.stdout}`);
+  return result.stdout;
 }
 
 Deno.test("first boot creates a private bundle; a restart keeps the same CA", async () => {
@@ -186,10 +186,10 @@ Deno.test("bad flags exit 2 with a usage message; --help lists the flags", async
     env: { KUBECONFIG: "", HOME: "/nonexistent", KUBERNETES_SERVICE_HOST: "" },
   });
   assert.equal(store.code, 2);
-  assert.match(store.stderr, /no Kubernetes configuration found/);
+  assert.match(store.stdout, /level=fatal msg=".*no Kubernetes configuration found/);
   const vault = await runSentry(["--store", "vault"], { env: { VAULT_ADDR: "" } });
   assert.equal(vault.code, 2);
-  assert.match(vault.stderr, /--store vault needs --vault-addr or VAULT_ADDR/);
+  assert.match(vault.stdout, /--store vault needs --vault-addr or VAULT_ADDR/);
 });
 
 Deno.test("a missing or invalid --config file stops start-up naming the file", async (t) => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr } from "../helpers/openssl.ts";
+import { generateKey, makeCsr, opensslBundle, opensslTime } from "../helpers/openssl.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
 import {
   freePort,
@@ -58,7 +58,7 @@ Deno.test("healthz, Dapr's metric names and JSON logs", async () => {
     const entry = JSON.parse(line);
     assert.equal(entry.scope, "dapr.sentry");
     assert.equal(entry.type, "log");
-    assert.ok(["debug", "info", "warn", "error", "fatal"].includes(entry.level));
+    assert.ok(["debug", "info", "warning", "error", "fatal"].includes(entry.level), line);
     assert.ok(!Number.isNaN(Date.parse(entry.time)));
     assert.equal(typeof entry.instance, "string");
     assert.equal(typeof entry.ver, "string");
@@ -153,15 +153,15 @@ Deno.test("a stop signal that arrives while sentry is starting stops it cleanly"
         metrics: await freePort(),
       }),
     ],
-    stdout: "null",
-    stderr: "piped",
+    stdout: "piped", // the logs, as Dapr's
+    stderr: "null",
     stdin: "null",
   }).spawn();
   // A sentry that never stops fails the test instead of hanging it.
   const watchdog = setTimeout(() => child.kill("SIGKILL"), 30_000);
   let logs = "";
   let signalled = false;
-  const lines = child.stderr.pipeThrough(new TextDecoderStream()).pipeThrough(
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
     new TextLineStream(),
   );
   for await (const line of lines) {
@@ -180,3 +180,100 @@ Deno.test("a stop signal that arrives while sentry is starting stops it cleanly"
   assert.match(logs, /received SIGTERM/);
   assert.match(logs, /sentry stopped/);
 });
+
+Deno.test("logs go to stdout (or --log-file, appended, 0644) as Dapr's; warnings say 'warning'; process metrics at / too", async () => {
+  const dir = await tempDir();
+  const now = Date.now();
+  // An issuer with 10 days left: the expiry warning comes at start-up.
+  await opensslBundle(dir, {
+    start: opensslTime(new Date(now - 86_400_000)),
+    end: opensslTime(new Date(now + 10 * 86_400_000)),
+  });
+  const ports = { grpc: await freePort(), health: await freePort(), metrics: await freePort() };
+  const [program, ...prefix] = sentryCommand();
+  const run = async (extra: string[]) => {
+    const child = new Deno.Command(program, {
+      args: [...prefix, ...serveArgs(dir, ports), "--log-as-json", ...extra],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    let scraped: { root: string; metrics: string } | undefined;
+    for (let i = 0; i < 300 && !scraped; i++) {
+      try {
+        const root = await (await fetch(`http://127.0.0.1:${ports.metrics}/`)).text();
+        scraped = { root, metrics: await metricsText(ports.metrics) };
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    child.kill("SIGTERM");
+    const done = await output;
+    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    return { ...scraped!, stdout: decode(done.stdout), stderr: decode(done.stderr) };
+  };
+
+  const plain = await run(["--log-level", "INFO"]); // any letter case, as Dapr
+  assert.equal(plain.stderr, "", "nothing on stderr");
+  const lines = plain.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  const warning = lines.find((entry) => /issuer certificate expiration warning/.test(entry.msg));
+  assert.ok(warning, plain.stdout);
+  assert.equal(warning.level, "warning");
+  assert.equal(
+    warning.msg,
+    "Dapr issuer certificate expiration warning: certificate expires in 9 days and 23 hours",
+  );
+  // The chart scrapes "/": the same text as /metrics, with process metrics in it.
+  for (const name of ["process_cpu_seconds_total", "process_start_time_seconds"]) {
+    assert.ok(metric(plain.root, name) > 0, name);
+  }
+  assert.match(plain.root, /^dapr_sentry_issuercert_expiry_timestamp /m);
+  assert.match(plain.metrics, /^process_resident_memory_bytes /m);
+
+  const logFile = join(await tempDir(), "sentry.log");
+  await Deno.writeTextFile(logFile, "earlier line\n");
+  const toFile = await run(["--log-file", logFile]);
+  assert.equal(toFile.stdout, "", "logs went to the file");
+  const text = await Deno.readTextFile(logFile);
+  assert.ok(text.startsWith("earlier line\n"), "appended, not truncated");
+  assert.match(text, /"level":"warning"/);
+  assert.match(text, /"msg":"sentry stopped"/);
+  const invalid = await new Deno.Command(program, {
+    args: [...prefix, ...serveArgs(dir, ports), "--log-level", "verbose"],
+  }).output();
+  assert.equal(invalid.code, 2);
+  assert.match(new TextDecoder().decode(invalid.stderr), /--log-level "verbose"/);
+});
+
+Deno.test("--log-file creates the file with mode 0644", async () => {
+  const dir = await tempDir();
+  const logFile = join(await tempDir(), "new.log");
+  const ports = { grpc: await freePort(), health: await freePort(), metrics: await freePort() };
+  const [program, ...prefix] = sentryCommand();
+  const child = new Deno.Command(program, {
+    args: [...prefix, ...serveArgs(dir, ports), "--log-file", logFile],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    for (let i = 0; i < 300; i++) {
+      const healthy = await fetch(`http://127.0.0.1:${ports.health}/healthz`)
+        .then(async (response) => (await response.body?.cancel(), response.status === 200))
+        .catch(() => false);
+      if (healthy) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+  assert.equal((await Deno.stat(logFile)).mode! & 0o777, 0o644 & ~umask());
+  assert.match(await Deno.readTextFile(logFile), /level=info msg="sentry stopped"/);
+});
+
+/** The process umask (Deno's API sets and restores it). */
+function umask(): number {
+  const mask = Deno.umask(0o022);
+  Deno.umask(mask);
+  return mask;
+}

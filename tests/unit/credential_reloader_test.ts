@@ -209,7 +209,7 @@ Deno.test("store changes, one after another: swaps, no-ops and problems logged o
       serving: A2,
       swapped: false,
       logged: [{
-        level: "warn",
+        level: "warning",
         msg:
           /^the changed trust bundle in fake store is not usable: issuer\.key does not match the certificate in issuer\.crt .*; still serving with the current bundle$/,
       }],
@@ -221,7 +221,7 @@ Deno.test("store changes, one after another: swaps, no-ops and problems logged o
       serving: A2,
       swapped: false,
       logged: [{
-        level: "warn",
+        level: "warning",
         msg:
           /^the trust bundle disappeared from fake store; still serving with the current bundle$/,
       }],
@@ -232,7 +232,7 @@ Deno.test("store changes, one after another: swaps, no-ops and problems logged o
       events: 2,
       serving: A2,
       swapped: false,
-      logged: [{ level: "warn", msg: /not usable: vault is sealed; still serving/ }],
+      logged: [{ level: "warning", msg: /not usable: vault is sealed; still serving/ }],
     },
     {
       name: "back to the bundle in use: nothing to log, and the problem is forgotten",
@@ -246,14 +246,14 @@ Deno.test("store changes, one after another: swaps, no-ops and problems logged o
       content: new StoreUnavailableError("vault is sealed"),
       serving: A2,
       swapped: false,
-      logged: [{ level: "warn", msg: /not usable: vault is sealed/ }],
+      logged: [{ level: "warning", msg: /not usable: vault is sealed/ }],
     },
     {
       name: "an expired bundle is refused",
       content: EXPIRED,
       serving: A2,
       swapped: false,
-      logged: [{ level: "warn", msg: /not usable: .*has expired/ }],
+      logged: [{ level: "warning", msg: /not usable: .*has expired/ }],
     },
     {
       name: "a new root is swapped in and the log says sidecars need the new anchors",

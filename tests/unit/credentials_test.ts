@@ -200,7 +200,7 @@ Deno.test("an unavailable store is waited for with backoff, then its bundle is l
   assert.equal(store.loads, 3);
   assert.equal(store.created.length, 0, "generated a CA because the store was unavailable");
   assert.ok(Date.now() - started >= 450, "did not wait between tries");
-  const warnings = lines.filter((l) => l.level === "warn").map((l) => l.msg);
+  const warnings = lines.filter((l) => l.level === "warning").map((l) => l.msg);
   assert.equal(warnings.length, 2);
   for (const warning of warnings) {
     assert.match(warning, /^credential store unavailable, retrying in 0\.\ds: vault is sealed$/);
