@@ -3,6 +3,11 @@
 # the release pinned in tests/dapr/go.mod (the one place that names the version):
 #   daprd              Dapr's sidecar (-tags stablecomponents: mDNS name resolution, no panic)
 #   sentry             Dapr's own sentry, the control and the benchmark anchor
+#   placement, scheduler, operator, injector
+#                      Dapr's other control-plane programs (they get their certificates from sentry)
+#   helm               the Helm CLI, from its own published module pinned in tests/helm/go.mod,
+#                      to render Dapr's chart (charts/dapr in the Dapr module; see chart-dir)
+#   chart-dir          a text file: the path of Dapr's chart in Go's module cache
 #   sentry-suite.test  Dapr's sentry integration cases, compiled (tests/dapr/suite)
 #   loadgen            grpc-go load generator for the benchmark (tests/dapr/loadgen)
 # into $SENTRY_DAPR_BIN (default ~/.cache/sentry-dapr/<version>), outside the tree. Go's module
@@ -21,9 +26,13 @@ version=$(go list -m -f '{{.Version}}' github.com/dapr/dapr)
 out=${SENTRY_DAPR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-dapr/$version}
 mkdir -p "$out"
 
-stamp=$( (go version; cat go.mod go.sum; find suite loadgen -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] &&
-  [ -x "$out/daprd" ] && [ -x "$out/sentry" ] && [ -x "$out/sentry-suite.test" ] &&
+control_plane="placement scheduler operator injector"
+stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+complete=yes
+for program in daprd sentry sentry-suite.test helm $control_plane; do
+  [ -x "$out/$program" ] || complete=no
+done
+if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ $complete = yes ] &&
   { [ ! -d loadgen ] || [ -x "$out/loadgen" ]; }; then
   echo "$out"
   exit 0
@@ -34,7 +43,12 @@ echo "tests/dapr/build.sh: building Dapr $version programs into $out (first run 
 rm -f "$out/.stamp"
 go build -o "$out/sentry" github.com/dapr/dapr/cmd/sentry
 go build -tags stablecomponents -o "$out/daprd" github.com/dapr/dapr/cmd/daprd
+for program in $control_plane; do
+  go build -o "$out/$program" "github.com/dapr/dapr/cmd/$program"
+done
 go test -c -o "$out/sentry-suite.test" ./suite
+(cd ../helm && go build -o "$out/helm" helm.sh/helm/v4/cmd/helm)
+echo "$(go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr" >"$out/chart-dir"
 if [ -d loadgen ]; then go build -o "$out/loadgen" ./loadgen; fi
 echo "$stamp" >"$out/.stamp"
 echo "tests/dapr/build.sh: built in $(($(date +%s) - start)) s" >&2

@@ -1,7 +1,7 @@
 /**
  * Paths of the real-Dapr programs built from Dapr's published Go module by
- * tests/dapr/build.sh (daprd, Dapr's sentry, the compiled sentry integration suite, the
- * grpc-go load generator). The build is cached outside the tree and skipped when its inputs
+ * tests/dapr/build.sh (daprd, Dapr's sentry and other control-plane programs, the compiled
+ * sentry integration suite, the grpc-go load generator, the Helm CLI and where Dapr's chart is). The build is cached outside the tree and skipped when its inputs
  * are unchanged, so calling this from several test files costs one quick check each.
  *
  * @module
@@ -22,6 +22,15 @@ export interface DaprBinaries {
   suite: string;
   /** The grpc-go load generator (tests/dapr/loadgen), when that package exists. */
   loadgen: string;
+  /** Dapr's placement, scheduler, operator and sidecar injector. */
+  placement: string;
+  scheduler: string;
+  operator: string;
+  injector: string;
+  /** The Helm CLI (tests/helm/go.mod). */
+  helm: string;
+  /** Dapr's Helm chart (`charts/dapr` of the pinned Dapr module, read-only). */
+  chartDir: string;
 }
 
 let built: Promise<DaprBinaries> | undefined;
@@ -44,5 +53,11 @@ async function build(): Promise<DaprBinaries> {
     sentry: `${dir}/sentry`,
     suite: `${dir}/sentry-suite.test`,
     loadgen: `${dir}/loadgen`,
+    placement: `${dir}/placement`,
+    scheduler: `${dir}/scheduler`,
+    operator: `${dir}/operator`,
+    injector: `${dir}/injector`,
+    helm: `${dir}/helm`,
+    chartDir: (await Deno.readTextFile(`${dir}/chart-dir`)).trim(),
   };
 }
