@@ -25,7 +25,11 @@
  *   {@link FakeKubeApiServer.dropWatches}, {@link FakeKubeApiServer.setDown},
  *   {@link FakeKubeApiServer.expireHistory}; and a request log.
  *
- * Not modelled: RBAC (every valid token may do everything), admission (a namespace is created
+ * - RBAC for tokens given to {@link FakeKubeApiServer.restrictToken} (tests/fakes/kube-rbac.ts:
+ *   the rules of Roles and ClusterRoles bound to a service account, with `resourceNames`);
+ *   every other valid token may do everything.
+ *
+ * Not modelled: admission (a namespace is created
  * on first use instead of being required), managedFields and field ownership, schema
  * validation (`fieldValidation` is accepted and ignored), graceful deletion and finalizers,
  * subresources (`/status`, `/token`, …), strategic-merge list semantics (lists are replaced),
@@ -37,6 +41,7 @@ import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { stringify as stringifyYaml } from "yaml";
 import { openssl } from "../helpers/openssl.ts";
+import { authorize, type RbacGrant } from "./kube-rbac.ts";
 import {
   apiVersionOf,
   badRequest,
@@ -445,6 +450,7 @@ export class FakeKubeApiServer {
 
   #tls?: { cert: string; key: string };
   #tokens: Set<string>;
+  readonly #grants = new Map<string, RbacGrant>();
   #serviceAccountTokens = new Map<string, ServiceAccountTokenInfo>();
   #server?: Deno.HttpServer;
   #log: LoggedRequest[] = [];
@@ -579,6 +585,15 @@ export class FakeKubeApiServer {
   /** `KUBERNETES_SERVICE_HOST` / `KUBERNETES_SERVICE_PORT` of an in-cluster client. */
   inClusterEnv(): Record<string, string> {
     return { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(this.port) };
+  }
+
+  /**
+   * Accepts `token` as a bearer token limited to what `grant` allows (RBAC; see
+   * tests/fakes/kube-rbac.ts): other requests get the real 403 Forbidden Status.
+   */
+  restrictToken(token: string, grant: RbacGrant): void {
+    this.#tokens.add(token);
+    this.#grants.set(token, grant);
   }
 
   /** Accepts `token` as a bearer token for API requests. */
@@ -879,6 +894,47 @@ export class FakeKubeApiServer {
     return response;
   };
 
+  /** Throws the real 403 when the request's token is restricted and RBAC does not allow it. */
+  #authorize(
+    entry: LoggedRequest,
+    type: ResourceType,
+    namespace: string,
+    name: string | undefined,
+    params: URLSearchParams,
+  ): void {
+    const grant = entry.token ? this.#grants.get(entry.token) : undefined;
+    if (!grant) return;
+    const collectionVerbs: Record<string, string> = {
+      GET: entry.watch ? "watch" : "list",
+      POST: "create",
+      DELETE: "deletecollection",
+    };
+    const objectVerbs: Record<string, string> = {
+      GET: "get",
+      PUT: "update",
+      PATCH: "patch",
+      DELETE: "delete",
+      POST: "create",
+    };
+    const verb = name === undefined ? collectionVerbs[entry.method] : objectVerbs[entry.method];
+    if (!verb) return;
+    const selected = /(?:^|,)metadata\.name=([^,]+)/.exec(params.get("fieldSelector") ?? "")?.[1];
+    const refusal = authorize(grant, {
+      verb,
+      group: type.group,
+      resource: type.plural,
+      namespace,
+      name: name ?? (verb === "list" || verb === "watch" ? selected : undefined),
+    });
+    if (refusal) {
+      throw new KubeApiError(403, "Forbidden", refusal, {
+        name: name ?? selected ?? "",
+        group: type.group,
+        kind: type.plural,
+      });
+    }
+  }
+
   #injectedFailure(entry: LoggedRequest): Response | undefined {
     const rule = this.#failures.find((candidate) => {
       if (candidate.remaining <= 0) return false;
@@ -1055,6 +1111,7 @@ export class FakeKubeApiServer {
     const params = url.searchParams;
     const dryRun = params.getAll("dryRun").includes("All");
     const body = () => decodeBody(raw, entry.contentType ?? "");
+    this.#authorize(entry, type, namespace ?? "", name, params);
 
     if (type.plural === "tokenreviews") {
       if (method !== "POST" || name !== undefined) throw METHOD_NOT_ALLOWED;
