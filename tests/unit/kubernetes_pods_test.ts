@@ -10,7 +10,6 @@ import {
   type KubeListOptions,
   KubeRequestError,
 } from "../../src/kubernetes/client.ts";
-import { Logger } from "../../src/observability/logger.ts";
 import {
   apiUnavailable,
   type Configuration,
@@ -19,6 +18,7 @@ import {
   quote,
 } from "../../src/identity/kubernetes-pods.ts";
 import { ValidationError } from "../../src/identity/validator.ts";
+import { captureLog } from "../helpers/log_capture.ts";
 
 /** One answer of the stand-in client: a value, or an error to throw. */
 type Answer = unknown | Error;
@@ -44,18 +44,6 @@ class ScriptedClient {
 
 function pod(namespace: string, name: string, uid: string): Pod {
   return { metadata: { namespace, name, uid }, spec: { serviceAccountName: "app" } };
-}
-
-function capture() {
-  const lines: string[] = [];
-  const logger = new Logger({
-    level: "debug",
-    json: true,
-    scope: "test",
-    version: "0",
-    sink: (line) => lines.push(JSON.parse(line).msg),
-  });
-  return { logger, lines };
 }
 
 const UNREACHABLE = new KubeRequestError({
@@ -109,7 +97,7 @@ Deno.test("pods: a token naming another uid fetches the pod once more, then reme
 });
 
 Deno.test("pods: a cache time of 0 fetches every time; API failures are refusals, never cached", async () => {
-  const { logger, lines } = capture();
+  const { logger, messages: lines } = captureLog();
   const client = new ScriptedClient([
     [pod("ns", "app", "u")],
     UNREACHABLE,

@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { KubeRequestError } from "../../src/kubernetes/client.ts";
-import { Logger } from "../../src/observability/logger.ts";
 import {
   decodeTokenClaims,
   type Review,
@@ -17,6 +16,7 @@ import {
   TokenReviewer,
 } from "../../src/identity/kubernetes-token.ts";
 import { ValidationError } from "../../src/identity/validator.ts";
+import { captureLog } from "../helpers/log_capture.ts";
 
 function b64url(text: string): string {
   return Buffer.from(text, "utf8").toString("base64url");
@@ -150,14 +150,7 @@ function status(extra: Record<string, unknown>) {
 
 function reviewer(answers: unknown[], now = new Date()) {
   const client = new ScriptedReviews(answers);
-  const warnings: string[] = [];
-  const logger = new Logger({
-    level: "warn",
-    json: true,
-    scope: "test",
-    version: "0",
-    sink: (line) => warnings.push(JSON.parse(line).msg),
-  });
+  const { logger, messages: warnings } = captureLog("warn");
   const tokens = new TokenReviewer({
     client,
     audiences: AUDIENCES,

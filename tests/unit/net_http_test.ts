@@ -15,7 +15,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo } from "node:net";
 import {
   httpRequest,
   type HttpRequestOptions,
@@ -24,6 +24,7 @@ import {
   openStream,
 } from "../../src/net/http.ts";
 import { opensslServerTls, type ServerTls } from "../helpers/openssl.ts";
+import { freePort } from "../helpers/sentry_process.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Test servers.
@@ -48,7 +49,6 @@ interface TestServer {
 
 async function startServer(handler: Handler, tls?: ServerTls): Promise<TestServer> {
   const seen: Seen[] = [];
-  const sockets = new Set<Socket>();
   const listener = (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Uint8Array[] = [];
     req.on("data", (chunk: Uint8Array) => chunks.push(chunk));
@@ -66,46 +66,33 @@ async function startServer(handler: Handler, tls?: ServerTls): Promise<TestServe
   const server: Server = tls
     ? createHttpsServer({ cert: tls.certPem, key: tls.keyPem }, listener)
     : createHttpServer(listener);
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  };
-  server.on(tls ? "secureConnection" : "connection", track);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  let closed = false;
+  const connections = () =>
+    new Promise<number>((resolve, reject) =>
+      server.getConnections((error, count) => error ? reject(error) : resolve(count))
+    );
   return {
     url: `${tls ? "https" : "http"}://127.0.0.1:${port}`,
     seen,
     allClosed: async () => {
       const deadline = performance.now() + 2000;
-      while (sockets.size > 0) {
-        assert.ok(performance.now() < deadline, `${sockets.size} connection(s) still open`);
+      let open: number;
+      while ((open = await connections()) > 0) {
+        assert.ok(performance.now() < deadline, `${open} connection(s) still open`);
         await delay(5);
       }
     },
-    close: () => {
-      if (closed) return Promise.resolve();
-      closed = true;
-      return new Promise<void>((resolve) => {
+    close: () =>
+      new Promise<void>((resolve) => {
         server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      });
-    },
+        server.closeAllConnections();
+      }),
   };
 }
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createHttpServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Routes of the plain-http test server. */
@@ -306,7 +293,7 @@ Deno.test("httpRequest against a plain-http server, table-driven", async (t) => 
 });
 
 Deno.test("httpRequest: a refused connection is a transport error with Node's code and cause", async () => {
-  const port = await closedPort();
+  const port = await freePort();
   await assert.rejects(httpRequest(`http://127.0.0.1:${port}/`), (error: unknown) => {
     assert.ok(error instanceof HttpTransportError);
     assert.equal(error.name, "HttpTransportError");
