@@ -18,6 +18,7 @@ const ROOT = fileURLToPath(new URL("../", import.meta.url));
 export const LAYERS: readonly (readonly string[])[] = [
   ["util"],
   ["observability"],
+  ["net"],
   ["x509"],
   ["ca"],
   ["proto"],

@@ -2,8 +2,9 @@
  * Where the JWKS token validator gets its keys (docs/compatibility.md#token-validators; Dapr's `jwkscache`): a JSON Web
  * Key Set loaded from the validator's `source` option, which is one of
  *
- * - an `http://` or `https://` URL, fetched with `node:http(s)` (trusting `caCertificate` in
- *   addition to the system roots, each request bounded by `requestTimeout`), re-fetched on
+ * - an `http://` or `https://` URL, fetched with the shared HTTP client (net/http.ts;
+ *   trusting `caCertificate` in addition to the system roots, each request bounded by
+ *   `requestTimeout`, redirects followed but never from https to http), re-fetched on
  *   demand when a token names an unknown key and periodically (every `minRefreshInterval`, or
  *   the response's `Cache-Control: max-age` when longer), never more often than
  *   `minRefreshInterval`;
@@ -19,12 +20,15 @@
  */
 import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { type ClientRequest, type IncomingMessage, request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 import type { JSONWebKeySet } from "jose";
-import { formatDuration } from "../util/duration.ts";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
+import {
+  httpRequest,
+  type HttpResponse,
+  HttpTransportError,
+  REDIRECT_STATUSES,
+} from "../net/http.ts";
 import { setSafeTimeout } from "../util/timers.ts";
 import {
   decodeBase64Text,
@@ -331,110 +335,44 @@ export class JwksSource {
     return { keySet: parseJwks(text, this.description) };
   }
 
-  #fetch(start: URL): Promise<Loaded> {
-    return new Promise<Loaded>((resolve, reject) => {
-      let settled = false;
-      let current: ClientRequest | undefined;
-      const finish = (error: Error | undefined, loaded?: Loaded) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#cancels.delete(cancel);
-        current?.destroy();
-        if (error) reject(error);
-        else resolve(loaded as Loaded);
-      };
-      const fail = (reason: string) =>
-        finish(new JwksSourceError(`${this.description}: ${reason}`));
-      const cancel = () => fail("source closed");
-      this.#cancels.add(cancel);
-      const timer = setTimeout(
-        () => fail(`request timed out after ${formatDuration(this.#timeoutMs)}`),
-        this.#timeoutMs,
-      );
-      const get = (url: URL, redirects: number) => {
-        if (this.#closed) return fail("source closed");
-        const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-        let request: ClientRequest;
-        try {
-          request = send(url, {
-            method: "GET",
-            agent: false,
-            headers: { accept: "application/json, application/jwk-set+json", connection: "close" },
-            ...(url.protocol === "https:"
-              ? { minVersion: "TLSv1.2" as const, ...(this.#ca ? { ca: this.#ca } : {}) }
-              : {}),
-          });
-        } catch (error) {
-          return fail((error as Error).message);
-        }
-        current = request;
-        request.on("error", (error) => fail(error.message));
-        request.on("response", (response: IncomingMessage) => {
-          const status = response.statusCode ?? 0;
-          const location = response.headers.location;
-          if (status >= 300 && status < 400 && location) {
-            response.resume();
-            request.destroy();
-            let next: URL;
-            try {
-              next = new URL(location, url);
-            } catch {
-              return fail(`HTTP ${status} redirect to an invalid URL`);
-            }
-            if (redirects >= MAX_REDIRECTS) return fail(`more than ${MAX_REDIRECTS} redirects`);
-            if (next.protocol !== "https:" && next.protocol !== "http:") {
-              return fail(`HTTP ${status} redirect to unsupported URL ${redactUrl(next)}`);
-            }
-            if (url.protocol === "https:" && next.protocol === "http:") {
-              return fail(`HTTP ${status} redirect from https to plain http refused`);
-            }
-            return get(next, redirects + 1);
-          }
-          if (status !== 200) {
-            response.resume();
-            return fail(
-              `HTTP ${status}${response.statusMessage ? " " + response.statusMessage : ""}`,
-            );
-          }
-          const chunks: Uint8Array[] = [];
-          let size = 0;
-          response.on("data", (chunk: Uint8Array) => {
-            size += chunk.length;
-            if (size > MAX_DOCUMENT_BYTES) {
-              fail(`response larger than ${MAX_DOCUMENT_BYTES} bytes`);
-              return;
-            }
-            chunks.push(chunk);
-          });
-          response.on("error", (error) => fail(error.message));
-          response.on("end", () => {
-            if (settled) return;
-            const body = new Uint8Array(size);
-            let offset = 0;
-            for (const chunk of chunks) {
-              body.set(chunk, offset);
-              offset += chunk.length;
-            }
-            let text: string;
-            try {
-              text = new TextDecoder("utf-8", { fatal: true }).decode(body);
-            } catch {
-              return fail("response is not UTF-8 text");
-            }
-            try {
-              finish(undefined, {
-                keySet: parseJwks(text, this.description),
-                maxAgeMs: maxAgeMs(response.headers["cache-control"]),
-              });
-            } catch (error) {
-              finish(error as Error);
-            }
-          });
-        });
-        request.end();
-      };
-      get(start, 0);
-    });
+  async #fetch(url: URL): Promise<Loaded> {
+    const fail = (reason: string, cause?: HttpTransportError) =>
+      new JwksSourceError(`${this.description}: ${reason}`, cause && { cause });
+    if (this.#closed) throw fail("source closed");
+    const controller = new AbortController();
+    const cancel = () => controller.abort(fail("source closed"));
+    this.#cancels.add(cancel);
+    let response: HttpResponse;
+    try {
+      response = await httpRequest(url, {
+        agent: false,
+        headers: { accept: "application/json, application/jwk-set+json", connection: "close" },
+        tls: { minVersion: "TLSv1.2", ...(this.#ca ? { ca: this.#ca } : {}) },
+        timeoutMs: this.#timeoutMs,
+        signal: controller.signal,
+        maxBodyBytes: MAX_DOCUMENT_BYTES,
+        maxRedirects: MAX_REDIRECTS,
+      });
+    } catch (error) {
+      if (error instanceof HttpTransportError) throw fail(error.message, error);
+      throw error;
+    } finally {
+      this.#cancels.delete(cancel);
+    }
+    const { status, statusMessage, headers } = response;
+    if (REDIRECT_STATUSES.includes(status) && headers.location) {
+      throw fail(`more than ${MAX_REDIRECTS} redirects`);
+    }
+    if (status !== 200) throw fail(`HTTP ${status}${statusMessage ? " " + statusMessage : ""}`);
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(response.body);
+    } catch {
+      throw fail("response is not UTF-8 text");
+    }
+    return {
+      keySet: parseJwks(text, this.description),
+      maxAgeMs: maxAgeMs(headers["cache-control"]),
+    };
   }
 }

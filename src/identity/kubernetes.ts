@@ -28,22 +28,15 @@
  * <reason>`, so a caller retries instead of seeing INTERNAL.
  *
  * Pods and Configurations are cached for `cacheTtlMs` (default 10 s) and concurrent lookups of
- * the same object share one request, so a burst of sidecars of one pod costs one GET.
- * Successful TokenReviews are cached by token hash for min(5 s, `cacheTtlMs`), never past the
- * token's `exp`. Failures are never cached.
+ * the same object share one request, so a burst of sidecars of one pod costs one GET
+ * (kubernetes-pods.ts). Successful TokenReviews are cached by token hash for min(5 s,
+ * `cacheTtlMs`), never past the token's `exp` (kubernetes-token.ts). Failures are never cached.
+ * This module holds the checks in between.
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import { decodeJwt } from "jose";
 import { SpiffeId, SpiffeIdError, validateTrustDomain } from "../ca/spiffe.ts";
-import {
-  isNotFound,
-  KubeApiError,
-  type KubeClient,
-  type KubeList,
-  KubeRequestError,
-} from "../kubernetes/client.ts";
+import type { KubeClient } from "../kubernetes/client.ts";
 import type { Logger } from "../observability/logger.ts";
 import {
   type SignRequest,
@@ -53,35 +46,33 @@ import {
   ValidationError,
   WireValidator,
 } from "./validator.ts";
-import { PromiseCache } from "../util/promise-cache.ts";
+import {
+  APP_ID_ANNOTATION,
+  CONFIG_ANNOTATION,
+  CONTROL_PLANE_ANNOTATION,
+  CONTROL_PLANE_SERVICES,
+  DEFAULT_CACHE_TTL_MS,
+  OBJECT_NAME,
+  PodLookup,
+  quote,
+} from "./kubernetes-pods.ts";
+import {
+  decodeTokenClaims,
+  LEGACY_SENTRY_AUDIENCE,
+  tokenPodName,
+  tokenPodUid,
+  TokenReviewer,
+} from "./kubernetes-token.ts";
 import { isRecord } from "../util/records.ts";
 
-/** Dapr's audience from before 1.13, still requested alongside sentry's SPIFFE ID. */
-export const LEGACY_SENTRY_AUDIENCE = "dapr.io/sentry";
-/** Pod annotation naming the app id. */
-export const APP_ID_ANNOTATION = "dapr.io/app-id";
-/** Pod annotation naming the pod's Dapr Configuration. */
-export const CONFIG_ANNOTATION = "dapr.io/config";
-/** Pod annotation marking a Dapr control-plane service. */
-export const CONTROL_PLANE_ANNOTATION = "dapr.io/control-plane";
-/** Control-plane services a `dapr.io/control-plane` annotation may name. */
-export const CONTROL_PLANE_SERVICES: readonly string[] = [
-  "operator",
-  "placement",
-  "injector",
-  "sentry",
-  "scheduler",
-];
-/** Default time pods and Configurations are cached. */
-export const DEFAULT_CACHE_TTL_MS = 10_000;
-/** Longest time a successful TokenReview is reused. */
-export const MAX_REVIEW_CACHE_MS = 5_000;
-/** Bound on each cache's size. */
-const MAX_CACHE_ENTRIES = 4096;
-/** The TokenReview extra carrying the pod name. */
-const POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name";
-/** A Kubernetes object name (DNS-1123 subdomain). */
-const OBJECT_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+export {
+  APP_ID_ANNOTATION,
+  CONFIG_ANNOTATION,
+  CONTROL_PLANE_ANNOTATION,
+  CONTROL_PLANE_SERVICES,
+  DEFAULT_CACHE_TTL_MS,
+} from "./kubernetes-pods.ts";
+export { LEGACY_SENTRY_AUDIENCE, MAX_REVIEW_CACHE_MS } from "./kubernetes-token.ts";
 
 /** Constructor options of {@link KubernetesValidator}. */
 export interface KubernetesValidatorOptions {
@@ -99,85 +90,6 @@ export interface KubernetesValidatorOptions {
   now?: () => Date;
 }
 
-/** What a successful TokenReview tells. */
-interface Review {
-  namespace: string;
-  serviceAccount: string;
-  /** The `authentication.kubernetes.io/pod-name` extra, when reported. */
-  podName?: string;
-}
-
-/** The parts of a pod the validator reads. */
-interface Pod {
-  metadata?: {
-    name?: string;
-    namespace?: string;
-    uid?: string;
-    annotations?: Record<string, string>;
-  };
-  spec?: { serviceAccountName?: string; serviceAccount?: string };
-}
-
-/** A cached pod, with the token pod uids known not to be its uid even after a refetch. */
-interface CachedPod {
-  pod: Pod;
-  otherUids: Set<string>;
-}
-
-/** The parts of a Dapr Configuration the validator reads. */
-interface Configuration {
-  spec?: { accessControl?: { trustDomain?: unknown } };
-}
-
-/** The parts of a TokenReview answer the validator reads. */
-interface TokenReviewAnswer {
-  status?: {
-    authenticated?: boolean;
-    error?: string;
-    audiences?: string[];
-    user?: { username?: string; extra?: Record<string, string[]> };
-  };
-}
-
-/** The `kubernetes.io` claims of a projected service-account token. */
-interface KubernetesClaims {
-  namespace?: unknown;
-  pod?: { name?: unknown; uid?: unknown };
-}
-
-function quote(value: unknown): string {
-  return JSON.stringify(value);
-}
-
-/**
- * The claims of a token the API server's TokenReview accepts, read without verification (the
- * review has authenticated it): a compact JWT's payload, or, as Dapr's JWT library also
- * reads them, claims given as a bare JSON object.
- */
-function decodeTokenClaims(token: string): Record<string, unknown> {
-  let claims: unknown;
-  if (token.trimStart().startsWith("{")) {
-    try {
-      claims = JSON.parse(token);
-    } catch (error) {
-      throw new ValidationError(`the token is not valid JSON: ${(error as Error).message}`);
-    }
-  } else {
-    if (token.split(".").length !== 3) {
-      throw new ValidationError("the token is not a JWT (expected three dot-separated parts)");
-    }
-    try {
-      claims = decodeJwt(token);
-    } catch (error) {
-      throw new ValidationError(
-        `the token's payload cannot be decoded: ${(error as Error).message}`,
-      );
-    }
-  }
-  if (!isRecord(claims)) throw new ValidationError("the token's payload is not a JSON object");
-  return claims;
-}
-
 /**
  * Validates callers by their Kubernetes service-account tokens and the pods they run in
  * (Dapr's `kubernetes` token validator, the default in Kubernetes mode).
@@ -187,14 +99,10 @@ export class KubernetesValidator implements TokenValidator {
   readonly wire = WireValidator.KUBERNETES;
   /** The audiences asked of the TokenReview: `dapr.io/sentry` and sentry's SPIFFE ID. */
   readonly audiences: readonly string[];
-  readonly #client: KubeClient;
   readonly #sentryNamespace: string;
   readonly #sentryTrustDomain: string;
-  readonly #logger?: Logger;
-  readonly #warned = new Set<string>();
-  readonly #pods: PromiseCache<CachedPod>;
-  readonly #configurations: PromiseCache<Configuration>;
-  readonly #reviews: PromiseCache<Review & { expiresAtMs?: number }>;
+  readonly #reviewer: TokenReviewer;
+  readonly #lookup: PodLookup;
 
   /** Throws {@link SpiffeIdError} when sentry's trust domain or namespace cannot form its ID. */
   constructor(options: KubernetesValidatorOptions) {
@@ -212,22 +120,18 @@ export class KubernetesValidator implements TokenValidator {
       );
     }
     this.audiences = [LEGACY_SENTRY_AUDIENCE, sentryId];
-    this.#client = options.client;
     this.#sentryNamespace = options.sentryNamespace;
     this.#sentryTrustDomain = options.sentryTrustDomain;
-    this.#logger = options.logger;
-    const ttl = Math.max(0, options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS);
-    this.#pods = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
-    this.#configurations = new PromiseCache(() => ttl, MAX_CACHE_ENTRIES);
-    const reviewTtl = Math.min(MAX_REVIEW_CACHE_MS, ttl);
-    const now = options.now ?? (() => new Date());
-    this.#reviews = new PromiseCache(
-      (review: Review & { expiresAtMs?: number }) =>
-        review.expiresAtMs === undefined
-          ? reviewTtl
-          : Math.min(reviewTtl, review.expiresAtMs - now().getTime()),
-      MAX_CACHE_ENTRIES,
-    );
+    const { client, logger } = options;
+    const cacheTtlMs = options.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS;
+    this.#reviewer = new TokenReviewer({
+      client,
+      audiences: this.audiences,
+      cacheTtlMs,
+      now: options.now ?? (() => new Date()),
+      logger,
+    });
+    this.#lookup = new PodLookup({ client, cacheTtlMs, logger });
   }
 
   /**
@@ -240,8 +144,8 @@ export class KubernetesValidator implements TokenValidator {
     if (request.token === "") throw new ValidationError("the request does not contain a token");
 
     const claims = decodeTokenClaims(request.token);
-    const review = await this.#review(request.token, claims);
-    const podName = this.#podName(claims, review);
+    const review = await this.#reviewer.review(request.token, claims);
+    const podName = tokenPodName(claims, review);
 
     if (review.namespace !== request.namespace) {
       throw new ValidationError(
@@ -251,10 +155,7 @@ export class KubernetesValidator implements TokenValidator {
       );
     }
 
-    const tokenPodUid = isRecord(claims["kubernetes.io"])
-      ? (claims["kubernetes.io"] as KubernetesClaims).pod?.uid
-      : undefined;
-    const pod = await this.#pod(review.namespace, podName, tokenPodUid);
+    const pod = await this.#lookup.pod(review.namespace, podName, tokenPodUid(claims));
     const podNamespace = pod.metadata?.namespace ?? review.namespace;
     if (podNamespace !== request.namespace) {
       throw new ValidationError(
@@ -310,162 +211,8 @@ export class KubernetesValidator implements TokenValidator {
 
   /** Forgets cached pods, Configurations and TokenReviews (the validator holds no timers). */
   close(): void {
-    this.#pods.clear();
-    this.#configurations.clear();
-    this.#reviews.clear();
-  }
-
-  /** Runs (or reuses) the TokenReview; returns the service account it authenticates. */
-  #review(token: string, claims: Record<string, unknown>): Promise<Review> {
-    const key = createHash("sha256").update(token).digest("hex");
-    return this.#reviews.get(key, async () => {
-      const review = await this.#executeReview(token);
-      const exp = claims.exp;
-      return typeof exp === "number" && Number.isFinite(exp)
-        ? { ...review, expiresAtMs: exp * 1000 }
-        : review;
-    });
-  }
-
-  async #executeReview(token: string): Promise<Review> {
-    let answer: TokenReviewAnswer;
-    try {
-      answer = await this.#client.create<TokenReviewAnswer>(
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        {
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "TokenReview",
-          spec: { token, audiences: this.audiences },
-        },
-      );
-    } catch (error) {
-      throw this.#unavailable("TokenReview", error);
-    }
-    const status = isRecord(answer) && isRecord(answer.status) ? answer.status : {};
-    if (typeof status.error === "string" && status.error !== "") {
-      throw new ValidationError(`the token was not authenticated: ${status.error}`);
-    }
-    if (status.authenticated !== true) {
-      throw new ValidationError("the token was not authenticated by the Kubernetes API server");
-    }
-    // An audience-aware authenticator (the API server's own service-account tokens) reports
-    // which of ours the token carries; one that is not reports none. Dapr accepts both, and so
-    // do we (refusing would break a drop-in install behind such an authenticator), with a
-    // warning; audiences that are reported must include one of ours.
-    const granted = Array.isArray(status.audiences) ? status.audiences : [];
-    if (granted.length === 0) {
-      this.#warnOnce(
-        "no-audiences",
-        "the Kubernetes API server's TokenReview reported no audiences: its authenticator " +
-          "does not check them, so tokens are not known to be meant for sentry",
-      );
-    } else if (!granted.some((audience) => this.audiences.includes(audience))) {
-      throw new ValidationError(
-        `the token is not valid for sentry: the TokenReview granted audiences ${
-          quote(granted)
-        }, none of ${quote(this.audiences)}`,
-      );
-    }
-    const username = isRecord(status.user) && typeof status.user.username === "string"
-      ? status.user.username
-      : "";
-    const parts = username.split(":");
-    if (
-      parts.length !== 4 || parts[0] !== "system" || parts[1] !== "serviceaccount" ||
-      parts[2] === "" || parts[3] === ""
-    ) {
-      throw new ValidationError(
-        `the token is not a service-account token: it authenticates ${quote(username)}, not ` +
-          `"system:serviceaccount:<namespace>:<name>"`,
-      );
-    }
-    const extra = isRecord(status.user) && isRecord(status.user.extra)
-      ? status.user.extra[POD_NAME_EXTRA]
-      : undefined;
-    const podName = Array.isArray(extra) && typeof extra[0] === "string" ? extra[0] : undefined;
-    return { namespace: parts[2], serviceAccount: parts[3], ...(podName ? { podName } : {}) };
-  }
-
-  /** The pod name of the token's `kubernetes.io` claims, checked against the review. */
-  #podName(claims: Record<string, unknown>, review: Review): string {
-    const kubernetes = claims["kubernetes.io"];
-    const k8s: KubernetesClaims = isRecord(kubernetes) ? kubernetes : {};
-    const name = isRecord(k8s.pod) ? k8s.pod.name : undefined;
-    if (typeof name !== "string" || name === "") {
-      throw new ValidationError(
-        "the token has no pod name claim (kubernetes.io -> pod -> name): sentry needs a " +
-          "projected service-account token bound to a pod, not a legacy service-account token",
-      );
-    }
-    if (k8s.namespace !== undefined && k8s.namespace !== review.namespace) {
-      throw new ValidationError(
-        `the token's namespace claim ${quote(k8s.namespace)} does not match its service ` +
-          `account's namespace ${quote(review.namespace)}`,
-      );
-    }
-    if (review.podName !== undefined && review.podName !== name) {
-      throw new ValidationError(
-        `the token's pod name claim ${quote(name)} does not match the pod name ` +
-          `${quote(review.podName)} the TokenReview reports`,
-      );
-    }
-    if (!OBJECT_NAME.test(name)) {
-      throw new ValidationError(`the token's pod name claim ${quote(name)} is not a pod name`);
-    }
-    return name;
-  }
-
-  /**
-   * The pod, cached. When the token names a pod uid other than the cached pod's, the pod may
-   * have been recreated under the same name since it was cached: it is fetched once more (a
-   * uid that still does not match is then remembered, and the pod used as it is: as in Dapr,
-   * the pod is identified by its name; the API server's TokenReview checks the binding).
-   */
-  async #pod(namespace: string, name: string, tokenUid: unknown): Promise<Pod> {
-    const key = `${namespace}/${name}`;
-    let fetched = false;
-    const load = async (): Promise<CachedPod> => {
-      fetched = true;
-      return { pod: await this.#fetchPod(namespace, name), otherUids: new Set() };
-    };
-    const cached = await this.#pods.get(key, load);
-    if (
-      typeof tokenUid !== "string" || tokenUid === "" || cached.pod.metadata?.uid === tokenUid ||
-      cached.otherUids.has(tokenUid)
-    ) {
-      return cached.pod;
-    }
-    if (fetched) {
-      cached.otherUids.add(tokenUid);
-      return cached.pod;
-    }
-    this.#pods.invalidate(key, cached);
-    const fresh = await this.#pods.get(key, load);
-    if (fresh.pod.metadata?.uid !== tokenUid) fresh.otherUids.add(tokenUid);
-    return fresh.pod;
-  }
-
-  /**
-   * Reads the pod as Dapr's sentry does: from the cluster-wide pod list (the `list` verb its
-   * ClusterRole grants), narrowed by a field selector to the one pod.
-   */
-  async #fetchPod(namespace: string, name: string): Promise<Pod> {
-    const where = `pod "${namespace}/${name}"`;
-    let list: KubeList<Pod>;
-    try {
-      list = await this.#client.list<Pod>("/api/v1/pods", {
-        fieldSelector: `metadata.namespace=${namespace},metadata.name=${name}`,
-      });
-    } catch (error) {
-      throw this.#unavailable(where, error);
-    }
-    const pod = (list.items ?? []).find((item: Pod | null) =>
-      item?.metadata?.namespace === namespace && item.metadata.name === name
-    );
-    if (pod === undefined) {
-      throw new ValidationError(`pod ${quote(name)} not found in namespace ${quote(namespace)}`);
-    }
-    return pod;
+    this.#lookup.clear();
+    this.#reviewer.clear();
   }
 
   /**
@@ -516,10 +263,7 @@ export class KubernetesValidator implements TokenValidator {
         `the pod's ${CONFIG_ANNOTATION} annotation ${quote(name)} is not a Configuration name`,
       );
     }
-    const configuration = await this.#configurations.get(
-      `${namespace}/${name}`,
-      () => this.#fetchConfiguration(namespace, name, where),
-    );
+    const configuration = await this.#lookup.configuration(namespace, name, where);
     const spec = isRecord(configuration.spec) ? configuration.spec : {};
     const accessControl = isRecord(spec.accessControl) ? spec.accessControl : {};
     const trustDomain = accessControl.trustDomain;
@@ -537,43 +281,5 @@ export class KubernetesValidator implements TokenValidator {
       );
     }
     return { trustDomain, source: `spec.accessControl.trustDomain of ${where}` };
-  }
-
-  async #fetchConfiguration(
-    namespace: string,
-    name: string,
-    where: string,
-  ): Promise<Configuration> {
-    const path = `/apis/dapr.io/v1alpha1/namespaces/${encodeURIComponent(namespace)}/` +
-      `configurations/${encodeURIComponent(name)}`;
-    try {
-      const configuration = await this.#client.get<Configuration>(path);
-      if (!isRecord(configuration)) throw new ValidationError(`${where}: not an object`);
-      return configuration;
-    } catch (error) {
-      if (error instanceof ValidationError) throw error;
-      if (isNotFound(error)) {
-        throw new ValidationError(
-          `${where}, named by the pod's ${CONFIG_ANNOTATION} annotation, does not exist`,
-        );
-      }
-      throw this.#unavailable(where, error);
-    }
-  }
-
-  /** Logs `message` at warn level the first time `key` is seen by this validator. */
-  #warnOnce(key: string, message: string): void {
-    if (this.#warned.has(key)) return;
-    this.#warned.add(key);
-    this.#logger?.warn(`kubernetes token validator: ${message}`);
-  }
-
-  /** An API failure as a refusal to retry later (never INTERNAL). */
-  #unavailable(what: string, error: unknown): ValidationError {
-    const reason = error instanceof KubeApiError || error instanceof KubeRequestError
-      ? error.message
-      : `${what}: ${(error as Error)?.message ?? String(error)}`;
-    this.#logger?.warn(`kubernetes token validator: cannot get ${what}: ${reason}`);
-    return new ValidationError(`cannot verify the token now: ${reason}`);
   }
 }

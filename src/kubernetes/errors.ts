@@ -106,6 +106,8 @@ export interface KubeRequestErrorInit {
   code: string;
   detail: string;
   attempts?: number;
+  /** The underlying error (a transport error, a file system error), if any. */
+  cause?: unknown;
 }
 
 /** The API server could not be reached, did not answer in time, or answered nonsense. */
@@ -124,6 +126,7 @@ export class KubeRequestError extends Error {
     super(
       `kubernetes API: ${init.method} ${init.path}: ${init.detail} (server ${init.server}` +
         (attempts > 1 ? `, gave up after ${attempts} attempts)` : ")"),
+      init.cause === undefined ? undefined : { cause: init.cause },
     );
     this.method = init.method;
     this.path = init.path;
@@ -135,8 +138,8 @@ export class KubeRequestError extends Error {
 
   /** The same failure after `attempts` attempts. */
   withAttempts(attempts: number): KubeRequestError {
-    const { method, path, server, code, detail } = this;
-    return new KubeRequestError({ method, path, server, code, detail, attempts });
+    const { method, path, server, code, detail, cause } = this;
+    return new KubeRequestError({ method, path, server, code, detail, attempts, cause });
   }
 }
 

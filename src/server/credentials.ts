@@ -21,6 +21,10 @@ import { delay } from "../util/timers.ts";
 export interface StartupRetry {
   timeoutMs: number;
   maxDelayMs: number;
+  /** Waits between tries (default {@link delay}; tests pass one that returns at once). */
+  sleep?: (ms: number) => Promise<void>;
+  /** The monotonic clock (ms) the timeout is measured on (default `performance.now`). */
+  now?: () => number;
 }
 
 const DEFAULT_RETRY: StartupRetry = { timeoutMs: 5 * 60_000, maxDelayMs: 10_000 };
@@ -31,20 +35,21 @@ async function whileUnavailable<T>(
   logger: Logger,
   retry: StartupRetry,
 ): Promise<T> {
-  const deadline = performance.now() + retry.timeoutMs;
+  const { sleep = delay, now = () => performance.now() } = retry;
+  const deadline = now() + retry.timeoutMs;
   const backoff = new Backoff({ initialMs: 250, maxMs: retry.maxDelayMs });
   while (true) {
     try {
       return await operation();
     } catch (error) {
       const pause = backoff.next();
-      if (!(error instanceof StoreUnavailableError) || performance.now() + pause > deadline) {
+      if (!(error instanceof StoreUnavailableError) || now() + pause > deadline) {
         throw error;
       }
       logger.warn(
         `credential store unavailable, retrying in ${(pause / 1000).toFixed(1)}s: ${error.message}`,
       );
-      await delay(pause);
+      await sleep(pause);
     }
   }
 }

@@ -1,16 +1,15 @@
 /**
- * A small HashiCorp Vault HTTP client: `X-Vault-Token` and `X-Vault-Namespace` headers, TLS
- * with a custom CA or verification off (Vault's VAULT_CACERT / VAULT_SKIP_VERIFY), and
- * authentication by token (VAULT_TOKEN or a token file re-read on every call, so an agent can
- * rotate it) or by Kubernetes service-account login (`auth/<mount>/login`), logging in again
- * when the token expires or is refused. Renewable tokens are renewed at two thirds of their TTL.
+ * A small HashiCorp Vault client over the shared HTTP client (net/http.ts): `X-Vault-Token`
+ * and `X-Vault-Namespace` headers, TLS with a custom CA or verification off (Vault's
+ * VAULT_CACERT / VAULT_SKIP_VERIFY), a deadline per request, and authentication by token
+ * (VAULT_TOKEN or a token file re-read on every call, so an agent can rotate it) or by
+ * Kubernetes service-account login (`auth/<mount>/login`), logging in again when the token
+ * expires or is refused. Renewable tokens are renewed at two thirds of their TTL.
  *
  * @module
  */
-import { Buffer } from "node:buffer";
 import { readFile } from "node:fs/promises";
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
+import { httpRequest, type HttpResponse, HttpTransportError } from "../net/http.ts";
 import type { Logger } from "../observability/logger.ts";
 import { setSafeTimeout } from "../util/timers.ts";
 
@@ -28,7 +27,7 @@ export interface VaultClientOptions {
   caCertPem?: string;
   skipVerify?: boolean;
   auth: VaultAuth;
-  /** Per-request timeout (default 10 s). */
+  /** Per-request timeout: connection, answer and redirects (default 10 s). */
   timeoutMs?: number;
   logger?: Logger;
 }
@@ -37,8 +36,13 @@ export interface VaultClientOptions {
 export class VaultError extends Error {
   override name = "VaultError";
   /** Creates an error for `status` (0 for connection failures) with Vault's messages. */
-  constructor(readonly status: number, readonly errors: readonly string[], message: string) {
-    super(message);
+  constructor(
+    readonly status: number,
+    readonly errors: readonly string[],
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
   }
 
   /** Vault cannot answer now (down, sealed, standby, overloaded, refusing us): try later. */
@@ -63,6 +67,8 @@ interface TokenState {
 
 /** Most redirects followed for one request (standby to active node). */
 const MAX_REDIRECTS = 2;
+/** Default bound on one request. */
+const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** One client per Vault address; {@link close} stops the renewal timer. */
 export class VaultClient {
@@ -83,77 +89,53 @@ export class VaultClient {
     return this.#options.address;
   }
 
-  #send(
+  /**
+   * One HTTP exchange. A standby Vault without request forwarding answers 307 (or 308) with
+   * the active node's address: the request goes there, as Vault's own client does, at most
+   * {@link MAX_REDIRECTS} times (to a plain-http address too, as before). A connection that
+   * fails or an answer that does not come within the timeout is a {@link VaultError} 0.
+   */
+  async #send(
     method: string,
     path: string,
     body: unknown,
     token: string | undefined,
   ): Promise<VaultResponse> {
     const url = new URL(`/v1/${path.replace(/^\/+/, "")}`, this.#options.address);
-    const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept: "application/json" };
     if (token) headers["x-vault-token"] = token;
     if (this.#options.namespace) headers["x-vault-namespace"] = this.#options.namespace;
-    if (payload !== undefined) {
-      headers["content-type"] = "application/json";
-      headers["content-length"] = String(Buffer.byteLength(payload));
-    }
-    return this.#sendTo(url, method, payload, headers, 0);
-  }
-
-  /**
-   * One HTTP exchange with `url`. A standby Vault without request forwarding answers 307 (or
-   * 308) with the active node's address: the request goes there, as Vault's own client does,
-   * at most {@link MAX_REDIRECTS} times.
-   */
-  #sendTo(
-    url: URL,
-    method: string,
-    payload: string | undefined,
-    headers: Record<string, string>,
-    redirects: number,
-  ): Promise<VaultResponse> {
-    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-    return new Promise((resolve, reject) => {
-      const unreachable = (error: Error) =>
-        reject(
-          new VaultError(
-            0,
-            [],
-            `Vault at ${this.#options.address} is unreachable: ${error.message}`,
-          ),
-        );
-      const request = send(url, {
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response: HttpResponse;
+    try {
+      response = await httpRequest(url, {
         method,
         headers,
-        ca: this.#options.caCertPem,
-        rejectUnauthorized: !this.#options.skipVerify,
-        timeout: this.#options.timeoutMs ?? 10_000,
-      }, (response) => {
-        const chunks: Uint8Array[] = [];
-        response.on("data", (chunk: Uint8Array) => chunks.push(chunk));
-        response.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: unknown = undefined;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            parsed = { errors: [text.slice(0, 200)] };
-          }
-          const location = response.headers.location;
-          const status = response.statusCode ?? 0;
-          if ((status === 307 || status === 308) && location && redirects < MAX_REDIRECTS) {
-            resolve(this.#sendTo(new URL(location, url), method, payload, headers, redirects + 1));
-            return;
-          }
-          resolve({ status, body: parsed });
-        });
-        response.on("error", unreachable); // the connection broke in the middle of the body
+        body: body === undefined ? undefined : JSON.stringify(body),
+        tls: { ca: this.#options.caCertPem, rejectUnauthorized: !this.#options.skipVerify },
+        timeoutMs: this.#options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        maxRedirects: MAX_REDIRECTS,
+        redirectStatuses: [307, 308],
+        allowDowngrade: true,
       });
-      request.on("timeout", () => request.destroy(new Error("request timed out")));
-      request.on("error", unreachable);
-      request.end(payload);
-    });
+    } catch (error) {
+      if (!(error instanceof HttpTransportError)) throw error;
+      const reason = error.code === "EDEADLINE" ? "request timed out" : error.message;
+      throw new VaultError(
+        0,
+        [],
+        `Vault at ${this.#options.address} is unreachable: ${reason}`,
+        { cause: error },
+      );
+    }
+    const text = response.body.toString("utf8");
+    let parsed: unknown = undefined;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = { errors: [text.slice(0, 200)] };
+    }
+    return { status: response.status, body: parsed };
   }
 
   #error(method: string, path: string, response: VaultResponse): VaultError {

@@ -40,7 +40,7 @@
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { stringify as stringifyYaml } from "yaml";
-import { openssl } from "../helpers/openssl.ts";
+import { opensslServerTls } from "../helpers/openssl.ts";
 import { authorize, type RbacGrant } from "./kube-rbac.ts";
 import {
   apiVersionOf,
@@ -1378,73 +1378,6 @@ export class FakeKubeApiServer {
 
 /** A CA and a serving certificate for 127.0.0.1 / localhost, made with the openssl CLI. */
 async function makeTlsMaterial(): Promise<{ cert: string; key: string; ca: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "fake-kube-apiserver-" });
-  const path = (name: string) => join(dir, name);
-  try {
-    const ecKey = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
-    await openssl([...ecKey, "-out", path("ca.key")]);
-    await openssl([
-      "req",
-      "-x509",
-      "-new",
-      "-key",
-      path("ca.key"),
-      "-subj",
-      "/CN=fake-kube-apiserver-ca",
-      "-days",
-      "2",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-      "-out",
-      path("ca.crt"),
-    ]);
-    await openssl([...ecKey, "-out", path("server.key")]);
-    await openssl([
-      "req",
-      "-new",
-      "-key",
-      path("server.key"),
-      "-subj",
-      "/CN=kube-apiserver",
-      "-out",
-      path("server.csr"),
-    ]);
-    await Deno.writeTextFile(
-      path("ext.cnf"),
-      "basicConstraints=critical,CA:FALSE\n" +
-        "keyUsage=critical,digitalSignature\n" +
-        "extendedKeyUsage=serverAuth\n" +
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    );
-    const serial = Array.from(crypto.getRandomValues(new Uint8Array(16)))
-      .map((byte) => byte.toString(16).padStart(2, "0")).join("");
-    await openssl([
-      "x509",
-      "-req",
-      "-in",
-      path("server.csr"),
-      "-CA",
-      path("ca.crt"),
-      "-CAkey",
-      path("ca.key"),
-      "-set_serial",
-      `0x${serial.replace(/^[89a-f]/, "1")}`,
-      "-days",
-      "2",
-      "-sha256",
-      "-extfile",
-      path("ext.cnf"),
-      "-out",
-      path("server.crt"),
-    ]);
-    return {
-      cert: await Deno.readTextFile(path("server.crt")),
-      key: await Deno.readTextFile(path("server.key")),
-      ca: await Deno.readTextFile(path("ca.crt")),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const tls = await opensslServerTls("fake-kube-apiserver-ca");
+  return { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem };
 }

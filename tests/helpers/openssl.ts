@@ -211,16 +211,55 @@ export interface ServerTls {
   caPem: string;
   certPem: string;
   keyPem: string;
+  /** A client certificate of the same CA, when one was asked for. */
+  client?: { certPem: string; keyPem: string };
+}
+
+/** Options of {@link opensslServerTls}. */
+export interface ServerTlsOptions {
+  /** Also issue a client certificate (clientAuth) with this subject, e.g. `/O=x/CN=admin`. */
+  clientSubject?: string;
 }
 
 /**
  * Makes a new P-256 CA and a server certificate for `127.0.0.1` and `localhost` (serverAuth)
- * with the openssl CLI; every call makes another CA.
+ * with the openssl CLI, and a client certificate when asked; every call makes another CA.
  */
-export async function opensslServerTls(caName: string): Promise<ServerTls> {
+export async function opensslServerTls(
+  caName: string,
+  options: ServerTlsOptions = {},
+): Promise<ServerTls> {
   const dir = await Deno.makeTempDir({ prefix: "server-tls-" });
   const at = (name: string) => join(dir, name);
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const leaf = "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n";
+  /** A key and a certificate `name` signed by the CA, with `extensions`. */
+  const issue = async (name: string, subject: string, extensions: string) => {
+    const key = at(`${name}.key`);
+    await openssl(["req", ...ec, "-keyout", key, "-out", at(`${name}.csr`), "-subj", subject]);
+    await Deno.writeTextFile(at(`${name}.ext`), extensions + leaf);
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      at(`${name}.csr`),
+      "-CA",
+      at("ca.crt"),
+      "-CAkey",
+      at("ca.key"),
+      "-CAcreateserial",
+      "-out",
+      at(`${name}.crt`),
+      "-days",
+      "2",
+      "-extfile",
+      at(`${name}.ext`),
+    ]);
+    return {
+      certPem: await Deno.readTextFile(at(`${name}.crt`)),
+      keyPem: await Deno.readTextFile(key),
+    };
+  };
   try {
     await openssl([
       "req",
@@ -239,42 +278,18 @@ export async function opensslServerTls(caName: string): Promise<ServerTls> {
       "-addext",
       "keyUsage=critical,keyCertSign,cRLSign",
     ]);
-    await openssl([
-      "req",
-      ...ec,
-      "-keyout",
-      at("server.key"),
-      "-out",
-      at("server.csr"),
-      "-subj",
+    const server = await issue(
+      "server",
       "/CN=localhost",
-    ]);
-    await Deno.writeTextFile(
-      at("server.ext"),
-      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" +
-        "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
     );
-    await openssl([
-      "x509",
-      "-req",
-      "-in",
-      at("server.csr"),
-      "-CA",
-      at("ca.crt"),
-      "-CAkey",
-      at("ca.key"),
-      "-CAcreateserial",
-      "-out",
-      at("server.crt"),
-      "-days",
-      "2",
-      "-extfile",
-      at("server.ext"),
-    ]);
+    const client = options.clientSubject === undefined
+      ? undefined
+      : await issue("client", options.clientSubject, "extendedKeyUsage=clientAuth\n");
     return {
       caPem: await Deno.readTextFile(at("ca.crt")),
-      certPem: await Deno.readTextFile(at("server.crt")),
-      keyPem: await Deno.readTextFile(at("server.key")),
+      ...server,
+      ...(client ? { client } : {}),
     };
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -26,8 +26,22 @@ const GENERATE = {
 };
 const STORED = generateBundle({ ...GENERATE, now: NOW });
 const OTHER = generateBundle({ ...GENERATE, now: NOW });
-/** Retries quickly: a test must not wait minutes. */
-const FAST: StartupRetry = { timeoutMs: 5_000, maxDelayMs: 250 };
+/**
+ * Retry settings on a made-up clock: a pause returns at once, is recorded, and moves the clock
+ * on by its length (a test must not wait).
+ */
+function instant(timeoutMs = 5_000, maxDelayMs = 250) {
+  const pauses: number[] = [];
+  let clock = 0;
+  const advance = (ms: number) => clock += ms;
+  const sleep = (ms: number) => {
+    pauses.push(ms);
+    advance(ms);
+    return Promise.resolve();
+  };
+  const retry: StartupRetry = { timeoutMs, maxDelayMs, sleep, now: () => clock };
+  return { retry, pauses, advance };
+}
 
 /** What one call of load() or create() does: answer, or throw. */
 type Step<T> = T | Error;
@@ -81,7 +95,7 @@ function capture() {
 
 function run(
   store: ScriptedStore,
-  retry: StartupRetry = FAST,
+  retry: StartupRetry = instant().retry,
   algorithm: CaKeyAlgorithm = GENERATE.algorithm,
 ) {
   const { logger, lines } = capture();
@@ -114,7 +128,7 @@ Deno.test("an empty store gets a generated root and issuer, stored create-only",
   for (const algorithm of ["ecdsa-p256", "ed25519"] as const) {
     await t.step(algorithm, async () => {
       const store = new ScriptedStore([null]);
-      const { promise, lines } = run(store, FAST, algorithm);
+      const { promise, lines } = run(store, undefined, algorithm);
       const bundle = await promise;
       assert.equal(store.created.length, 1);
       assert.equal(bundle.pem, store.created[0], "the bundle returned is the one stored");
@@ -192,19 +206,20 @@ Deno.test("a broken or partial bundle is an error naming the store's file, never
 
 Deno.test("an unavailable store is waited for with backoff, then its bundle is loaded", async () => {
   const down = new StoreUnavailableError("vault is sealed");
-  const store = new ScriptedStore([down, down, STORED]);
-  const started = Date.now();
-  const { promise, lines } = run(store);
+  const store = new ScriptedStore([down, down, down, STORED]);
+  const { retry, pauses } = instant(5_000, 600);
+  const { promise, lines } = run(store, retry);
   const bundle = await promise;
   assert.deepEqual(bundle.pem, STORED);
-  assert.equal(store.loads, 3);
+  assert.equal(store.loads, 4);
   assert.equal(store.created.length, 0, "generated a CA because the store was unavailable");
-  assert.ok(Date.now() - started >= 450, "did not wait between tries");
+  assert.deepEqual(pauses, [250, 500, 600], "not doubling up to maxDelayMs between tries");
   const warnings = lines.filter((l) => l.level === "warning").map((l) => l.msg);
-  assert.equal(warnings.length, 2);
-  for (const warning of warnings) {
-    assert.match(warning, /^credential store unavailable, retrying in 0\.\ds: vault is sealed$/);
-  }
+  assert.deepEqual(warnings, [
+    "credential store unavailable, retrying in 0.3s: vault is sealed",
+    "credential store unavailable, retrying in 0.5s: vault is sealed",
+    "credential store unavailable, retrying in 0.6s: vault is sealed",
+  ]);
 });
 
 Deno.test("an unavailable store during create is retried with the same generated bundle", async () => {
@@ -220,22 +235,30 @@ Deno.test("an unavailable store during create is retried with the same generated
 Deno.test("a store unavailable past the timeout is an error, and nothing is generated", async (t) => {
   await t.step("no time to wait: the first failure is final", async () => {
     const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
-    await assert.rejects(
-      run(store, { timeoutMs: 0, maxDelayMs: 250 }).promise,
-      StoreUnavailableError,
-    );
+    const { retry, pauses } = instant(0, 250);
+    await assert.rejects(run(store, retry).promise, StoreUnavailableError);
     assert.equal(store.loads, 1);
+    assert.deepEqual(pauses, []);
     assert.equal(store.created.length, 0);
   });
   await t.step("gives up before a pause would pass the deadline", async () => {
     const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
-    const started = Date.now();
-    await assert.rejects(
-      run(store, { timeoutMs: 600, maxDelayMs: 250 }).promise,
-      /^StoreUnavailableError: sealed$/,
-    );
-    assert.ok(Date.now() - started < 600, "waited past the deadline");
-    assert.equal(store.loads, 3, "tries at about 0, 250 and 500 ms");
+    const { retry, pauses } = instant(600, 250);
+    await assert.rejects(run(store, retry).promise, /^StoreUnavailableError: sealed$/);
+    assert.equal(store.loads, 3, "tries at 0, 250 and 500 ms");
+    assert.deepEqual(pauses, [250, 250], "waited past the deadline");
     assert.equal(store.created.length, 0);
+  });
+  await t.step("the time the store takes to fail counts too", async () => {
+    const { retry, pauses, advance } = instant(600, 250);
+    const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
+    const load = store.load.bind(store);
+    store.load = () => {
+      advance(400); // each try takes 400 ms before it fails
+      return load();
+    };
+    await assert.rejects(run(store, retry).promise, StoreUnavailableError);
+    assert.equal(store.loads, 1, "retried although the next try would start after the deadline");
+    assert.deepEqual(pauses, []);
   });
 });

@@ -19,7 +19,7 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { openssl } from "../helpers/openssl.ts";
+import { opensslServerTls } from "../helpers/openssl.ts";
 import {
   isAlreadyExists,
   isConflict,
@@ -59,75 +59,18 @@ let tlsMaterial: Promise<TlsMaterial> | undefined;
 
 function makeTls(): Promise<TlsMaterial> {
   tlsMaterial ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "kube-tls-" });
-    const path = (name: string) => join(dir, name);
-    const ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
-    try {
-      const makeCa = async (name: string, subject: string) => {
-        await Deno.writeTextFile(path(`${name}.key`), await openssl(["genpkey", ...ec]));
-        return await openssl([
-          "req",
-          "-x509",
-          "-new",
-          "-key",
-          path(`${name}.key`),
-          "-subj",
-          subject,
-          "-days",
-          "2",
-          "-addext",
-          "basicConstraints=critical,CA:TRUE",
-          "-addext",
-          "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-      };
-      const caPem = await makeCa("ca", "/CN=kube test CA");
-      const otherCaPem = await makeCa("other", "/CN=some other CA");
-      await Deno.writeTextFile(path("ca.crt"), caPem);
-      const issue = async (name: string, subject: string, extensions: string) => {
-        const keyPem = await openssl(["genpkey", ...ec]);
-        await Deno.writeTextFile(path(`${name}.key`), keyPem);
-        await Deno.writeTextFile(path(`${name}.ext`), extensions);
-        const csr = await openssl(["req", "-new", "-key", path(`${name}.key`), "-subj", subject]);
-        const certPem = await openssl([
-          "x509",
-          "-req",
-          "-CA",
-          path("ca.crt"),
-          "-CAkey",
-          path("ca.key"),
-          "-set_serial",
-          `0x${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
-          "-days",
-          "2",
-          "-extfile",
-          path(`${name}.ext`),
-        ], csr);
-        return { certPem, keyPem };
-      };
-      const server = await issue(
-        "server",
-        "/CN=kube-apiserver",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" +
-          "keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n",
-      );
-      const client = await issue(
-        "client",
-        "/O=system:masters/CN=kube-admin",
-        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n" +
-          "basicConstraints=critical,CA:FALSE\n",
-      );
-      return {
-        caPem,
-        serverCertPem: server.certPem,
-        serverKeyPem: server.keyPem,
-        clientCertPem: client.certPem,
-        clientKeyPem: client.keyPem,
-        otherCaPem,
-      };
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const [cluster, other] = await Promise.all([
+      opensslServerTls("kube test CA", { clientSubject: "/O=system:masters/CN=kube-admin" }),
+      opensslServerTls("some other CA"),
+    ]);
+    return {
+      caPem: cluster.caPem,
+      serverCertPem: cluster.certPem,
+      serverKeyPem: cluster.keyPem,
+      clientCertPem: cluster.client!.certPem,
+      clientKeyPem: cluster.client!.keyPem,
+      otherCaPem: other.caPem,
+    };
   })();
   return tlsMaterial;
 }
