@@ -1,6 +1,6 @@
 /**
  * Plain-HTTP operational endpoints, each on its own port as in Dapr: `/healthz` (200 when
- * serving, 503 otherwise) and the metrics (Prometheus text format, on every path, as Dapr).
+ * serving, 503 otherwise), `/livez` (200 while the process runs) and the metrics (Prometheus text format, on every path, as Dapr).
  *
  * @module
  */
@@ -40,14 +40,24 @@ async function listen(
   };
 }
 
-/** Serves `/healthz`, answering 200 while `isReady()` holds and 503 otherwise. */
+/**
+ * Serves `/healthz`, answering 200 while `isReady()` holds and 503 otherwise (Dapr's chart
+ * uses it for both probes), and `/livez`, 200 whenever the process answers at all: a liveness
+ * probe on it does not restart a sentry that is merely unable to sign (an expired issuer),
+ * which a restart would not fix.
+ */
 export function startHealthServer(
   address: string,
   port: number,
   isReady: () => boolean,
 ): Promise<HttpEndpoint> {
   const server = createServer((request, response) => {
-    if (request.url?.split("?")[0] !== "/healthz") {
+    const path = request.url?.split("?")[0];
+    if (path === "/livez") {
+      response.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      return;
+    }
+    if (path !== "/healthz") {
       response.writeHead(404).end("not found\n");
       return;
     }

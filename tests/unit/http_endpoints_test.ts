@@ -60,6 +60,13 @@ Deno.test("/healthz answers 200 while ready and 503 otherwise, asking on every c
           },
           { name: "other path", ready: true, path: "/metrics", status: 404, body: "not found\n" },
           { name: "prefix only", ready: true, path: "/healthzz", status: 404, body: "not found\n" },
+          {
+            name: "/livez while not ready",
+            ready: false,
+            path: "/livez",
+            status: 200,
+            body: "ok\n",
+          },
         ];
       for (const step of steps) {
         await t.step(step.name, async () => {
