@@ -117,7 +117,9 @@ function loadIssuerKey(pem: string, file: string): KeyObject {
   try {
     return loadPrivateKey(pem);
   } catch (error) {
-    throw new BundleError(`${file}: private key cannot be parsed: ${(error as Error).message}`);
+    throw new BundleError(`${file}: private key cannot be parsed: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -202,7 +204,7 @@ export function validateBundle(
   try {
     signingKey = new SigningKey(key);
   } catch (error) {
-    throw new BundleError(`${names.issuerKey}: ${(error as Error).message}`);
+    throw new BundleError(`${names.issuerKey}: ${(error as Error).message}`, { cause: error });
   }
   return {
     pem,

@@ -118,7 +118,7 @@ export function ttlFlag(name: string, value: string): number {
   try {
     ms = parseDuration(value, DAY_UNIT);
   } catch (error) {
-    throw new UsageError(`--${name}: ${(error as Error).message}`);
+    throw new UsageError(`--${name}: ${(error as Error).message}`, { cause: error });
   }
   if (!(ms > 0)) throw new UsageError(`--${name} must be positive, got ${JSON.stringify(value)}`);
   return ms;

@@ -14,7 +14,7 @@ export async function readInputFile(path: string, what: string): Promise<string>
   try {
     return await readFile(path, "utf8");
   } catch (error) {
-    throw new Error(`cannot read ${what} ${path}: ${(error as Error).message}`);
+    throw new Error(`cannot read ${what} ${path}: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -43,14 +43,14 @@ export async function writeOutputFiles(files: readonly OutputFile[]): Promise<vo
         await writeFile(temporary, file.content, { mode: file.mode, flag: "wx" });
         await chmod(temporary, file.mode);
       } catch (error) {
-        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`);
+        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`, { cause: error });
       }
     }
     for (const { file, temporary } of staged) {
       try {
         await rename(temporary, file.path);
       } catch (error) {
-        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`);
+        throw new Error(`cannot write ${file.path}: ${(error as Error).message}`, { cause: error });
       }
     }
   } finally {

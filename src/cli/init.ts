@@ -82,7 +82,7 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
     try {
       SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
     } catch (error) {
-      throw new UsageError((error as Error).message);
+      throw new UsageError((error as Error).message, { cause: error });
     }
 
     // A partial bundle fails here even with --force: sentry never completes or deletes part

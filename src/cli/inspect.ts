@@ -325,7 +325,9 @@ export function runInspect(argv: readonly string[], io: CommandIO): Promise<numb
       try {
         csr = describeCsr(input.csr);
       } catch (error) {
-        throw new Error(`${name}: the certificate request: ${(error as Error).message}`);
+        throw new Error(`${name}: the certificate request: ${(error as Error).message}`, {
+          cause: error,
+        });
       }
       io.stdout(json ? `${JSON.stringify({ csr }, null, 2)}\n` : csrText(csr, name));
       if (!csr.signatureValid) {
@@ -338,7 +340,9 @@ export function runInspect(argv: readonly string[], io: CommandIO): Promise<numb
       try {
         return describeCertificate(cert, now);
       } catch (error) {
-        throw new Error(`${name}: certificate #${i + 1}: ${(error as Error).message}`);
+        throw new Error(`${name}: certificate #${i + 1}: ${(error as Error).message}`, {
+          cause: error,
+        });
       }
     });
     let chain: ChainVerification | null = null;

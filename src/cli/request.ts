@@ -293,7 +293,7 @@ export function runRequest(argv: readonly string[], io: CommandIO): Promise<numb
     try {
       await mkdir(outDir, { recursive: true });
     } catch (error) {
-      throw new Error(`cannot create ${outDir}: ${(error as Error).message}`);
+      throw new Error(`cannot create ${outDir}: ${(error as Error).message}`, { cause: error });
     }
     const paths = {
       certificate: join(outDir, "cert.pem"),

@@ -141,14 +141,16 @@ function vaultStore(
     try {
       caCertPem = readFileSync(caFile, "utf8");
     } catch (error) {
-      throw new UsageError(`cannot read --vault-cacert ${caFile}: ${(error as Error).message}`);
+      throw new UsageError(`cannot read --vault-cacert ${caFile}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
   let pollIntervalMs: number;
   try {
     pollIntervalMs = parseDuration(flag("vault-poll-interval"));
   } catch (error) {
-    throw new UsageError(`--vault-poll-interval: ${(error as Error).message}`);
+    throw new UsageError(`--vault-poll-interval: ${(error as Error).message}`, { cause: error });
   }
   if (!(pollIntervalMs >= 100)) {
     throw new UsageError("--vault-poll-interval must be at least 100ms");
@@ -221,7 +223,7 @@ export async function openStore(
         env,
       });
     } catch (error) {
-      throw new UsageError((error as Error).message);
+      throw new UsageError((error as Error).message, { cause: error });
     }
     kube = new KubeClient(connection, { logger });
   }

@@ -58,7 +58,9 @@ function durationField(
   try {
     return durationSetting(mtls[field], { allowZero, example: "24h" }) ?? fallback;
   } catch (error) {
-    throw new ConfigurationError(`${source}: spec.mtls.${field}: ${(error as Error).message}`);
+    throw new ConfigurationError(`${source}: spec.mtls.${field}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 

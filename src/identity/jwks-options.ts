@@ -85,7 +85,9 @@ export function parseJwks(text: string, description: string): JSONWebKeySet {
   try {
     document = JSON.parse(text);
   } catch (error) {
-    throw new JwksSourceError(`${description}: not valid JSON: ${(error as Error).message}`);
+    throw new JwksSourceError(`${description}: not valid JSON: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   if (!isRecord(document) || !Array.isArray(document.keys)) {
     throw new JwksSourceError(

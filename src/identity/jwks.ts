@@ -129,7 +129,7 @@ export class JwksValidator implements TokenValidator {
     try {
       subject = SpiffeId.forWorkload(trustDomain, request.namespace, request.id).toString();
     } catch (error) {
-      throw new ValidationError(`invalid request: ${(error as Error).message}`);
+      throw new ValidationError(`invalid request: ${(error as Error).message}`, { cause: error });
     }
     try {
       await this.#checkToken(request.token, subject);
@@ -147,7 +147,9 @@ export class JwksValidator implements TokenValidator {
     try {
       header = decodeProtectedHeader(token);
     } catch (error) {
-      throw new ValidationError(`token is not a valid JWT: ${(error as Error).message}`);
+      throw new ValidationError(`token is not a valid JWT: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     if (typeof header.kid !== "string" || header.kid === "") {
       throw new ValidationError("token has no kid (key ID) in its header");

@@ -60,7 +60,9 @@ export function decodeTokenClaims(token: string): Record<string, unknown> {
     try {
       claims = JSON.parse(token);
     } catch (error) {
-      throw new ValidationError(`the token is not valid JSON: ${(error as Error).message}`);
+      throw new ValidationError(`the token is not valid JSON: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   } else {
     if (token.split(".").length !== 3) {

@@ -263,7 +263,9 @@ function checkCertificates(pem: string, where: string): string {
     try {
       new X509Certificate(block);
     } catch (error) {
-      throw new KubeConfigError(`${where}: invalid certificate: ${(error as Error).message}`);
+      throw new KubeConfigError(`${where}: invalid certificate: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
   return pem;
@@ -309,7 +311,9 @@ export async function parseKubeConfig(
   try {
     doc = parseYaml(text);
   } catch (error) {
-    throw new KubeConfigError(`${where}: not valid YAML: ${(error as Error).message}`);
+    throw new KubeConfigError(`${where}: not valid YAML: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   if (!isRecord(doc)) throw new KubeConfigError(`${where}: not a kubeconfig (expected a mapping)`);
   const baseDir = dirname(resolve(path));

@@ -42,7 +42,7 @@ async function readIfExists(path: string): Promise<string | undefined> {
     return await readFile(path, "utf8");
   } catch (error) {
     if (errorCode(error) === "ENOENT") return undefined;
-    throw new StoreError(`cannot read ${path}: ${(error as Error).message}`);
+    throw new StoreError(`cannot read ${path}: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -52,7 +52,7 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch (error) {
     if (errorCode(error) === "ENOENT") return false;
-    throw new StoreError(`cannot access ${path}: ${(error as Error).message}`);
+    throw new StoreError(`cannot access ${path}: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -143,7 +143,9 @@ export class FsCredentialStore implements CredentialStore {
       try {
         await mkdir(directory, { recursive: true, mode: 0o700 });
       } catch (error) {
-        throw new StoreError(`cannot create directory ${directory}: ${(error as Error).message}`);
+        throw new StoreError(`cannot create directory ${directory}: ${(error as Error).message}`, {
+          cause: error,
+        });
       }
     }
   }
@@ -161,7 +163,7 @@ export class FsCredentialStore implements CredentialStore {
       try {
         created = await createFileAtomically(path, content);
       } catch (error) {
-        throw new StoreError(`cannot write ${path}: ${(error as Error).message}`);
+        throw new StoreError(`cannot write ${path}: ${(error as Error).message}`, { cause: error });
       }
       if (!created) {
         const winner = await this.load();

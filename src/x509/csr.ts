@@ -101,7 +101,9 @@ function parseCsr(pem: Uint8Array | string): UnverifiedCsr {
     structure = parseStructure(block.der);
     publicKey = publicKeyFromSpki(structure.spki);
   } catch (error) {
-    throw new CsrError(`failed to parse certificate signing request: ${(error as Error).message}`);
+    throw new CsrError(`failed to parse certificate signing request: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   const keyType = describeKey(publicKey);
   checkAcceptedKey(keyType);
