@@ -10,6 +10,8 @@
 #   chart-dir          a text file: the path of Dapr's chart in Go's module cache
 #   sentry-suite.test  Dapr's sentry integration cases, compiled (tests/dapr/suite)
 #   loadgen            grpc-go load generator for the benchmark (tests/dapr/loadgen)
+#   tlscheck           verifies served or issued certificates with Go's crypto/tls and crypto/x509
+#                      (tests/dapr/tlscheck; the control-plane tests)
 # into $SENTRY_DAPR_BIN (default ~/.cache/sentry-dapr/<version>), outside the tree. Go's module
 # and build caches make a rebuild cheap; a stamp of the inputs (go.mod, go.sum, our Go sources,
 # the Go version) skips even the link step when nothing changed. Prints the directory.
@@ -27,13 +29,13 @@ out=${SENTRY_DAPR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-dapr/$version}
 mkdir -p "$out"
 
 control_plane="placement scheduler operator injector"
-stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 complete=yes
 for program in daprd sentry sentry-suite.test helm $control_plane; do
   [ -x "$out/$program" ] || complete=no
 done
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ $complete = yes ] &&
-  { [ ! -d loadgen ] || [ -x "$out/loadgen" ]; }; then
+  { [ ! -d loadgen ] || [ -x "$out/loadgen" ]; } && { [ ! -d tlscheck ] || [ -x "$out/tlscheck" ]; }; then
   echo "$out"
   exit 0
 fi
@@ -50,6 +52,7 @@ go test -c -o "$out/sentry-suite.test" ./suite
 (cd ../helm && go build -o "$out/helm" helm.sh/helm/v4/cmd/helm)
 echo "$(go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr" >"$out/chart-dir"
 if [ -d loadgen ]; then go build -o "$out/loadgen" ./loadgen; fi
+if [ -d tlscheck ]; then go build -o "$out/tlscheck" ./tlscheck; fi
 echo "$stamp" >"$out/.stamp"
 echo "tests/dapr/build.sh: built in $(($(date +%s) - start)) s" >&2
 echo "$out"

@@ -22,6 +22,8 @@ export interface DaprBinaries {
   suite: string;
   /** The grpc-go load generator (tests/dapr/loadgen), when that package exists. */
   loadgen: string;
+  /** Verifies served or issued certificates with Go's crypto/tls and crypto/x509 (tests/dapr/tlscheck). */
+  tlscheck: string;
   /** Dapr's placement, scheduler, operator and sidecar injector. */
   placement: string;
   scheduler: string;
@@ -53,6 +55,7 @@ async function build(): Promise<DaprBinaries> {
     sentry: `${dir}/sentry`,
     suite: `${dir}/sentry-suite.test`,
     loadgen: `${dir}/loadgen`,
+    tlscheck: `${dir}/tlscheck`,
     placement: `${dir}/placement`,
     scheduler: `${dir}/scheduler`,
     operator: `${dir}/operator`,
