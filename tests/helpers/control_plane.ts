@@ -1,0 +1,619 @@
+/**
+ * Runs Dapr's real control-plane programs (placement, scheduler, sidecar injector, operator;
+ * v1.18.3, built by tests/dapr/build.sh) the way Dapr's Helm chart runs them, against OUR
+ * sentry in Kubernetes mode and the fake API server (tests/fakes/kube-apiserver.ts), for
+ * tests/e2e/control_plane_test.ts.
+ *
+ * A "pod" here is the program in its own mount namespace (`unshare -m`, as root, which the
+ * tests are) with what the chart's pod template mounts, then run as the non-root user 65532
+ * (`setpriv`; the chart sets `runAsNonRoot`, and Dapr refuses root in Kubernetes mode):
+ *
+ * - a tmpfs over `/run` (so `/var/run/...` paths are made inside the namespace only, the host's
+ *   `/run` is never written), holding
+ *   - `/var/run/secrets/dapr.io/sentrytoken/token`: the projected service-account token with
+ *     the chart's audience (`spiffe://cluster.local/ns/dapr-system/dapr-sentry`), registered
+ *     with the fake's TokenReview, for the pod object put into the fake with the chart's
+ *     annotations (`dapr.io/control-plane: <svc>`) and service account;
+ *   - `/var/run/secrets/dapr.io/tls/ca.crt`: the `dapr-trust-bundle` ConfigMap our sentry fills;
+ *   - `/var/run/secrets/kubernetes.io/serviceaccount`: the in-cluster API credentials (a token
+ *     allowed exactly what the chart's Role/ClusterRole grant the service account, through the
+ *     fake's RBAC), with `KUBERNETES_SERVICE_HOST/PORT` pointing at the fake (or at a
+ *     {@link ApiFront} in front of it);
+ *   - writable directories the chart gives the container (volumes, emptyDirs);
+ * - `/etc/hosts` mapping the Service names the chart's arguments use (`dapr-sentry.dapr-system
+ *   .svc.cluster.local`, the scheduler's etcd peers) to 127.0.0.1, so the rendered
+ *   `--sentry-address` and `--etcd-initial-cluster` are kept; only ports move to free ones.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { join } from "node:path";
+import { parseAllDocuments } from "yaml";
+import { FakeKubeApiServer, type KubeObject } from "../fakes/kube-apiserver.ts";
+import { grantFor } from "../fakes/kube-rbac.ts";
+import { jsonPatch } from "../fakes/kube-store.ts";
+import { daprBinaries } from "./dapr_binaries.ts";
+import { eventually } from "./eventually.ts";
+import { opensslServerTls } from "./openssl.ts";
+import { type RunningSentry, startSentry, tempDir } from "./sentry_process.ts";
+
+/** Sentry's (and the control plane's) namespace, as `helm install -n dapr-system`. */
+export const NS = "dapr-system";
+/** The chart's `global.mtls.controlPlaneTrustDomain`. */
+export const TRUST_DOMAIN = "cluster.local";
+/** The host of the chart's `--sentry-address` (its port, 443, is replaced). */
+export const SENTRY_HOST = `dapr-sentry.${NS}.svc.cluster.local`;
+/** The user the pods run as (Dapr's images are `nonroot`, the chart's fsGroup). */
+export const POD_USER = 65532;
+
+/** A container of a rendered pod template (the fields used here). */
+export interface ChartContainer {
+  name: string;
+  image: string;
+  command: string[];
+  args: string[];
+  env?: {
+    name: string;
+    value?: string;
+    valueFrom?: { fieldRef?: { fieldPath: string } };
+  }[];
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+}
+
+/** What a rendered Deployment/StatefulSet says about its pods. */
+export interface ChartPod {
+  kind: string;
+  name: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  serviceAccountName: string;
+  container: ChartContainer;
+  /** The audience of the projected `dapr-identity-token` volume. */
+  tokenAudience: string;
+  /** Where the container mounts each volume, by volume name. */
+  mounts: Record<string, string>;
+}
+
+/** `helm template dapr <Dapr's chart> --namespace dapr-system [extra]`, parsed. */
+export async function renderDaprChart(extra: string[] = []): Promise<KubeObject[]> {
+  const { helm, chartDir } = await daprBinaries();
+  const home = await tempDir("helm-home-");
+  try {
+    const out = await new Deno.Command(helm, {
+      args: ["template", "dapr", chartDir, "--namespace", NS, ...extra],
+      env: { HELM_CACHE_HOME: join(home, "cache"), HELM_CONFIG_HOME: join(home, "config") },
+    }).output();
+    if (!out.success) throw new Error(`helm template: ${new TextDecoder().decode(out.stderr)}`);
+    return parseAllDocuments(new TextDecoder().decode(out.stdout))
+      .map((doc) => doc.toJS())
+      .filter(Boolean) as KubeObject[];
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+}
+
+/** The rendered `kind`/`name` object (throws when the chart has none). */
+export function chartObject(docs: KubeObject[], kind: string, name: string): KubeObject {
+  const found = docs.find((doc) => doc.kind === kind && doc.metadata?.name === name);
+  if (!found) throw new Error(`the rendered chart has no ${kind} ${name}`);
+  return found;
+}
+
+/** The pod template of the rendered workload `kind`/`name` and its first container. */
+export function chartPod(docs: KubeObject[], kind: string, name: string): ChartPod {
+  // deno-lint-ignore no-explicit-any
+  const template = (chartObject(docs, kind, name) as any).spec.template;
+  const container = template.spec.containers[0] as ChartContainer;
+  // deno-lint-ignore no-explicit-any
+  const volumes = (template.spec.volumes ?? []) as any[];
+  const token = volumes.find((volume) => volume.name === "dapr-identity-token");
+  const audience = token?.projected?.sources?.[0]?.serviceAccountToken?.audience;
+  if (typeof audience !== "string") throw new Error(`${kind} ${name}: no dapr-identity-token`);
+  return {
+    kind,
+    name,
+    labels: template.metadata.labels ?? {},
+    annotations: template.metadata.annotations ?? {},
+    serviceAccountName: template.spec.serviceAccountName,
+    container,
+    tokenAudience: audience,
+    mounts: Object.fromEntries(
+      (container.volumeMounts ?? []).map((mount) => [mount.name, mount.mountPath]),
+    ),
+  };
+}
+
+/**
+ * `args` with `--flag` set to `value`, whether it was given as `--flag value` or
+ * `--flag=value`; appended when absent.
+ */
+export function withFlag(args: string[], flag: string, value: string): string[] {
+  const out = [...args];
+  const joined = out.findIndex((arg) => arg.startsWith(`${flag}=`));
+  if (joined >= 0) {
+    out[joined] = `${flag}=${value}`;
+    return out;
+  }
+  const separate = out.indexOf(flag);
+  if (separate >= 0) {
+    out[separate + 1] = value;
+    return out;
+  }
+  return [...out, `${flag}=${value}`];
+}
+
+/** The value of `--flag` in `args` (either form), or undefined. */
+export function flagValue(args: string[], flag: string): string | undefined {
+  const joined = args.find((arg) => arg.startsWith(`${flag}=`));
+  if (joined) return joined.slice(flag.length + 1);
+  const separate = args.indexOf(flag);
+  return separate >= 0 ? args[separate + 1] : undefined;
+}
+
+/** Kubernetes' `$(VAR)` expansion of container arguments from the container's environment. */
+export function expandArgs(args: string[], env: Record<string, string>): string[] {
+  return args.map((arg) =>
+    arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name) => env[name] ?? whole)
+  );
+}
+
+/** The fake API server, our sentry in Kubernetes mode, and the rendered chart. */
+export interface ControlPlaneCluster {
+  api: FakeKubeApiServer;
+  sentry: RunningSentry;
+  docs: KubeObject[];
+  /** A directory removed by {@link close}. */
+  work: string;
+  /** The `dapr-trust-bundle` ConfigMap's `ca.crt` (what the chart mounts into every pod). */
+  anchors(): string;
+  /** The ConfigMap volume: a directory holding `ca.crt`, readable by the pods. */
+  trustBundleDir: string;
+  /** The anchors as a file, for tlscheck. */
+  anchorsFile: string;
+  /** How many `signed certificate for <spiffeId>` lines sentry logged. */
+  signedFor(spiffeId: string): number;
+  /** Stops sentry and the fake API server, removes {@link work}. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the fake API server holding what `helm install` creates that sentry reads (the
+ * `daprsystem` Configuration), and our sentry with `--mode kubernetes` (debug log, so each
+ * signature is logged) against it; waits for the trust bundle ConfigMap.
+ */
+export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
+  const docs = await renderDaprChart();
+  const work = await tempDir("control-plane-");
+  await Deno.chmod(work, 0o755);
+  const api = await FakeKubeApiServer.start();
+  let sentry: RunningSentry | undefined;
+  try {
+    const configuration = structuredClone(chartObject(docs, "Configuration", "daprsystem"));
+    configuration.metadata!.namespace = NS;
+    api.put("configurations", NS, configuration);
+    const kubeconfig = await api.writeKubeconfig(join(work, "sentry-kubeconfig"));
+    sentry = await startSentry({
+      args: [
+        "--mode",
+        "kubernetes",
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kubeconfig,
+        "--trust-domain",
+        TRUST_DOMAIN,
+        "--log-level",
+        "debug",
+      ],
+    });
+    const anchors = () =>
+      String(
+        (api.get("configmaps", NS, "dapr-trust-bundle")?.data as Record<string, string> | undefined)
+          ?.["ca.crt"] ?? "",
+      );
+    await eventually("sentry fills the dapr-trust-bundle ConfigMap", () => {
+      return anchors().includes("BEGIN CERTIFICATE");
+    }, 10_000);
+    const trustBundleDir = join(work, "trust-bundle");
+    await Deno.mkdir(trustBundleDir, { mode: 0o755 });
+    await Deno.writeTextFile(join(trustBundleDir, "ca.crt"), anchors(), { mode: 0o644 });
+    const anchorsFile = join(trustBundleDir, "ca.crt");
+    const running = sentry;
+    return {
+      api,
+      sentry: running,
+      docs,
+      work,
+      anchors,
+      trustBundleDir,
+      anchorsFile,
+      signedFor: (spiffeId) =>
+        running.logs().split("\n").filter((line) =>
+          line.includes(`signed certificate for ${spiffeId}`)
+        ).length,
+      async close() {
+        await running.stop();
+        await api.close();
+        await Deno.remove(work, { recursive: true });
+        await Deno.remove(running.dir, { recursive: true }).catch(() => {});
+      },
+    };
+  } catch (error) {
+    await sentry?.stop();
+    await api.close();
+    await Deno.remove(work, { recursive: true });
+    throw error;
+  }
+}
+
+/** Options of {@link startPod}. */
+export interface PodOptions {
+  /** The rendered pod template. */
+  pod: ChartPod;
+  /** The pod's name (`metadata.name`, e.g. `dapr-placement-server-0`). */
+  podName: string;
+  /** The program (a binary of {@link daprBinaries}). */
+  program: string;
+  /** Its arguments (the rendered ones, `$(VAR)`-expanded and with ports changed). */
+  args: string[];
+  /** Environment besides the rendered container's. */
+  env?: Record<string, string>;
+  /** Extra `/etc/hosts` names resolving to 127.0.0.1 (the sentry Service name always does). */
+  hosts?: string[];
+  /** In-cluster API credentials for the pod's service account (restricted by the chart's RBAC). */
+  apiAccess?: boolean;
+  /** Where the pod's API client connects (default: the fake itself), and the CA it trusts. */
+  apiEndpoint?: { port: number; caPem: string };
+  /** Directories made writable for the pod user, at these paths (under /var/run or /tmp). */
+  writable?: string[];
+  /** Extra token audiences (default: the chart's projected one). */
+  tokenAudiences?: string[];
+}
+
+/** A control-plane program started by {@link startPod}. */
+export interface RunningPod {
+  name: string;
+  /** Everything it wrote (stdout and stderr). */
+  logs(): string;
+  /** Its exit status once it exited. */
+  exited(): Deno.CommandStatus | undefined;
+  /** The pod's `/tmp` on the host (the chart's writable emptyDir). */
+  tmpDir: string;
+  /**
+   * The host path of the pod's `path` under `/tmp`, following symbolic links as the pod sees
+   * them (Dapr writes its identity directory as a link to an absolute `/tmp/...` path).
+   */
+  tmpPath(path: string): string;
+  /** Waits until `GET http://127.0.0.1:<port>/healthz` answers 200; throws with its logs. */
+  waitHealthy(port: number, timeoutMs?: number): Promise<void>;
+  /** SIGTERM, SIGKILL after `graceMs`; the exit code. Safe to call twice. */
+  stop(graceMs?: number): Promise<number>;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Puts the pod into the fake, writes its projected sentry token, and starts the program in
+ * its own mount namespace as the chart's pod would see it (see the module documentation).
+ */
+export async function startPod(
+  cluster: ControlPlaneCluster,
+  options: PodOptions,
+): Promise<RunningPod> {
+  const { api, docs } = cluster;
+  const { pod, podName } = options;
+  const root = join(cluster.work, podName);
+  await Deno.mkdir(root, { mode: 0o755 });
+
+  api.put("pods", NS, {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: podName,
+      namespace: NS,
+      labels: pod.labels,
+      annotations: pod.annotations,
+    },
+    spec: {
+      serviceAccountName: pod.serviceAccountName,
+      containers: [{ name: pod.container.name, image: pod.container.image }],
+    },
+  });
+  const sentryToken = api.serviceAccountJwt({
+    namespace: NS,
+    serviceAccount: pod.serviceAccountName,
+    podName,
+    audiences: options.tokenAudiences ?? [pod.tokenAudience],
+    expirationSeconds: 600,
+  });
+  const mounts: { path: string; source: string }[] = [];
+  const tokenDir = join(root, "sentrytoken");
+  await Deno.mkdir(tokenDir, { mode: 0o755 });
+  await Deno.writeTextFile(join(tokenDir, "token"), sentryToken, { mode: 0o644 });
+  mounts.push({ path: pod.mounts["dapr-identity-token"], source: tokenDir });
+  if (pod.mounts["dapr-trust-bundle"]) {
+    mounts.push({ path: pod.mounts["dapr-trust-bundle"], source: cluster.trustBundleDir });
+  }
+
+  const env: Record<string, string> = { PATH: "/usr/bin:/bin" };
+  for (const variable of pod.container.env ?? []) {
+    const field = variable.valueFrom?.fieldRef?.fieldPath;
+    if (field === "metadata.name") env[variable.name] = podName;
+    else if (field === "metadata.namespace") env[variable.name] = NS;
+    else if (field === "status.podIP") env[variable.name] = "127.0.0.1";
+    else if (variable.value !== undefined) env[variable.name] = variable.value;
+  }
+  if (options.apiAccess) {
+    const apiToken = api.serviceAccountJwt({
+      namespace: NS,
+      serviceAccount: pod.serviceAccountName,
+      podName,
+    });
+    api.restrictToken(apiToken, grantFor(docs, NS, pod.serviceAccountName));
+    const saDir = join(root, "serviceaccount");
+    await api.writeServiceAccountDir(saDir, { token: apiToken, namespace: NS });
+    if (options.apiEndpoint) {
+      await Deno.writeTextFile(join(saDir, "ca.crt"), options.apiEndpoint.caPem);
+    }
+    for (const entry of Deno.readDirSync(saDir)) await Deno.chmod(join(saDir, entry.name), 0o644);
+    await Deno.chmod(saDir, 0o755);
+    mounts.push({ path: "/var/run/secrets/kubernetes.io/serviceaccount", source: saDir });
+    Object.assign(env, api.inClusterEnv());
+    if (options.apiEndpoint) env.KUBERNETES_SERVICE_PORT = String(options.apiEndpoint.port);
+  }
+  Object.assign(env, options.env ?? {});
+
+  const hostsFile = join(root, "hosts");
+  await Deno.writeTextFile(
+    hostsFile,
+    ["127.0.0.1 localhost", ...[SENTRY_HOST, ...(options.hosts ?? [])].map((h) => `127.0.0.1 ${h}`)]
+      .join("\n") + "\n",
+    { mode: 0o644 },
+  );
+  const tmpDir = join(root, "tmp");
+  await Deno.mkdir(tmpDir);
+  await Deno.chown(tmpDir, POD_USER, POD_USER);
+
+  const script = [
+    "set -e",
+    "mount -t tmpfs -o mode=0755 pod-run /run",
+    ...mounts.flatMap(({ path, source }) => [
+      `mkdir -p ${shellQuote(path)}`,
+      `mount --bind ${shellQuote(source)} ${shellQuote(path)}`,
+    ]),
+    ...(options.writable ?? []).filter((path) => !path.startsWith("/tmp")).flatMap((path) => [
+      `mkdir -p ${shellQuote(path)}`,
+      `chown ${POD_USER}:${POD_USER} ${shellQuote(path)}`,
+    ]),
+    `mount --bind ${shellQuote(hostsFile)} /etc/hosts`,
+    // Last: the sources above may live under the host's /tmp.
+    `mount --bind ${shellQuote(tmpDir)} /tmp`,
+    `exec setpriv --reuid=${POD_USER} --regid=${POD_USER} --clear-groups --no-new-privs -- "$@"`,
+  ].join("\n");
+  const child = new Deno.Command("unshare", {
+    args: [
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      script,
+      "pod",
+      options.program,
+      ...options.args,
+    ],
+    clearEnv: true,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  let logs = "";
+  const decoder = new TextDecoder();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) logs += decoder.decode(chunk, { stream: true });
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  let status: Deno.CommandStatus | undefined;
+  const statusPromise = child.status.then((s) => (status = s));
+
+  return {
+    name: podName,
+    logs: () => logs,
+    exited: () => status,
+    tmpDir,
+    tmpPath: (path) => resolveInPodTmp(tmpDir, path),
+    async waitHealthy(port: number, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (true) {
+        if (status) {
+          await collecting;
+          throw new Error(`${podName} exited with code ${status.code}:\n${logs}`);
+        }
+        const response = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
+        await response?.body?.cancel();
+        if (response?.status === 200) return;
+        if (Date.now() > deadline) {
+          throw new Error(`${podName}: /healthz did not answer 200 in ${timeoutMs} ms:\n${logs}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    },
+    async stop(graceMs = 10_000) {
+      if (!status) {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // already gone
+        }
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // already gone
+          }
+        }, graceMs);
+        await statusPromise;
+        clearTimeout(timer);
+      }
+      await collecting;
+      return status!.code;
+    },
+  };
+}
+
+function resolveInPodTmp(tmpDir: string, path: string): string {
+  let parts = path.split("/").filter(Boolean);
+  for (let hops = 0; hops < 40; hops++) {
+    if (parts[0] !== "tmp") throw new Error(`${path} is not under the pod's /tmp`);
+    let host = tmpDir;
+    let relinked = false;
+    for (let i = 1; i < parts.length; i++) {
+      host = join(host, parts[i]);
+      const info = Deno.lstatSync(host);
+      if (!info.isSymlink) continue;
+      const target = Deno.readLinkSync(host);
+      const base = target.startsWith("/") ? [] : parts.slice(0, i);
+      parts = [...base, ...target.split("/").filter(Boolean), ...parts.slice(i + 1)];
+      relinked = true;
+      break;
+    }
+    if (!relinked) return host;
+  }
+  throw new Error(`${path}: too many symbolic links`);
+}
+
+/** What tests/dapr/tlscheck printed. */
+export interface TlsCheck {
+  addr?: string;
+  serverName?: string;
+  verifiedDnsNames?: string[];
+  verifiedSpiffeId?: string;
+  dnsNames: string[];
+  uris: string[];
+  issuer: string;
+  /** Go's name of the leaf's public key algorithm (`RSA`, `ECDSA`, `Ed25519`). */
+  keyAlgorithm: string;
+  notAfter: string;
+  tlsVersion?: string;
+  clientCertRequested: boolean;
+}
+
+/** Runs tests/dapr/tlscheck with `args`; throws its error text when it fails. */
+export async function tlscheck(args: string[]): Promise<TlsCheck> {
+  const { tlscheck } = await daprBinaries();
+  const out = await new Deno.Command(tlscheck, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const decoder = new TextDecoder();
+  if (!out.success) throw new Error(decoder.decode(out.stderr).trim());
+  return JSON.parse(decoder.decode(out.stdout));
+}
+
+/**
+ * The API server applies JSON patches with evanphx/json-patch v4, whose `replace` of a missing
+ * object member sets it (RFC 6902 says it fails): the injector's patch of an absent `caBundle`
+ * relies on that. As `add` of an object member does the same, such ops are rewritten.
+ */
+function apiServerReplace(operations: unknown): unknown {
+  if (!Array.isArray(operations)) return operations;
+  return operations.map((operation) =>
+    operation?.op === "replace" && !/\/\d+$/.test(String(operation.path))
+      ? { ...operation, op: "add" }
+      : operation
+  );
+}
+
+/** The REST path of a cluster-scoped object of the fake's missing groups, from its apiVersion. */
+function clusterObjectPath(object: KubeObject): string {
+  const plural = `${object.kind!.toLowerCase()}s`;
+  return `/apis/${object.apiVersion}/${plural}/${object.metadata!.name}`;
+}
+
+/**
+ * A thin HTTPS front for the fake API server that also serves a few cluster-scoped objects of
+ * groups the fake does not serve (admissionregistration.k8s.io, apiextensions.k8s.io) which
+ * the control plane patches with its trust anchors: GET and JSON/merge PATCH of each, recorded.
+ * Every other request is passed to the fake unchanged (with the caller's bearer token, so the
+ * fake's RBAC still applies).
+ */
+export class ApiFront {
+  /** The served objects as last written, by REST path. */
+  readonly objects = new Map<string, KubeObject>();
+  /** The PATCH bodies received, oldest first, with their paths. */
+  readonly patches: { path: string; body: unknown }[] = [];
+  readonly #server: Deno.HttpServer;
+  readonly #client: Deno.HttpClient;
+  readonly port: number;
+  readonly caPem: string;
+
+  private constructor(server: Deno.HttpServer, client: Deno.HttpClient, caPem: string) {
+    this.#server = server;
+    this.#client = client;
+    this.port = (server.addr as Deno.NetAddr).port;
+    this.caPem = caPem;
+  }
+
+  /** Serves `objects` (cluster-scoped) in front of `api`. */
+  static async start(api: FakeKubeApiServer, objects: KubeObject[]): Promise<ApiFront> {
+    const tls = await opensslServerTls("api-front");
+    const client = Deno.createHttpClient({ caCerts: [api.caPem] });
+    // deno-lint-ignore prefer-const
+    let front: ApiFront;
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, cert: tls.certPem, key: tls.keyPem, onListen() {} },
+      async (request) => {
+        const url = new URL(request.url);
+        const served = front.objects.get(url.pathname);
+        if (served) {
+          if (request.method === "PATCH") {
+            const body = await request.json();
+            front.patches.push({ path: url.pathname, body });
+            const type = request.headers.get("content-type") ?? "";
+            front.objects.set(
+              url.pathname,
+              type.includes("json-patch")
+                ? jsonPatch(served, apiServerReplace(body)) as KubeObject
+                : { ...served, ...body },
+            );
+          } else if (request.method !== "GET") {
+            return Response.json({ kind: "Status", code: 405 }, { status: 405 });
+          }
+          return Response.json(front.objects.get(url.pathname));
+        }
+        const upstream = await fetch(`${api.url}${url.pathname}${url.search}`, {
+          method: request.method,
+          headers: request.headers,
+          body: request.body,
+          client,
+        });
+        return new Response(upstream.body, {
+          status: upstream.status,
+          headers: upstream.headers,
+        });
+      },
+    );
+    front = new ApiFront(server, client, tls.caPem);
+    for (const object of objects) {
+      front.objects.set(clusterObjectPath(object), structuredClone(object));
+    }
+    return front;
+  }
+
+  /** The object served for `kind`/`name`. */
+  get(kind: string, name: string): KubeObject | undefined {
+    return [...this.objects.values()].find((o) => o.kind === kind && o.metadata?.name === name);
+  }
+
+  async close(): Promise<void> {
+    await this.#server.shutdown();
+    this.#client.close();
+  }
+}
+
+/** A PEM caBundle (base64 in the object) decoded. */
+export function decodeCaBundle(encoded: unknown): string {
+  return Buffer.from(String(encoded ?? ""), "base64").toString("utf8");
+}
