@@ -14,6 +14,7 @@ import {
   parseConfiguration,
 } from "./configuration.ts";
 import { type FileWatch, watchFiles } from "./file-watcher.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 
 /** What a source reports while watched. */
 export interface SettingsHandlers {
@@ -73,8 +74,7 @@ export class FileSettingsSource implements SettingsSource {
     try {
       return await readFile(this.path, "utf8");
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      const reason = fileErrorReason(error);
       throw new ConfigurationError(`${this.description}: ${reason}`);
     }
   }

@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import type { JSONWebKeySet, JWK } from "jose";
 import { durationSetting } from "../util/duration.ts";
 import { isRecord } from "../util/records.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 
 /** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
 export class JwksSourceError extends Error {
@@ -138,8 +139,7 @@ export function loadCaCertificate(value: string): string {
     try {
       pem = readFileSync(value, "utf8");
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      const reason = fileErrorReason(error);
       throw new JwksSourceError(
         `jwks token validator: option "caCertificate" is neither a PEM certificate nor a ` +
           `readable file (${reason})`,

@@ -37,6 +37,7 @@ import {
   loadCaCertificate,
   parseJwks,
 } from "./jwks-options.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 
 /** Dapr's default for `requestTimeout`. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
@@ -325,8 +326,7 @@ export class JwksSource {
     try {
       text = await readFile(path, "utf8");
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      const reason = fileErrorReason(error);
       throw new JwksSourceError(`${this.description}: ${reason}`);
     }
     if (text.length > MAX_DOCUMENT_BYTES) {

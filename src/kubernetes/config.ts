@@ -29,6 +29,7 @@ import { readFile, stat } from "node:fs/promises";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { isRecord } from "../util/records.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 
 /** Settings that cannot be found, read or used; the message names the file and the field. */
 export class KubeConfigError extends Error {
@@ -129,18 +130,11 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-function errorReason(error: unknown): string {
-  const code = (error as { code?: string }).code;
-  if (code === "ENOENT") return "file not found";
-  if (code === "EACCES") return "permission denied";
-  return (error as Error).message;
-}
-
 async function readText(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (error) {
-    throw new KubeConfigError(`${what} ${path}: ${errorReason(error)}`);
+    throw new KubeConfigError(`${what} ${path}: ${fileErrorReason(error)}`);
   }
 }
 
@@ -189,7 +183,7 @@ export async function loadInClusterConfig(
   } catch (error) {
     if ((error as { code?: string }).code !== "ENOENT") {
       throw new KubeConfigError(
-        `in-cluster service-account namespace ${namespacePath}: ${errorReason(error)}`,
+        `in-cluster service-account namespace ${namespacePath}: ${fileErrorReason(error)}`,
       );
     }
   }

@@ -22,6 +22,7 @@ import {
 import { formatDuration } from "../util/duration.ts";
 import type { KubeConnection } from "./config.ts";
 import { KubeRequestError } from "./errors.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 
 /** Connection failures worth another attempt (TLS and DNS failures are not). */
 export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
@@ -215,8 +216,7 @@ export class KubeTransport {
     try {
       text = await readFile(tokenFile, "utf8");
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      const reason = code === "ENOENT" ? "file not found" : (error as Error).message;
+      const reason = fileErrorReason(error);
       throw this.requestError(
         prepared,
         "ETOKEN",

@@ -18,6 +18,7 @@ import { dirname, isAbsolute, join } from "node:path";
 import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
 import { watchFiles } from "../config/file-watcher.ts";
 import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
+import { errorCode } from "../util/file-errors.ts";
 
 /** Where the files are. */
 export interface FsStoreOptions {
@@ -32,10 +33,6 @@ type Part = "caCrt" | "issuerCrt" | "issuerKey";
 const PARTS: readonly Part[] = ["issuerKey", "issuerCrt", "caCrt"];
 /** Name of the optional root key file, beside ca.crt. */
 export const ROOT_KEY_FILENAME = "ca.key";
-
-function errorCode(error: unknown): string | undefined {
-  return (error as { code?: string }).code;
-}
 
 async function readIfExists(path: string): Promise<string | undefined> {
   try {
