@@ -28,139 +28,49 @@
  */
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { parseAllDocuments } from "yaml";
 import { FakeKubeApiServer, type KubeObject } from "../fakes/kube-apiserver.ts";
 import { grantFor } from "../fakes/kube-rbac.ts";
 import { jsonPatch } from "../fakes/kube-store.ts";
 import { daprBinaries } from "./dapr_binaries.ts";
 import { eventually } from "./eventually.ts";
 import { opensslServerTls } from "./openssl.ts";
-import { type RunningSentry, startSentry, tempDir } from "./sentry_process.ts";
+import { tempDir } from "./sentry_process.ts";
+import {
+  chartObject,
+  type ChartPod,
+  chartPod,
+  type ChartSentry,
+  expandArgs,
+  flagValue,
+  installSentryObjects,
+  NS,
+  renderDaprChart,
+  startChartSentry,
+  TRUST_DOMAIN,
+  withFlag,
+} from "./dapr_chart.ts";
 
-/** Sentry's (and the control plane's) namespace, as `helm install -n dapr-system`. */
-export const NS = "dapr-system";
-/** The chart's `global.mtls.controlPlaneTrustDomain`. */
-export const TRUST_DOMAIN = "cluster.local";
+export {
+  chartObject,
+  chartPod,
+  expandArgs,
+  flagValue,
+  NS,
+  renderDaprChart,
+  TRUST_DOMAIN,
+  withFlag,
+};
+
 /** The host of the chart's `--sentry-address` (its port, 443, is replaced). */
 export const SENTRY_HOST = `dapr-sentry.${NS}.svc.cluster.local`;
 /** The user the pods run as (Dapr's images are `nonroot`, the chart's fsGroup). */
 export const POD_USER = 65532;
 
-/** A container of a rendered pod template (the fields used here). */
-export interface ChartContainer {
-  name: string;
-  image: string;
-  command: string[];
-  args: string[];
-  env?: {
-    name: string;
-    value?: string;
-    valueFrom?: { fieldRef?: { fieldPath: string } };
-  }[];
-  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
-}
-
-/** What a rendered Deployment/StatefulSet says about its pods. */
-export interface ChartPod {
-  kind: string;
-  name: string;
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  serviceAccountName: string;
-  container: ChartContainer;
-  /** The audience of the projected `dapr-identity-token` volume. */
-  tokenAudience: string;
-  /** Where the container mounts each volume, by volume name. */
-  mounts: Record<string, string>;
-}
-
-/** `helm template dapr <Dapr's chart> --namespace dapr-system [extra]`, parsed. */
-export async function renderDaprChart(extra: string[] = []): Promise<KubeObject[]> {
-  const { helm, chartDir } = await daprBinaries();
-  const home = await tempDir("helm-home-");
-  try {
-    const out = await new Deno.Command(helm, {
-      args: ["template", "dapr", chartDir, "--namespace", NS, ...extra],
-      env: { HELM_CACHE_HOME: join(home, "cache"), HELM_CONFIG_HOME: join(home, "config") },
-    }).output();
-    if (!out.success) throw new Error(`helm template: ${new TextDecoder().decode(out.stderr)}`);
-    return parseAllDocuments(new TextDecoder().decode(out.stdout))
-      .map((doc) => doc.toJS())
-      .filter(Boolean) as KubeObject[];
-  } finally {
-    await Deno.remove(home, { recursive: true });
-  }
-}
-
-/** The rendered `kind`/`name` object (throws when the chart has none). */
-export function chartObject(docs: KubeObject[], kind: string, name: string): KubeObject {
-  const found = docs.find((doc) => doc.kind === kind && doc.metadata?.name === name);
-  if (!found) throw new Error(`the rendered chart has no ${kind} ${name}`);
-  return found;
-}
-
-/** The pod template of the rendered workload `kind`/`name` and its first container. */
-export function chartPod(docs: KubeObject[], kind: string, name: string): ChartPod {
-  // deno-lint-ignore no-explicit-any
-  const template = (chartObject(docs, kind, name) as any).spec.template;
-  const container = template.spec.containers[0] as ChartContainer;
-  // deno-lint-ignore no-explicit-any
-  const volumes = (template.spec.volumes ?? []) as any[];
-  const token = volumes.find((volume) => volume.name === "dapr-identity-token");
-  const audience = token?.projected?.sources?.[0]?.serviceAccountToken?.audience;
-  if (typeof audience !== "string") throw new Error(`${kind} ${name}: no dapr-identity-token`);
-  return {
-    kind,
-    name,
-    labels: template.metadata.labels ?? {},
-    annotations: template.metadata.annotations ?? {},
-    serviceAccountName: template.spec.serviceAccountName,
-    container,
-    tokenAudience: audience,
-    mounts: Object.fromEntries(
-      (container.volumeMounts ?? []).map((mount) => [mount.name, mount.mountPath]),
-    ),
-  };
-}
-
-/**
- * `args` with `--flag` set to `value`, whether it was given as `--flag value` or
- * `--flag=value`; appended when absent.
- */
-export function withFlag(args: string[], flag: string, value: string): string[] {
-  const out = [...args];
-  const joined = out.findIndex((arg) => arg.startsWith(`${flag}=`));
-  if (joined >= 0) {
-    out[joined] = `${flag}=${value}`;
-    return out;
-  }
-  const separate = out.indexOf(flag);
-  if (separate >= 0) {
-    out[separate + 1] = value;
-    return out;
-  }
-  return [...out, `${flag}=${value}`];
-}
-
-/** The value of `--flag` in `args` (either form), or undefined. */
-export function flagValue(args: string[], flag: string): string | undefined {
-  const joined = args.find((arg) => arg.startsWith(`${flag}=`));
-  if (joined) return joined.slice(flag.length + 1);
-  const separate = args.indexOf(flag);
-  return separate >= 0 ? args[separate + 1] : undefined;
-}
-
-/** Kubernetes' `$(VAR)` expansion of container arguments from the container's environment. */
-export function expandArgs(args: string[], env: Record<string, string>): string[] {
-  return args.map((arg) =>
-    arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name) => env[name] ?? whole)
-  );
-}
-
 /** The fake API server, our sentry in Kubernetes mode, and the rendered chart. */
 export interface ControlPlaneCluster {
   api: FakeKubeApiServer;
-  sentry: RunningSentry;
+  /** Our sentry, run as the chart's `dapr-sentry` container (its RBAC included). */
+  sentry: ChartSentry & { grpcPort: number; metricsPort: number };
   docs: KubeObject[];
   /** A directory removed by {@link close}. */
   work: string;
@@ -182,30 +92,15 @@ export interface ControlPlaneCluster {
  * signature is logged) against it; waits for the trust bundle ConfigMap.
  */
 export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
-  const docs = await renderDaprChart();
+  // Debug logging (a chart value) makes sentry log each signature.
+  const docs = await renderDaprChart(["--set", "dapr_sentry.logLevel=debug"]);
   const work = await tempDir("control-plane-");
   await Deno.chmod(work, 0o755);
   const api = await FakeKubeApiServer.start();
-  let sentry: RunningSentry | undefined;
+  let sentry: ChartSentry | undefined;
   try {
-    const configuration = structuredClone(chartObject(docs, "Configuration", "daprsystem"));
-    configuration.metadata!.namespace = NS;
-    api.put("configurations", NS, configuration);
-    const kubeconfig = await api.writeKubeconfig(join(work, "sentry-kubeconfig"));
-    sentry = await startSentry({
-      args: [
-        "--mode",
-        "kubernetes",
-        "--namespace",
-        NS,
-        "--kubeconfig",
-        kubeconfig,
-        "--trust-domain",
-        TRUST_DOMAIN,
-        "--log-level",
-        "debug",
-      ],
-    });
+    installSentryObjects(api, docs);
+    sentry = await startChartSentry(api, docs);
     const anchors = () =>
       String(
         (api.get("configmaps", NS, "dapr-trust-bundle")?.data as Record<string, string> | undefined)
@@ -221,7 +116,7 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
     const running = sentry;
     return {
       api,
-      sentry: running,
+      sentry: { ...running, grpcPort: running.ports.grpc, metricsPort: running.ports.metrics },
       docs,
       work,
       anchors,
@@ -235,7 +130,6 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
         await running.stop();
         await api.close();
         await Deno.remove(work, { recursive: true });
-        await Deno.remove(running.dir, { recursive: true }).catch(() => {});
       },
     };
   } catch (error) {
@@ -244,6 +138,12 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
     await Deno.remove(work, { recursive: true });
     throw error;
   }
+}
+
+/** The audience of the pod's projected sentry token (every control-plane pod has one). */
+function requiredAudience(pod: ChartPod): string {
+  if (!pod.tokenAudience) throw new Error(`${pod.kind} ${pod.name}: no dapr-identity-token`);
+  return pod.tokenAudience;
 }
 
 /** Options of {@link startPod}. */
@@ -325,7 +225,7 @@ export async function startPod(
     namespace: NS,
     serviceAccount: pod.serviceAccountName,
     podName,
-    audiences: options.tokenAudiences ?? [pod.tokenAudience],
+    audiences: options.tokenAudiences ?? [requiredAudience(pod)],
     expirationSeconds: 600,
   });
   const mounts: { path: string; source: string }[] = [];
