@@ -238,6 +238,7 @@ export async function openStore(
         issuerKey: values["issuer-key-filename"] as string,
       },
       logger,
+      trustDomain: typeof values["trust-domain"] === "string" ? values["trust-domain"] : undefined,
     });
     return { store, namespace, kube };
   }

@@ -73,6 +73,8 @@ export interface KubeStoreOptions {
   logger?: Logger;
   /** How often the Secret is read when RBAC allows no watch (default 10 s). */
   pollIntervalMs?: number;
+  /** Sentry's trust domain, for the recovery command in messages (omitted when unknown). */
+  trustDomain?: string;
 }
 
 interface KubeObject {
@@ -166,7 +168,9 @@ export class KubeCredentialStore implements CredentialStore {
             `that sidecars trust is gone (a 'helm upgrade' without --reuse-values, or a deleted ` +
             `Secret). sentry does not replace a CA silently: restore the Secret, or create a new ` +
             `CA on purpose (every sidecar then needs the new trust anchors) with: ` +
-            `sentry init --store k8s --namespace ${namespace} --force`,
+            `sentry init --store k8s --namespace ${namespace}` +
+            (this.#options.trustDomain ? ` --trust-domain ${this.#options.trustDomain}` : "") +
+            ` --force`,
         );
       if (decode(ROOT_KEY) !== "") throw emptied(`its ${ROOT_KEY} (a root key) is still there`);
       if (secret?.metadata.annotations?.[ANCHORS_ANNOTATION]) {

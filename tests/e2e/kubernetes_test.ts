@@ -243,7 +243,9 @@ Deno.test("anchors in the ConfigMap without a Secret are never silently replaced
     );
     assert.equal(stored(api, "secrets"), undefined, "nothing was created");
     // The command the message names replaces the CA on purpose: run it as written.
-    const command = /sentry (init --store k8s --namespace \S+ --force)/.exec(refusal);
+    const command = /sentry (init --store k8s --namespace \S+ --trust-domain \S+ --force)/.exec(
+      refusal,
+    );
     assert.ok(command, refusal);
     const init = await runSentry([...command[1].split(" "), "--kubeconfig", kubeconfig]);
     assert.equal(init.code, 0, init.stderr);
