@@ -1,0 +1,43 @@
+#!/bin/sh
+# Builds a real Kubernetes API server and etcd for the tests that check our sentry against a
+# Kubernetes API that enforces RBAC (tests/helpers/real_kube_apiserver.ts), from published Go
+# modules at the releases pinned in tests/kube/go.mod (the one place that names the versions):
+#   kube-apiserver  k8s.io/kubernetes/cmd/kube-apiserver (a `tool` line of go.mod; the replace
+#                   lines map the k8s.io staging modules it names as v0.0.0 to their release)
+#   etcd            our own small main (tests/kube/etcd) around go.etcd.io/etcd/server/v3/embed
+# into $SENTRY_KUBE_BIN (default ~/.cache/sentry-kube/<kubernetes version>), outside the tree.
+# Go's module and build caches make a rebuild cheap; a stamp of the inputs (go.mod, go.sum, our
+# Go sources, the Go version) skips even the link step when nothing changed. Prints the directory.
+# Cost measured with empty Go caches on 2 CPUs (kubernetes v1.36.3, etcd v3.6.13): 85 MB of module
+# zips downloaded (550 MB unpacked), 2.2 GB of build cache, 5 min 20 s; unchanged inputs: 0 s.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "tests/kube/build.sh: 'go' not found; Go 1.26 or newer is needed to build kube-apiserver" >&2
+  exit 1
+fi
+export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+out=${SENTRY_KUBE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-kube/$version}
+mkdir -p "$out"
+
+stamp=$( (go version; cat go.mod go.sum; find etcd -name '*.go' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] &&
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
+  echo "$out"
+  exit 0
+fi
+
+start=$(date +%s)
+echo "tests/kube/build.sh: building kube-apiserver $version and etcd into $out" >&2
+rm -f "$out/.stamp"
+minor=$(echo "$version" | cut -d. -f2)
+pkg=k8s.io/component-base/version
+go build -ldflags "-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" \
+  -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+go build -ldflags "-s -w" -o "$out/etcd" ./etcd
+echo "$stamp" >"$out/.stamp"
+echo "tests/kube/build.sh: built in $(($(date +%s) - start)) s" >&2
+echo "$out"
