@@ -6,6 +6,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
 import { clusterDomainFromResolvConf } from "../ca/control-plane.ts";
@@ -138,8 +139,16 @@ ${serveFlagsHelp()}`;
 /** How long a stop waits for in-flight requests before closing their connections. */
 const SHUTDOWN_GRACE_MS = 10_000;
 
+/**
+ * The address to bind for a `--*listen-address` value. Empty means every address, as in Dapr:
+ * `::` (IPv6 and, dual-stack, IPv4) where the host has IPv6, else `0.0.0.0`.
+ */
 function listenAddress(value: string): string {
-  return value === "" ? "0.0.0.0" : value;
+  if (value !== "") return value;
+  const hasIpv6 = Object.values(networkInterfaces()).some((addresses) =>
+    (addresses ?? []).some((address) => address.family === "IPv6")
+  );
+  return hasIpv6 ? "::" : "0.0.0.0";
 }
 
 /** Process hooks, replaceable in tests. */

@@ -203,7 +203,9 @@ export class SentryGrpcServer {
       anchorsPem: this.#options.state.bundle.anchorsPem,
     });
     this.#credentials = credentials;
-    const address = `${this.#options.listenAddress}:${this.#options.port}`;
+    const host = this.#options.listenAddress;
+    // An IPv6 literal (`::`, `::1`) goes in brackets before the port.
+    const address = `${host.includes(":") ? `[${host}]` : host}:${this.#options.port}`;
     this.port = await new Promise<number>((resolve, reject) => {
       this.#server.bindAsync(address, credentials.credentials, (error, port) => {
         if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { SentryClient, signOnce } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr, openssl, opensslBundle } from "../helpers/openssl.ts";
 import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
@@ -252,6 +253,44 @@ Deno.test("the Configuration from Dapr's guide sets the workload certificate TTL
     );
     const notBefore = Date.parse(dates.trim().replace("notBefore=", "")) / 1000;
     assert.ok(Math.abs(before - 60 - notBefore) <= 2, "NotBefore back-dated by the 1m skew");
+  } finally {
+    await sentry.stop();
+  }
+});
+
+Deno.test("empty listen addresses serve IPv4 and IPv6, as Dapr's sentry does", async (t) => {
+  const sentry = await startSentry({
+    args: ["--listen-address=", "--healthz-listen-address=", "--metrics-listen-address="],
+  });
+  try {
+    const anchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
+    for (const host of ["127.0.0.1", "::1"]) {
+      await t.step(host, async () => {
+        const url = (port: number, path: string) =>
+          `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+        const health = await fetch(url(sentry.healthPort, "/healthz"));
+        assert.equal(health.status, 200);
+        await health.body?.cancel();
+        const metrics = await fetch(url(sentry.metricsPort, "/"));
+        assert.equal(metrics.status, 200);
+        await metrics.body?.cancel();
+        // The gRPC port: a TLS handshake (HTTP/2) that verifies sentry's certificate.
+        const protocol = await new Promise<string | false | null>((resolve, reject) => {
+          const socket = tlsConnect({
+            host,
+            port: sentry.grpcPort,
+            servername: "localhost",
+            ca: anchors,
+            ALPNProtocols: ["h2"],
+          }, () => {
+            resolve(socket.alpnProtocol);
+            socket.destroy();
+          });
+          socket.on("error", reject);
+        });
+        assert.equal(protocol, "h2");
+      });
+    }
   } finally {
     await sentry.stop();
   }
