@@ -99,7 +99,7 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
   const api = await FakeKubeApiServer.start();
   let sentry: ChartSentry | undefined;
   try {
-    installSentryObjects(api, docs);
+    await installSentryObjects(api, docs);
     sentry = await startChartSentry(api, docs);
     const anchors = () =>
       String(

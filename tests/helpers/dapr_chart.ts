@@ -1,17 +1,18 @@
 /**
  * Dapr's own Helm chart (v1.18.3, `charts/dapr` of the pinned Dapr module) for the tests:
  * rendered by the real Helm CLI (tests/helm), read (objects, pod templates, flags), installed
- * into the fake API server as `helm install` would, and OUR sentry started exactly as the
- * chart's `dapr-sentry` container (the rendered command line and environment, the
- * service-account token restricted to what the rendered Role and ClusterRole grant; only the
- * ports move to free ones so that tests can run side by side).
+ * into a cluster as `helm install` would (the fake API server or a real kube-apiserver:
+ * tests/helpers/chart_cluster.ts), and OUR sentry started exactly as the chart's `dapr-sentry`
+ * container (the rendered command line and environment, the service-account token limited to
+ * what the rendered Role and ClusterRole grant; only the ports move to free ones so that tests
+ * can run side by side).
  *
  * @module
  */
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import type { FakeKubeApiServer, KubeObject } from "../fakes/kube-apiserver.ts";
-import { grantFor } from "../fakes/kube-rbac.ts";
+import { asChartCluster, type ChartCluster } from "./chart_cluster.ts";
 import { daprBinaries } from "./dapr_binaries.ts";
 import { eventually } from "./eventually.ts";
 import { freePort, sentryCommand, tempDir } from "./sentry_process.ts";
@@ -175,18 +176,41 @@ export function installedByHelm(object: KubeObject): KubeObject {
 
 /**
  * Puts into `api` what `helm install` creates that sentry reads: the (empty unless TLS values
- * were rendered) Secret and ConfigMap `dapr-trust-bundle` and the `daprsystem` Configuration.
+ * were rendered) Secret and ConfigMap `dapr-trust-bundle` and the `daprsystem` Configuration
+ * (on a real server its CRD must be installed first: `installDaprCrds`; the namespace is
+ * created when missing).
  */
-export function installSentryObjects(api: FakeKubeApiServer, docs: KubeObject[]): void {
-  api.put("secrets", NS, installedByHelm(chartObject(docs, "Secret", TRUST_BUNDLE)));
-  api.put("configmaps", NS, installedByHelm(chartObject(docs, "ConfigMap", TRUST_BUNDLE)));
-  api.put("configurations", NS, installedByHelm(chartObject(docs, "Configuration", "daprsystem")));
+export async function installSentryObjects(
+  api: FakeKubeApiServer | ChartCluster,
+  docs: KubeObject[],
+): Promise<void> {
+  const cluster = asChartCluster(api);
+  if (cluster.kind === "real" && !(await cluster.get("namespaces", "", NS))) {
+    await cluster.put("namespaces", "", {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: NS },
+    });
+  }
+  await cluster.put("secrets", NS, installedByHelm(chartObject(docs, "Secret", TRUST_BUNDLE)));
+  await cluster.put(
+    "configmaps",
+    NS,
+    installedByHelm(chartObject(docs, "ConfigMap", TRUST_BUNDLE)),
+  );
+  await cluster.put(
+    "configurations",
+    NS,
+    installedByHelm(chartObject(docs, "Configuration", "daprsystem")),
+  );
 }
 
 /** Our sentry, running as the chart's `dapr-sentry` container. */
 export interface ChartSentry {
   pod: ChartPod;
   ports: { grpc: number; health: number; metrics: number };
+  /** Its API token (limited by the chart's RBAC), for checking what it may do. */
+  apiToken: string;
   /** Everything it wrote so far (stdout and stderr). */
   logs(): string;
   /** SIGTERM, then waits for the exit (SIGKILL after `graceMs`); returns the exit code. */
@@ -195,23 +219,25 @@ export interface ChartSentry {
 
 /**
  * Starts our sentry with the rendered `dapr-sentry` container's command line and environment,
- * the pod's service-account token restricted by the chart's RBAC (kubeconfig in
- * `KUBECONFIG`), and waits for `/healthz` 200. The ports alone are moved to free ones.
+ * the pod's service-account token limited by the chart's RBAC (on a real server: the rendered
+ * ServiceAccount, Role, ClusterRole and bindings created, a TokenRequest token bound to a
+ * `dapr-sentry` pod; kubeconfig in `KUBECONFIG`), and waits for `/healthz` 200. The ports alone
+ * are moved to free ones.
  */
 export async function startChartSentry(
-  api: FakeKubeApiServer,
+  api: FakeKubeApiServer | ChartCluster,
   docs: KubeObject[],
 ): Promise<ChartSentry> {
+  const cluster = asChartCluster(api);
   const pod = chartPod(docs, "Deployment", "dapr-sentry");
-  const token = api.serviceAccountJwt({
-    namespace: NS,
-    serviceAccount: pod.serviceAccountName,
-    podName: "dapr-sentry-5d9c7b8f4-x2x9q",
-    audiences: ["https://kubernetes.default.svc.cluster.local"],
-  });
-  api.restrictToken(token, grantFor(docs, NS, pod.serviceAccountName));
+  const token = await cluster.apiToken(
+    docs,
+    NS,
+    pod.serviceAccountName,
+    "dapr-sentry-5d9c7b8f4-x2x9q",
+  );
   const work = await tempDir("chart-sentry-");
-  const kubeconfig = await api.writeKubeconfig(join(work, "kubeconfig"), { token });
+  const kubeconfig = await cluster.writeKubeconfig(join(work, "kubeconfig"), token);
   const ports = { grpc: await freePort(), health: await freePort(), metrics: await freePort() };
   const [program, ...prefix] = sentryCommand();
   const child = new Deno.Command(program, {
@@ -263,5 +289,5 @@ export async function startChartSentry(
     await stop();
     throw new Error(`${(error as Error).message}\n${logs}`, { cause: error });
   }
-  return { pod, ports, logs: () => logs, stop };
+  return { pod, ports, apiToken: token, logs: () => logs, stop };
 }
