@@ -11,6 +11,8 @@
  *   of `dapr-system/dapr-sentry` in its kubeconfig; the sidecar's token is a TokenRequest token
  *   bound to a real Pod object.
  *
+ * Dapr's real operator against the real server: tests/e2e/control_plane_test.ts.
+ *
  * Ignored only when Go is missing or too old to build kube-apiserver (the reason is printed);
  * a failing build fails the test.
  */

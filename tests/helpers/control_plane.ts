@@ -2,7 +2,8 @@
  * Runs Dapr's real control-plane programs (placement, scheduler, sidecar injector, operator;
  * v1.18.3, built by tests/dapr/build.sh) the way Dapr's Helm chart runs them, against OUR
  * sentry in Kubernetes mode and the fake API server (tests/fakes/kube-apiserver.ts), for
- * tests/e2e/control_plane_test.ts.
+ * tests/e2e/control_plane_test.ts, or a real kube-apiserver (tests/helpers/real_kube_apiserver.ts,
+ * {@link startRealControlPlaneCluster}) for tests/e2e/real_cluster_test.ts.
  *
  * A "pod" here is the program in its own mount namespace (`unshare -m`, as root, which the
  * tests are) with what the chart's pod template mounts, then run as the non-root user 65532
@@ -12,13 +13,15 @@
  *   `/run` is never written), holding
  *   - `/var/run/secrets/dapr.io/sentrytoken/token`: the projected service-account token with
  *     the chart's audience (`spiffe://cluster.local/ns/dapr-system/dapr-sentry`), registered
- *     with the fake's TokenReview, for the pod object put into the fake with the chart's
- *     annotations (`dapr.io/control-plane: <svc>`) and service account;
+ *     with the fake's TokenReview (on a real server: a TokenRequest token bound to the pod), for
+ *     the pod object put into the cluster with the chart's annotations
+ *     (`dapr.io/control-plane: <svc>`) and service account;
  *   - `/var/run/secrets/dapr.io/tls/ca.crt`: the `dapr-trust-bundle` ConfigMap our sentry fills;
  *   - `/var/run/secrets/kubernetes.io/serviceaccount`: the in-cluster API credentials (a token
  *     allowed exactly what the chart's Role/ClusterRole grant the service account, through the
- *     fake's RBAC), with `KUBERNETES_SERVICE_HOST/PORT` pointing at the fake (or at a
- *     {@link ApiFront} in front of it);
+ *     fake's RBAC or, on a real server, its own RBAC with the rendered objects created), with
+ *     `KUBERNETES_SERVICE_HOST/PORT` pointing at the API server (or at a {@link ApiFront} in
+ *     front of the fake);
  *   - writable directories the chart gives the container (volumes, emptyDirs);
  * - `/etc/hosts` mapping the Service names the chart's arguments use (`dapr-sentry.dapr-system
  *   .svc.cluster.local`, the scheduler's etcd peers) to 127.0.0.1, so the rendered
@@ -29,11 +32,12 @@
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { FakeKubeApiServer, type KubeObject } from "../fakes/kube-apiserver.ts";
-import { grantFor } from "../fakes/kube-rbac.ts";
 import { jsonPatch } from "../fakes/kube-store.ts";
+import { type ChartCluster, fakeCluster, installDaprCrds, realCluster } from "./chart_cluster.ts";
 import { daprBinaries } from "./dapr_binaries.ts";
 import { eventually } from "./eventually.ts";
 import { opensslServerTls } from "./openssl.ts";
+import { type RealKubeApiServer, startRealKubeApiServer } from "./real_kube_apiserver.ts";
 import { tempDir } from "./sentry_process.ts";
 import {
   chartObject,
@@ -66,9 +70,11 @@ export const SENTRY_HOST = `dapr-sentry.${NS}.svc.cluster.local`;
 /** The user the pods run as (Dapr's images are `nonroot`, the chart's fsGroup). */
 export const POD_USER = 65532;
 
-/** The fake API server, our sentry in Kubernetes mode, and the rendered chart. */
-export interface ControlPlaneCluster {
-  api: FakeKubeApiServer;
+/** The API server (fake or real), our sentry in Kubernetes mode, and the rendered chart. */
+export interface ControlPlaneCluster<Api = FakeKubeApiServer> {
+  api: Api;
+  /** The same API server as a {@link ChartCluster}. */
+  kube: ChartCluster;
   /** Our sentry, run as the chart's `dapr-sentry` container (its RBAC included). */
   sentry: ChartSentry & { grpcPort: number; metricsPort: number };
   docs: KubeObject[];
@@ -82,7 +88,7 @@ export interface ControlPlaneCluster {
   anchorsFile: string;
   /** How many `signed certificate for <spiffeId>` lines sentry logged. */
   signedFor(spiffeId: string): number;
-  /** Stops sentry and the fake API server, removes {@link work}. */
+  /** Stops sentry and the API server, removes {@link work}. */
   close(): Promise<void>;
 }
 
@@ -92,23 +98,48 @@ export interface ControlPlaneCluster {
  * signature is logged) against it; waits for the trust bundle ConfigMap.
  */
 export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
+  const api = await FakeKubeApiServer.start();
+  return await controlPlaneOn(api, fakeCluster(api), () => api.close());
+}
+
+/**
+ * As {@link startControlPlaneCluster} on a real kube-apiserver + etcd, with all of the chart's
+ * CRDs (`crds/`) installed first, as `helm install` does.
+ */
+export async function startRealControlPlaneCluster(): Promise<
+  ControlPlaneCluster<RealKubeApiServer>
+> {
+  const server = await startRealKubeApiServer();
+  try {
+    const kube = realCluster(server);
+    await installDaprCrds(kube, (await daprBinaries()).chartDir);
+    return await controlPlaneOn(server, kube, () => server.close());
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+}
+
+async function controlPlaneOn<Api>(
+  api: Api,
+  kube: ChartCluster,
+  closeApi: () => Promise<void>,
+): Promise<ControlPlaneCluster<Api>> {
   // Debug logging (a chart value) makes sentry log each signature.
   const docs = await renderDaprChart(["--set", "dapr_sentry.logLevel=debug"]);
   const work = await tempDir("control-plane-");
   await Deno.chmod(work, 0o755);
-  const api = await FakeKubeApiServer.start();
   let sentry: ChartSentry | undefined;
   try {
-    await installSentryObjects(api, docs);
-    sentry = await startChartSentry(api, docs);
-    const anchors = () =>
-      String(
-        (api.get("configmaps", NS, "dapr-trust-bundle")?.data as Record<string, string> | undefined)
-          ?.["ca.crt"] ?? "",
-      );
-    await eventually("sentry fills the dapr-trust-bundle ConfigMap", () => {
-      return anchors().includes("BEGIN CERTIFICATE");
+    await installSentryObjects(kube, docs);
+    sentry = await startChartSentry(kube, docs);
+    let filled = "";
+    await eventually("sentry fills the dapr-trust-bundle ConfigMap", async () => {
+      const configMap = await kube.get("configmaps", NS, "dapr-trust-bundle");
+      filled = String((configMap?.data as Record<string, string> | undefined)?.["ca.crt"] ?? "");
+      return filled.includes("BEGIN CERTIFICATE");
     }, 10_000);
+    const anchors = () => filled;
     const trustBundleDir = join(work, "trust-bundle");
     await Deno.mkdir(trustBundleDir, { mode: 0o755 });
     await Deno.writeTextFile(join(trustBundleDir, "ca.crt"), anchors(), { mode: 0o644 });
@@ -116,6 +147,7 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
     const running = sentry;
     return {
       api,
+      kube,
       sentry: { ...running, grpcPort: running.ports.grpc, metricsPort: running.ports.metrics },
       docs,
       work,
@@ -128,13 +160,13 @@ export async function startControlPlaneCluster(): Promise<ControlPlaneCluster> {
         ).length,
       async close() {
         await running.stop();
-        await api.close();
+        await closeApi();
         await Deno.remove(work, { recursive: true });
       },
     };
   } catch (error) {
     await sentry?.stop();
-    await api.close();
+    await closeApi();
     await Deno.remove(work, { recursive: true });
     throw error;
   }
@@ -162,7 +194,7 @@ export interface PodOptions {
   hosts?: string[];
   /** In-cluster API credentials for the pod's service account (restricted by the chart's RBAC). */
   apiAccess?: boolean;
-  /** Where the pod's API client connects (default: the fake itself), and the CA it trusts. */
+  /** Where the pod's API client connects (default: the API server itself), and its CA. */
   apiEndpoint?: { port: number; caPem: string };
   /** Directories made writable for the pod user, at these paths (under /var/run or /tmp). */
   writable?: string[];
@@ -195,39 +227,37 @@ function shellQuote(value: string): string {
 }
 
 /**
- * Puts the pod into the fake, writes its projected sentry token, and starts the program in
+ * Puts the pod into the cluster, writes its projected sentry token, and starts the program in
  * its own mount namespace as the chart's pod would see it (see the module documentation).
  */
 export async function startPod(
-  cluster: ControlPlaneCluster,
+  cluster: ControlPlaneCluster<unknown>,
   options: PodOptions,
 ): Promise<RunningPod> {
-  const { api, docs } = cluster;
+  const { kube, docs } = cluster;
   const { pod, podName } = options;
   const root = join(cluster.work, podName);
   await Deno.mkdir(root, { mode: 0o755 });
 
-  api.put("pods", NS, {
-    apiVersion: "v1",
-    kind: "Pod",
-    metadata: {
-      name: podName,
-      namespace: NS,
-      labels: pod.labels,
-      annotations: pod.annotations,
+  const sentryToken = await kube.podToken(
+    {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: podName,
+        namespace: NS,
+        labels: pod.labels,
+        annotations: pod.annotations,
+      },
+      spec: {
+        serviceAccountName: pod.serviceAccountName,
+        automountServiceAccountToken: false,
+        containers: [{ name: pod.container.name, image: pod.container.image }],
+      },
     },
-    spec: {
-      serviceAccountName: pod.serviceAccountName,
-      containers: [{ name: pod.container.name, image: pod.container.image }],
-    },
-  });
-  const sentryToken = api.serviceAccountJwt({
-    namespace: NS,
-    serviceAccount: pod.serviceAccountName,
-    podName,
-    audiences: options.tokenAudiences ?? [requiredAudience(pod)],
-    expirationSeconds: 600,
-  });
+    options.tokenAudiences ?? [requiredAudience(pod)],
+    600,
+  );
   const mounts: { path: string; source: string }[] = [];
   const tokenDir = join(root, "sentrytoken");
   await Deno.mkdir(tokenDir, { mode: 0o755 });
@@ -246,22 +276,18 @@ export async function startPod(
     else if (variable.value !== undefined) env[variable.name] = variable.value;
   }
   if (options.apiAccess) {
-    const apiToken = api.serviceAccountJwt({
-      namespace: NS,
-      serviceAccount: pod.serviceAccountName,
-      podName,
-    });
-    api.restrictToken(apiToken, grantFor(docs, NS, pod.serviceAccountName));
+    const apiToken = await kube.apiToken(docs, NS, pod.serviceAccountName, podName);
     const saDir = join(root, "serviceaccount");
-    await api.writeServiceAccountDir(saDir, { token: apiToken, namespace: NS });
-    if (options.apiEndpoint) {
-      await Deno.writeTextFile(join(saDir, "ca.crt"), options.apiEndpoint.caPem);
-    }
-    for (const entry of Deno.readDirSync(saDir)) await Deno.chmod(join(saDir, entry.name), 0o644);
+    await Deno.mkdir(saDir, { mode: 0o755 });
+    await Deno.writeTextFile(join(saDir, "token"), apiToken, { mode: 0o644 });
+    await Deno.writeTextFile(join(saDir, "namespace"), NS, { mode: 0o644 });
+    await Deno.writeTextFile(join(saDir, "ca.crt"), options.apiEndpoint?.caPem ?? kube.caPem, {
+      mode: 0o644,
+    });
     await Deno.chmod(saDir, 0o755);
     mounts.push({ path: "/var/run/secrets/kubernetes.io/serviceaccount", source: saDir });
-    Object.assign(env, api.inClusterEnv());
-    if (options.apiEndpoint) env.KUBERNETES_SERVICE_PORT = String(options.apiEndpoint.port);
+    env.KUBERNETES_SERVICE_HOST = "127.0.0.1";
+    env.KUBERNETES_SERVICE_PORT = String(options.apiEndpoint?.port ?? kube.port);
   }
   Object.assign(env, options.env ?? {});
 
