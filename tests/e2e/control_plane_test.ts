@@ -238,70 +238,89 @@ Deno.test("scheduler: three replicas of the chart's StatefulSet form their etcd 
   });
 });
 
-Deno.test("sidecar injector: certificate from our sentry, webhook TLS verifies for dapr-sidecar-injector.dapr-system.svc, caBundle patched", async () => {
+/**
+ * The injector row, on the fake (`front` serves the MutatingWebhookConfiguration the fake
+ * lacks) or on a real kube-apiserver (the rendered configuration created there).
+ */
+async function injectorRow(
+  cluster: ControlPlaneCluster<unknown>,
+  pods: RunningPod[],
+  front?: ApiFront,
+) {
   const { injector } = await daprBinaries();
+  const pod = chartPod(cluster.docs, "Deployment", "dapr-sidecar-injector");
+  assert.equal(pod.annotations["dapr.io/control-plane"], "injector");
+  const service = chartObject(cluster.docs, "Service", "dapr-sidecar-injector");
+  assert.equal(service.metadata?.namespace, NS);
+  const webhookName = `dapr-sidecar-injector.${NS}.svc`;
+  const sentryAddress = pod.container.env?.find((v) => v.name === "DAPR_SENTRY_ADDRESS");
+  assert.equal(sentryAddress?.value, `${SENTRY_HOST}:443`);
+  const port = await freePort();
+  const healthz = await freePort();
+  let args = withFlag(pod.container.args, "--metrics-port", String(await freePort()));
+  args = withFlag(args, "--healthz-port", String(healthz));
+  args = withFlag(args, "--port", String(port));
+  const running = await startPod(cluster, {
+    pod,
+    podName: "dapr-sidecar-injector-6f8d9c7b5-k2x7q",
+    program: injector,
+    args,
+    env: { DAPR_SENTRY_ADDRESS: `${SENTRY_HOST}:${cluster.sentry.grpcPort}` },
+    apiAccess: true,
+    ...(front ? { apiEndpoint: { port: front.port, caPem: front.caPem } } : {}),
+  });
+  pods.push(running);
+  await running.waitHealthy(healthz);
+
+  assert.equal(cluster.signedFor(spiffe("dapr-injector")), 1, cluster.sentry.logs());
+  // What the API server checks when it calls the webhook at its Service name.
+  const served = await tlscheck([
+    "-ca",
+    cluster.anchorsFile,
+    "-addr",
+    `127.0.0.1:${port}`,
+    "-server-name",
+    webhookName,
+  ]);
+  assert.deepEqual(served.dnsNames, [webhookName]);
+  assert.deepEqual(served.uris, [spiffe("dapr-injector")]);
+  assert.equal(served.keyAlgorithm, "RSA", "Dapr asks for an RSA key for webhook serving");
+  assert.equal(served.clientCertRequested, false, "the API server calls webhooks without one");
+  await assert.rejects(
+    tlscheck([
+      "-ca",
+      cluster.anchorsFile,
+      "-addr",
+      `127.0.0.1:${port}`,
+      "-server-name",
+      `dapr-webhook.${NS}.svc`,
+    ]),
+    /not dapr-webhook/,
+  );
+  // The injector put our trust anchors into its webhook configuration's caBundle.
+  await eventually("the injector patches the caBundle", async () => {
+    const configuration = front
+      ? front.get("MutatingWebhookConfiguration", "dapr-sidecar-injector")
+      : await cluster.kube.get("mutatingwebhookconfigurations", "", "dapr-sidecar-injector");
+    // deno-lint-ignore no-explicit-any
+    const caBundle = (configuration as any)?.webhooks?.[0]?.clientConfig?.caBundle;
+    return decodeCaBundle(caBundle) === cluster.anchors();
+  }, 20_000).catch((error) => {
+    throw new Error(`${error.message}\n${running.logs()}`);
+  });
+  if (front) assert.ok(front.patches.length > 0);
+  assert.doesNotMatch(running.logs(), /forbidden/i);
+}
+
+Deno.test("sidecar injector: certificate from our sentry, webhook TLS verifies for dapr-sidecar-injector.dapr-system.svc, caBundle patched", async () => {
   await withCluster(async (cluster, pods) => {
-    const pod = chartPod(cluster.docs, "Deployment", "dapr-sidecar-injector");
-    assert.equal(pod.annotations["dapr.io/control-plane"], "injector");
-    const service = chartObject(cluster.docs, "Service", "dapr-sidecar-injector");
-    assert.equal(service.metadata?.namespace, NS);
-    const webhookName = `dapr-sidecar-injector.${NS}.svc`;
     // The fake API server serves no admissionregistration group: a front serves the rendered
     // MutatingWebhookConfiguration (which the injector patches) and passes the rest on.
     const front = await ApiFront.start(cluster.api, [
       chartObject(cluster.docs, "MutatingWebhookConfiguration", "dapr-sidecar-injector"),
     ]);
     try {
-      const sentryAddress = pod.container.env?.find((v) => v.name === "DAPR_SENTRY_ADDRESS");
-      assert.equal(sentryAddress?.value, `${SENTRY_HOST}:443`);
-      const port = await freePort();
-      const healthz = await freePort();
-      let args = withFlag(pod.container.args, "--metrics-port", String(await freePort()));
-      args = withFlag(args, "--healthz-port", String(healthz));
-      args = withFlag(args, "--port", String(port));
-      const running = await startPod(cluster, {
-        pod,
-        podName: "dapr-sidecar-injector-6f8d9c7b5-k2x7q",
-        program: injector,
-        args,
-        env: { DAPR_SENTRY_ADDRESS: `${SENTRY_HOST}:${cluster.sentry.grpcPort}` },
-        apiAccess: true,
-        apiEndpoint: { port: front.port, caPem: front.caPem },
-      });
-      pods.push(running);
-      await running.waitHealthy(healthz);
-
-      assert.equal(cluster.signedFor(spiffe("dapr-injector")), 1, cluster.sentry.logs());
-      // What the API server checks when it calls the webhook at its Service name.
-      const served = await tlscheck([
-        "-ca",
-        cluster.anchorsFile,
-        "-addr",
-        `127.0.0.1:${port}`,
-        "-server-name",
-        webhookName,
-      ]);
-      assert.deepEqual(served.dnsNames, [webhookName]);
-      assert.deepEqual(served.uris, [spiffe("dapr-injector")]);
-      assert.equal(served.keyAlgorithm, "RSA", "Dapr asks for an RSA key for webhook serving");
-      assert.equal(served.clientCertRequested, false, "the API server calls webhooks without one");
-      await assert.rejects(
-        tlscheck([
-          "-ca",
-          cluster.anchorsFile,
-          "-addr",
-          `127.0.0.1:${port}`,
-          "-server-name",
-          `dapr-webhook.${NS}.svc`,
-        ]),
-        /not dapr-webhook/,
-      );
-      // The injector put our trust anchors into its webhook configuration's caBundle.
-      await eventually("the injector patches the caBundle", () => front.patches.length > 0);
-      const configuration = front.get("MutatingWebhookConfiguration", "dapr-sidecar-injector");
-      // deno-lint-ignore no-explicit-any
-      const caBundle = (configuration as any).webhooks[0].clientConfig.caBundle;
-      assert.equal(decodeCaBundle(caBundle), cluster.anchors());
+      await injectorRow(cluster, pods, front);
     } finally {
       await front.close();
     }
@@ -425,6 +444,29 @@ Deno.test({
         20_000,
       );
       assert.doesNotMatch(running.logs(), /forbidden/i);
+    } finally {
+      await Promise.all(pods.map((pod) => pod.stop()));
+      await cluster.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "sidecar injector on a real kube-apiserver: certificate from our sentry, webhook TLS, caBundle of the real MutatingWebhookConfiguration patched",
+  ignore: realKube !== undefined,
+  async fn() {
+    const cluster = await startRealControlPlaneCluster();
+    const pods: RunningPod[] = [];
+    try {
+      await cluster.kube.put(
+        "mutatingwebhookconfigurations",
+        "",
+        installedByHelm(
+          chartObject(cluster.docs, "MutatingWebhookConfiguration", "dapr-sidecar-injector"),
+        ),
+      );
+      await injectorRow(cluster, pods);
     } finally {
       await Promise.all(pods.map((pod) => pod.stop()));
       await cluster.close();
