@@ -9,9 +9,6 @@
 //	    with crypto/x509 (any extended key usage) and checks the URI SAN;
 //	tlscheck -ca anchors.pem -chain cert.pem -dns name [-dns name ...]
 //	    verifies a PEM chain on disk for each DNS name with crypto/x509 (server auth);
-//	tlscheck -serve-as dapr-operator -listen 127.0.0.1:19443 -sentry-address host:port -ca anchors.pem -trust-domain cluster.local
-//	    gets a certificate through Dapr's own pkg/security as the operator does and serves TLS
-//	    with it (serve.go), for a control-plane program that cannot run outside a cluster.
 //
 // It prints one JSON object (what was verified: subject URIs, DNS names, whether the server asked
 // for a client certificate) and exits 0, or prints the error and exits 1.
@@ -59,19 +56,7 @@ func main() {
 	chainFile := flag.String("chain", "", "a PEM chain (leaf first) to verify for each -dns name")
 	var dns names
 	flag.Var(&dns, "dns", "with -chain: a DNS name the leaf must verify for (repeatable)")
-	serveAsID := flag.String("serve-as", "", "an app id to get a certificate for through Dapr's pkg/security and serve TLS with")
-	listen := flag.String("listen", "", "with -serve-as: the address to serve TLS on")
-	sentryAddress := flag.String("sentry-address", "", "with -serve-as: sentry's address")
-	trustDomain := flag.String("trust-domain", "", "with -serve-as: the control plane's trust domain")
 	flag.Parse()
-
-	if *serveAsID != "" {
-		if err := serveAs(*serveAsID, *listen, *sentryAddress, *caFile, *trustDomain); err != nil {
-			fmt.Fprintln(os.Stderr, "tlscheck:", err)
-			os.Exit(1)
-		}
-		return
-	}
 
 	out, err := run(*caFile, *addr, *serverName, *spiffeID, *chainFile, dns)
 	if err != nil {
