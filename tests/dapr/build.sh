@@ -29,7 +29,7 @@ out=${SENTRY_DAPR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-dapr/$version}
 mkdir -p "$out"
 
 control_plane="placement scheduler operator injector"
-stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck jwtcheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 complete=yes
 for program in daprd sentry sentry-suite.test helm $control_plane; do
   [ -x "$out/$program" ] || complete=no
@@ -53,6 +53,7 @@ go test -c -o "$out/sentry-suite.test" ./suite
 echo "$(go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr" >"$out/chart-dir"
 if [ -d loadgen ]; then go build -o "$out/loadgen" ./loadgen; fi
 if [ -d tlscheck ]; then go build -o "$out/tlscheck" ./tlscheck; fi
+if [ -d jwtcheck ]; then go build -o "$out/jwtcheck" ./jwtcheck; fi
 echo "$stamp" >"$out/.stamp"
 echo "tests/dapr/build.sh: built in $(($(date +%s) - start)) s" >&2
 echo "$out"

@@ -24,6 +24,8 @@ export interface DaprBinaries {
   loadgen: string;
   /** Verifies served or issued certificates with Go's crypto/tls and crypto/x509 (tests/dapr/tlscheck). */
   tlscheck: string;
+  /** Validates a JWT-SVID against a JWKS with go-spiffe's jwtsvid (tests/dapr/jwtcheck). */
+  jwtcheck: string;
   /** Dapr's placement, scheduler, operator and sidecar injector. */
   placement: string;
   scheduler: string;
@@ -56,6 +58,7 @@ async function build(): Promise<DaprBinaries> {
     suite: `${dir}/sentry-suite.test`,
     loadgen: `${dir}/loadgen`,
     tlscheck: `${dir}/tlscheck`,
+    jwtcheck: `${dir}/jwtcheck`,
     placement: `${dir}/placement`,
     scheduler: `${dir}/scheduler`,
     operator: `${dir}/operator`,
