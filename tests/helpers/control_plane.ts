@@ -267,7 +267,9 @@ export async function startPod(
     mounts.push({ path: pod.mounts["dapr-trust-bundle"], source: cluster.trustBundleDir });
   }
 
-  const env: Record<string, string> = { PATH: "/usr/bin:/bin" };
+  // DAPR_HOST_IP stands for the pod IP Dapr otherwise finds on the pod's interface: these pods
+  // share the host's network, which in `deno task test:binary` is a namespace with loopback only.
+  const env: Record<string, string> = { PATH: "/usr/bin:/bin", DAPR_HOST_IP: "127.0.0.1" };
   for (const variable of pod.container.env ?? []) {
     const field = variable.valueFrom?.fieldRef?.fieldPath;
     if (field === "metadata.name") env[variable.name] = podName;
