@@ -29,6 +29,7 @@ import { decodePem, encodeCertificates } from "../x509/pem.ts";
 import { createIssuerCertificate, createRootCertificate } from "./profiles.ts";
 import { SpiffeId } from "./spiffe.ts";
 import { type IssuerIdentity, KeyUsage } from "../x509/certificate.ts";
+import type { JwtSigningKey } from "./jwt-keys.ts";
 
 /** The three PEM texts of a bundle, as stored (plus the root key when an operator keeps it). */
 export interface BundlePem {
@@ -40,11 +41,25 @@ export interface BundlePem {
   issuerKey: string;
   /** Root private key, only when the operator asked to keep it. */
   caKey?: string;
+  /** The JWT signing key and its JWKS, when the store holds them (both or neither). */
+  jwt?: JwtKeyPem;
+}
+
+/** The stored texts of the JWT-SVID signing key (`jwt.key`) and its key set (`jwks.json`). */
+export interface JwtKeyPem {
+  keyPem: string;
+  jwksJson: string;
+}
+
+/** True when two bundles hold the same JWT texts (or neither holds any). */
+export function sameJwtPem(a: JwtKeyPem | undefined, b: JwtKeyPem | undefined): boolean {
+  return (a?.keyPem ?? "") === (b?.keyPem ?? "") && (a?.jwksJson ?? "") === (b?.jwksJson ?? "");
 }
 
 /**
- * True when two bundles hold the same texts. With `signingOnly`, the root key is not compared
- * (it takes no part in signing, so a change of it alone is no reason to reload).
+ * True when two bundles hold the same texts, JWT key material included. With `signingOnly`, the
+ * root key is not compared (it takes no part in signing, so a change of it alone is no reason
+ * to reload).
  */
 export function sameBundlePem(
   a: BundlePem,
@@ -52,7 +67,7 @@ export function sameBundlePem(
   options: { signingOnly?: boolean } = {},
 ): boolean {
   return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey &&
-    (options.signingOnly || (a.caKey ?? "") === (b.caKey ?? ""));
+    sameJwtPem(a.jwt, b.jwt) && (options.signingOnly || (a.caKey ?? "") === (b.caKey ?? ""));
 }
 
 /** File names used in messages about a bundle (they follow the `--issuer-*-filename` flags). */
@@ -90,6 +105,8 @@ export interface TrustBundle {
   readonly issuerNotAfter: Date;
   /** The earliest NotAfter among the trust anchors. */
   readonly rootNotAfter: Date;
+  /** The JWT-SVID signing key, when JWT issuing is on (see jwt-bundle.ts). */
+  readonly jwt?: JwtSigningKey;
 }
 
 function parseCertificates(pem: string, file: string): ParsedCertificate[] {

@@ -22,6 +22,7 @@ import { runtimeDescription, VERSION } from "../util/version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 import { flagValues } from "./command.ts";
+import { JWT_FLAGS, jwtOptionsFromFlags, OIDC_FLAGS, oidcOptionsFromFlags } from "./jwt-flags.ts";
 
 /** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -109,6 +110,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: "Most signing requests a minute for one workload identity (SPIFFE ID), in bursts of " +
       "up to that many; more are told to retry (RESOURCE_EXHAUSTED). 0: no limit",
   },
+  ...JWT_FLAGS,
+  ...OIDC_FLAGS,
   { name: "help", type: "bool", default: false, help: "Show this help" },
 ];
 
@@ -229,6 +232,8 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     if (!((flags.int("identity-rate-limit")) >= 0)) {
       throw new UsageError("--identity-rate-limit must be 0 or more");
     }
+    const jwt = jwtOptionsFromFlags(parsed);
+    const oidc = oidcOptionsFromFlags(parsed);
     const { store, namespace, kube } = await openStore(
       parsed,
       io.env,
@@ -282,6 +287,8 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
           port: flags.int("metrics-port"),
         }
         : undefined,
+      jwt,
+      oidc,
       logger,
       now: io.now,
     });

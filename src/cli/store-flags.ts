@@ -15,6 +15,7 @@ import { FsCredentialStore } from "../stores/fs.ts";
 import { type CredentialStore, STORE_KINDS, type StoreKind } from "../stores/store.ts";
 import { VaultCredentialStore } from "../stores/vault.ts";
 import { type FlagSpec, type ParsedFlags, UsageError } from "./flags.ts";
+import { jwtNamesFromFlags } from "./jwt-flags.ts";
 
 /** `--store` and the filesystem store's location flags (Dapr's names and defaults). */
 export const STORE_FLAGS: readonly FlagSpec[] = [
@@ -179,6 +180,7 @@ function vaultStore(
     mount: flag("vault-mount"),
     path: flag("vault-path"),
     pollIntervalMs,
+    jwtKeys: jwtNamesFromFlags(parsed, true),
   });
 }
 
@@ -237,6 +239,7 @@ export async function openStore(
         issuerCrt: values["issuer-certificate-filename"] as string,
         issuerKey: values["issuer-key-filename"] as string,
       },
+      jwtKeys: jwtNamesFromFlags(parsed, true),
       logger,
       trustDomain: typeof values["trust-domain"] === "string" ? values["trust-domain"] : undefined,
     });
@@ -259,5 +262,7 @@ export function storeFromFlags(
     caFilename: values["issuer-ca-filename"] as string,
     issuerCertFilename: values["issuer-certificate-filename"] as string,
     issuerKeyFilename: values["issuer-key-filename"] as string,
+    jwtKeyFilename: jwtNamesFromFlags(parsed).key,
+    jwksFilename: jwtNamesFromFlags(parsed).jwks,
   });
 }

@@ -1,6 +1,9 @@
 /**
  * The `dapr.proto.sentry.v1.CA/SignCertificate` handler: pick the validator, validate, decode
  * the CSR, sign; in that order, with Dapr's status codes (docs/compatibility.md#request-checks-and-status-codes).
+ * With JWT issuing on, the response also carries the workload's JWT-SVIDs, signed on this
+ * thread right after the certificate: `jwt` for the trust domain plus the requested audiences,
+ * and one token per audience in `per_audience_jwts`.
  *
  * @module
  */
@@ -10,6 +13,13 @@ import { CsrError } from "../x509/csr.ts";
 import { SigningError } from "../ca/signer.ts";
 import { controlPlaneDnsNames } from "../ca/control-plane.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
+import type { JwtSigningKey } from "../ca/jwt-keys.ts";
+import {
+  daprJwtAudiences,
+  type JwtSvidRequest,
+  signJwtSvid,
+  signPerAudienceJwtSvids,
+} from "../ca/jwt-svid.ts";
 import type { SignRequest } from "../identity/validator.ts";
 import { ValidationError, WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -32,6 +42,17 @@ export interface SignResponse {
   workloadCertificate: Buffer;
   trustChainCertificates: Buffer[];
   validUntil: { seconds: string; nanos: number };
+  /** The JWT-SVID for every audience (a google.protobuf.StringValue), when JWT issuing is on. */
+  jwt?: { value: string };
+  /** One JWT-SVID per audience, when JWT issuing is on. */
+  perAudienceJwts?: Record<string, { value: string }>;
+}
+
+/** How JWT-SVIDs are issued (`--jwt-ttl`, `--jwt-issuer`); the key comes with the bundle. */
+export interface JwtIssuing {
+  ttlMs: number;
+  /** The `iss` claim; omitted when undefined. */
+  issuer?: string;
 }
 
 /** Dependencies of the handler. */
@@ -49,6 +70,8 @@ export interface CaServiceDeps {
   clusterDomain: string;
   /** The per-identity limit (`--identity-rate-limit`), when set. */
   rateLimiter?: IdentityRateLimiter;
+  /** Set when JWT issuing is on (`--jwt-enabled`). */
+  jwt?: JwtIssuing;
 }
 
 /** Runs one request through validation, CSR decoding and signing. */
@@ -79,8 +102,9 @@ export async function signCertificate(
 
   let id: SpiffeId;
   let dnsNames: string[];
+  let identity: { trustDomain: string; namespace: string; appId: string };
   try {
-    const identity = await validator.validate(request);
+    identity = await validator.validate(request);
     id = SpiffeId.forWorkload(identity.trustDomain, identity.namespace, identity.appId);
     dnsNames = controlPlaneDnsNames(
       identity.appId,
@@ -117,11 +141,52 @@ export async function signCertificate(
   if (deps.logger.enabled("debug")) {
     deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
   }
-  return {
+  const response: SignResponse = {
     workloadCertificate: Buffer.from(issued.chainPem),
     trustChainCertificates: [Buffer.from(bundle.anchorsPem)],
     validUntil: { seconds: String(Math.floor(issued.notAfter.getTime() / 1000)), nanos: 0 },
   };
+  if (!deps.jwt) return response;
+  const tokenRequest: JwtSvidRequest = {
+    trustDomain: id.trustDomain,
+    namespace: identity.namespace,
+    appId: identity.appId,
+    audiences: daprJwtAudiences(id.trustDomain, request.jwtAudiences),
+  };
+  const tokens = await signJwtSvids(bundle.jwt, tokenRequest, {
+    ttlMs: deps.jwt.ttlMs,
+    issuer: deps.jwt.issuer,
+    allowedClockSkewMs: settings.allowedClockSkewMs,
+    now,
+  });
+  return { ...response, ...tokens };
+}
+
+/** Signs the response's tokens, as Dapr does; a failure answers INTERNAL. */
+async function signJwtSvids(
+  key: JwtSigningKey | undefined,
+  request: JwtSvidRequest,
+  options: Parameters<typeof signJwtSvid>[2],
+): Promise<Pick<SignResponse, "jwt" | "perAudienceJwts">> {
+  try {
+    if (!key) throw new Error("JWT issuing is enabled but no JWT signing key is loaded");
+    const [jwt, perAudience] = await Promise.all([
+      signJwtSvid(key, request, options),
+      signPerAudienceJwtSvids(key, request, options),
+    ]);
+    return {
+      jwt: { value: jwt },
+      perAudienceJwts: Object.fromEntries(
+        [...perAudience].map(([audience, token]) => [audience, { value: token }]),
+      ),
+    };
+  } catch (error) {
+    throw new SignFailure(
+      status.INTERNAL,
+      `failed to generate JWT: ${(error as Error)?.message ?? String(error)}`,
+      "cert_sign_failed",
+    );
+  }
 }
 
 /**

@@ -2,11 +2,14 @@
  * Hot reload of the trust bundle: when the store reports a change, load and validate the new
  * bundle and swap it in atomically (requests already running finish with the old one). A
  * partial, invalid or vanished bundle is logged and ignored: the last good one keeps serving,
- * and the next change is tried again. Nothing is ever written back to the store.
+ * and the next change is tried again. With JWT issuing on, the JWT key and JWKS are part of the
+ * bundle: a changed key is swapped in the same way, a removed one is refused. Nothing is ever
+ * written back to the store.
  *
  * @module
  */
-import { sameBundlePem, type TrustBundle, validateBundle } from "../ca/bundle.ts";
+import { sameBundlePem, type TrustBundle } from "../ca/bundle.ts";
+import { type JwtKeyOptions, validateServingBundle } from "../ca/jwt-bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../stores/store.ts";
@@ -18,13 +21,14 @@ export class CredentialReloader {
   #running: Promise<void> = Promise.resolve();
   #lastProblem?: string;
 
-  /** Nothing happens until {@link start}. */
+  /** Nothing happens until {@link start}. `jwt`: JWT issuing is on, with these key options. */
   constructor(
     readonly store: CredentialStore,
     readonly state: CaState,
     readonly metrics: SentryMetrics,
     readonly logger: Logger,
     readonly now: () => Date,
+    readonly jwt?: JwtKeyOptions,
   ) {}
 
   /** Starts watching the store. */
@@ -50,7 +54,10 @@ export class CredentialReloader {
         this.#lastProblem = undefined;
         return;
       }
-      candidate = validateBundle(stored, this.now(), this.store.names);
+      // The algorithm in force: RS256 when sentry generated the key, as in Dapr.
+      const jwt = this.jwt &&
+        { ...this.jwt, algorithm: this.state.bundle.jwt?.algorithm ?? this.jwt.algorithm };
+      candidate = await validateServingBundle(stored, this.now(), this.store.names, jwt);
     } catch (error) {
       this.#problem(
         `the changed trust bundle in ${this.store.description} is not usable: ${
@@ -65,11 +72,15 @@ export class CredentialReloader {
     this.metrics.issuerCertChanged.inc();
     this.metrics.setBundleExpiry(candidate.issuerNotAfter, candidate.rootNotAfter);
     const rootChanged = previous.anchorsPem !== candidate.anchorsPem;
+    const issuerChanged = previous.issuerChainPem !== candidate.issuerChainPem ||
+      previous.pem.issuerKey !== candidate.pem.issuerKey;
     this.logger.info(
       `trust bundle reloaded from ${this.store.description}` +
         (rootChanged
           ? ": the trust anchors changed, sidecars need the new ca.crt"
-          : ": issuer rotated"),
+          : issuerChanged || !this.jwt
+          ? ": issuer rotated"
+          : ": JWT signing key changed"),
       { issuer_expiry: candidate.issuerNotAfter.toISOString() },
     );
   }

@@ -11,7 +11,7 @@ import type { SignRequest } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CaState } from "./ca-state.ts";
-import { type CaServiceDeps, signCertificate, SignFailure } from "./ca-service.ts";
+import { type CaServiceDeps, type JwtIssuing, signCertificate, SignFailure } from "./ca-service.ts";
 import { OffloadPolicy } from "./offload-policy.ts";
 import type { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import type { SigningPool } from "./signing-pool.ts";
@@ -58,6 +58,8 @@ export interface GrpcServerOptions {
   signingPool?: SigningPool;
   /** The per-identity limit, when set. */
   rateLimiter?: IdentityRateLimiter;
+  /** JWT-SVID issuing, when on (see ca-service.ts). */
+  jwt?: JwtIssuing;
 }
 
 interface WireRequest {

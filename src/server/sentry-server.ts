@@ -1,8 +1,9 @@
 /**
  * One running sentry: wires the settings source, the credential store, the CA state, the gRPC
  * server, the health and metrics endpoints, and the reloaders that keep settings and
- * credentials current without a restart. The command line (src/cli/serve.ts) only turns flags
- * into {@link SentryServerOptions}.
+ * credentials current without a restart. With JWT issuing on, the JWT signing key is loaded
+ * (or generated) with the trust bundle and reloaded with it. The command line
+ * (src/cli/serve.ts) only turns flags into {@link SentryServerOptions}.
  *
  * @module
  */
@@ -14,6 +15,8 @@ import { type ValidatorSet, WireValidator } from "../identity/validator.ts";
 import type { Logger } from "../observability/logger.ts";
 import { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../stores/store.ts";
+import { type JwtKeyOptions, withoutJwt } from "../ca/jwt-bundle.ts";
+import type { JwtIssuing } from "./ca-service.ts";
 import { CaState } from "./ca-state.ts";
 import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
@@ -27,6 +30,25 @@ import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http
 export interface Listen {
   address: string;
   port: number;
+}
+
+/** JWT-SVID issuing (`--jwt-enabled` and the `--jwt-*` flags). */
+export interface JwtServeOptions extends JwtKeyOptions, JwtIssuing {}
+
+/** The OIDC discovery server (`--oidc-enabled` and the `--oidc-*` flags, as Dapr's). */
+export interface OidcServeOptions {
+  /** `--oidc-server-listen-address` (default localhost) and `--oidc-server-listen-port` (9080). */
+  listen: Listen;
+  /** `--oidc-server-tls-enabled` (default true): then both files are set. */
+  tlsEnabled: boolean;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** `--oidc-jwks-uri`: the JWKS URI to advertise instead of the server's own. */
+  jwksUri?: string;
+  /** `--oidc-path-prefix`: prepended to the endpoints' paths. */
+  pathPrefix?: string;
+  /** `--oidc-allowed-hosts`: Host headers served (empty: any). */
+  allowedHosts: string[];
 }
 
 /** Everything a sentry server needs. */
@@ -53,6 +75,10 @@ export interface SentryServerOptions {
   identityRateLimit: number;
   /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
   createKubernetesValidator?: ValidatorContext["createKubernetesValidator"];
+  /** Set when JWT-SVIDs are issued with every certificate. */
+  jwt?: JwtServeOptions;
+  /** Set when the OIDC discovery server is asked for. */
+  oidc?: OidcServeOptions;
 }
 
 function validatorContext(options: SentryServerOptions): ValidatorContext {
@@ -152,6 +178,7 @@ export class SentryServer {
       metrics,
       options.logger,
       options.now,
+      options.jwt,
     );
     this.#expiry = new ExpiryMonitor(state, options.logger, options.now);
   }
@@ -192,6 +219,8 @@ export class SentryServer {
         },
         now,
         logger,
+        undefined,
+        options.jwt,
       );
       state = new CaState(bundle, settings, validators);
     } catch (error) {
@@ -217,6 +246,7 @@ export class SentryServer {
       rateLimiter: options.identityRateLimit > 0
         ? new IdentityRateLimiter(options.identityRateLimit)
         : undefined,
+      jwt: options.jwt && { ttlMs: options.jwt.ttlMs, issuer: options.jwt.issuer },
     });
     const endpoints: Partial<HttpEndpoints> = {};
     const started: { server?: SentryServer } = {};
@@ -251,6 +281,9 @@ export class SentryServer {
       signingPool,
     );
     started.server = server;
+    if (options.oidc) {
+      logger.warn("--oidc-enabled: the OIDC server is not available yet in this version of sentry");
+    }
     await server.#publish();
     server.#startReloading();
     server.#serving = true;
@@ -273,10 +306,14 @@ export class SentryServer {
     return this.#serving && now >= bundle.issuerNotBefore && now <= bundle.issuerNotAfter;
   }
 
-  /** Publishes the bundle's derived copies (trust-anchor ConfigMap); failures are logged. */
+  /**
+   * Publishes the bundle's derived copies (trust-anchor ConfigMap, with the JWKS only while JWT
+   * issuing is on); failures are logged.
+   */
   async #publish(): Promise<void> {
+    const pem = this.state.bundle.pem;
     try {
-      await this.#options.store.publish?.(this.state.bundle.pem);
+      await this.#options.store.publish?.(this.#options.jwt ? pem : withoutJwt(pem));
     } catch (error) {
       this.#options.logger.error(`cannot publish the trust anchors: ${(error as Error).message}`);
     }

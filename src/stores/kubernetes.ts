@@ -1,11 +1,13 @@
 /**
  * The Kubernetes credential store (`--store k8s`): the Secret `dapr-trust-bundle` (keys
  * `ca.crt`, `issuer.crt`, `issuer.key` — names from the `--issuer-*-filename` flags, as in
- * Dapr — plus `ca.key` when the root key is kept) and the ConfigMap `dapr-trust-bundle` whose
- * `ca.crt` carries the trust anchors to sidecars, in sentry's namespace.
+ * Dapr — plus `ca.key` when the root key is kept, and `jwt.key` and `jwks.json` when JWT
+ * issuing stored them) and the ConfigMap `dapr-trust-bundle` whose `ca.crt` carries the trust
+ * anchors to sidecars (and `jwks.json` the JWT verification keys while JWT issuing is on, as in
+ * Dapr), in sentry's namespace.
  *
  * As Dapr's sentry, writes update the objects as read: Helm's labels and annotations and any
- * other data keys (`jwt.key`, `jwks.json`, ...) stay. Beyond Dapr: absent objects are created
+ * other data keys stay. Beyond Dapr: absent objects are created
  * (POST, adopting the winner on 409 AlreadyExists, so replicas racing at first boot converge on
  * one CA; where RBAC does not grant `create`, as under Dapr's chart, the error says so); updates
  * carry the resourceVersion read (409 Conflict: nothing written); a ConfigMap that differs from
@@ -20,6 +22,7 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
+import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
 import {
   isAlreadyExists,
   isConflict,
@@ -70,6 +73,8 @@ export interface KubeStoreOptions {
   namespace: string;
   /** Data keys (Dapr: the `--issuer-*-filename` values). */
   keys: { caCrt: string; issuerCrt: string; issuerKey: string };
+  /** Data keys of the JWT key and JWKS (Dapr: the `--jwt-key-filename`, `--jwks-filename` base names). */
+  jwtKeys?: JwtNames;
   logger?: Logger;
   /** How often the Secret is read when RBAC allows no watch (default 10 s). */
   pollIntervalMs?: number;
@@ -110,6 +115,8 @@ function storeError(error: unknown, what: string): never {
 export class KubeCredentialStore implements CredentialStore {
   readonly description: string;
   readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
+  readonly jwtNames: JwtNames;
+  readonly #jwtKeys: JwtNames;
   readonly #options: KubeStoreOptions;
   readonly #secretPath: string;
   readonly #configMapPath: string;
@@ -129,6 +136,8 @@ export class KubeCredentialStore implements CredentialStore {
       issuerCrt: name(options.keys.issuerCrt),
       issuerKey: name(options.keys.issuerKey),
     };
+    this.#jwtKeys = options.jwtKeys ?? DEFAULT_JWT_NAMES;
+    this.jwtNames = { key: name(this.#jwtKeys.key), jwks: name(this.#jwtKeys.jwks) };
   }
 
   async #get(collection: string, what: string): Promise<KubeObject | undefined> {
@@ -161,6 +170,15 @@ export class KubeCredentialStore implements CredentialStore {
       issuerKey: decode(keys.issuerKey),
     };
     const present = Object.entries(parts).filter(([, value]) => value !== "");
+    const jwtKeys = [this.#jwtKeys.key, this.#jwtKeys.jwks];
+    const jwtFound = jwtKeys.filter((key) => decode(key) !== "");
+    if (present.length === 0 && jwtFound.length > 0) {
+      throw new StoreError(
+        `incomplete bundle in ${this.description}: it holds ${jwtFound.join(", ")} but no ` +
+          `trust bundle. sentry does not generate a CA beside a JWT key: restore ` +
+          `${keys.caCrt}, ${keys.issuerCrt} and ${keys.issuerKey}, or remove the JWT keys`,
+      );
+    }
     if (present.length === 0) {
       const emptied = (reason: string) =>
         new StoreEmptiedError(
@@ -198,13 +216,25 @@ export class KubeCredentialStore implements CredentialStore {
           `completes or overwrites part of a bundle: fill in all three keys`,
       );
     }
+    if (jwtFound.length === 1) {
+      throw new StoreError(
+        `incomplete JWT key material in ${this.description}: missing ` +
+          `${jwtKeys.find((key) => !jwtFound.includes(key))}. sentry never completes or ` +
+          `overwrites part of it: restore it, or remove ${jwtFound[0]} to let sentry generate a ` +
+          `new JWT signing key`,
+      );
+    }
     const rootKey = decode(ROOT_KEY);
-    return { ...parts, ...(rootKey ? { caKey: rootKey } : {}) };
+    const jwt = jwtFound.length === 2
+      ? { keyPem: decode(this.#jwtKeys.key), jwksJson: decode(this.#jwtKeys.jwks) }
+      : undefined;
+    return { ...parts, ...(rootKey ? { caKey: rootKey } : {}), ...(jwt ? { jwt } : {}) };
   }
 
   /**
    * The Secret to write for `bundle`: the one read, updated (its metadata, type and other data
-   * keys kept, `ca.key` set or removed with the bundle), or a new one when none exists.
+   * keys kept, `ca.key` set or removed with the bundle, the JWT keys set when the bundle has
+   * them), or a new one when none exists.
    */
   #secretBody(bundle: BundlePem): KubeObject {
     const { keys, namespace } = this.#options;
@@ -218,6 +248,10 @@ export class KubeCredentialStore implements CredentialStore {
     };
     if (bundle.caKey) data[ROOT_KEY] = encode(bundle.caKey);
     else delete data[ROOT_KEY];
+    if (bundle.jwt) {
+      data[this.#jwtKeys.key] = encode(bundle.jwt.keyPem);
+      data[this.#jwtKeys.jwks] = encode(bundle.jwt.jwksJson);
+    }
     const annotations = {
       ...(current?.metadata.annotations ?? {}),
       [ANCHORS_ANNOTATION]: anchorsFingerprint(bundle.caCrt),
@@ -292,36 +326,47 @@ export class KubeCredentialStore implements CredentialStore {
       }
       return storeError(error, `cannot write ${this.description}`);
     }
-    await this.publish(bundle);
+    await this.publish(bundle.jwt || !current.jwt ? bundle : { ...bundle, jwt: current.jwt });
     return bundle;
   }
 
+  /** The ConfigMap data for `bundle`: `current` with its anchors and JWKS brought in line. */
+  #configMapData(current: Record<string, string> | undefined, bundle: BundlePem) {
+    const data = { ...(current ?? {}), [this.#options.keys.caCrt]: bundle.caCrt };
+    if (bundle.jwt) data[this.#jwtKeys.jwks] = bundle.jwt.jwksJson;
+    else delete data[this.#jwtKeys.jwks];
+    return data;
+  }
+
   /**
-   * Makes the ConfigMap's trust anchors equal to the bundle's (creating the ConfigMap when
-   * absent); retries a few times on concurrent updates. The Secret is the source of truth.
+   * Makes the ConfigMap's trust anchors equal to the bundle's, and its `jwks.json` the bundle's
+   * JWKS (removed when the bundle has none, as Dapr does), creating the ConfigMap when absent;
+   * retries a few times on concurrent updates. The Secret is the source of truth.
    */
   async publish(bundle: BundlePem): Promise<void> {
     const { client, keys, namespace, logger } = this.#options;
     const what = `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME}`;
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.#get(this.#configMapPath, what);
-      if (current?.data?.[keys.caCrt] === bundle.caCrt) return;
+      const jwksInLine = current?.data?.[this.#jwtKeys.jwks] === bundle.jwt?.jwksJson;
+      if (current?.data?.[keys.caCrt] === bundle.caCrt && jwksInLine) return;
       // Update the ConfigMap as read (Helm's metadata and other keys kept), or create one.
-      const body: KubeObject = current
-        ? { ...current, data: { ...(current.data ?? {}), [keys.caCrt]: bundle.caCrt } }
-        : {
-          apiVersion: "v1",
-          kind: "ConfigMap",
-          metadata: { name: TRUST_BUNDLE_NAME, namespace, labels: { ...CREATED_LABELS } },
-          data: { [keys.caCrt]: bundle.caCrt },
-        };
+      const data = this.#configMapData(current?.data, bundle);
+      const body: KubeObject = current ? { ...current, data } : {
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: TRUST_BUNDLE_NAME, namespace, labels: { ...CREATED_LABELS } },
+        data,
+      };
       try {
         if (current) await client.replace(`${this.#configMapPath}/${TRUST_BUNDLE_NAME}`, body);
         else await client.create(this.#configMapPath, body);
         logger?.info(
-          current
+          !current
+            ? `created ${what} with the trust anchors`
+            : current.data?.[keys.caCrt] !== bundle.caCrt
             ? `repaired ${what}: its ${keys.caCrt} differed from ${this.description}`
-            : `created ${what} with the trust anchors`,
+            : `${bundle.jwt ? "published" : "removed"} ${this.#jwtKeys.jwks} in ${what}`,
         );
         return;
       } catch (error) {

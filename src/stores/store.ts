@@ -6,6 +6,7 @@
  * @module
  */
 import type { BundlePem } from "../ca/bundle.ts";
+import type { JwtNames } from "../ca/jwt-keys.ts";
 
 /** The store's content cannot be used as it is (partial, unreadable); nothing was changed. */
 export class StoreError extends Error {
@@ -42,9 +43,13 @@ export interface CredentialStore {
   readonly description: string;
   /** File names used for the three parts, for messages about their content. */
   readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
+  /** Names of the JWT key and JWKS parts, for messages (stores that keep them). */
+  readonly jwtNames?: JwtNames;
   /**
    * Reads the stored bundle. Returns null when nothing is stored at all; throws
    * {@link StoreError} when the content is partial or unreadable (never "nothing stored").
+   * The JWT key and JWKS are returned as `jwt` when both are stored; one without the other, or
+   * JWT parts without the X.509 parts, is partial.
    */
   load(): Promise<BundlePem | null>;
   /**
@@ -54,7 +59,8 @@ export interface CredentialStore {
   create(bundle: BundlePem): Promise<BundlePem>;
   /**
    * Replaces the stored bundle with `bundle` only if the store still holds `expected`
-   * (compare-and-swap); throws {@link StoreConflictError} otherwise, writing nothing.
+   * (compare-and-swap); throws {@link StoreConflictError} otherwise, writing nothing. A
+   * `bundle` without `jwt` leaves stored JWT parts as they are.
    */
   replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem>;
   /**
@@ -63,8 +69,9 @@ export interface CredentialStore {
    */
   watch(onChange: () => void): { close(): void };
   /**
-   * Brings derived copies in line with `bundle` (the Kubernetes trust-anchor ConfigMap).
-   * Called after start-up and after every swap; stores without copies omit it.
+   * Brings derived copies in line with `bundle` (the Kubernetes trust-anchor ConfigMap, with
+   * the JWKS when `bundle.jwt` is given, without it otherwise). Called after start-up and after
+   * every swap; stores without copies omit it.
    */
   publish?(bundle: BundlePem): Promise<void>;
   /** Releases connections and timers (token renewal, polling). */

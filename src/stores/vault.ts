@@ -1,7 +1,7 @@
 /**
  * The HashiCorp Vault credential store (`--store vault`): one KV version 2 secret holding
  * `ca.crt`, `issuer.crt`, `issuer.key` (and `ca.key` only when the operator keeps the root
- * key), at `<mount>/data/<path>`.
+ * key; `jwt.key` and `jwks.json` once JWT issuing stored them), at `<mount>/data/<path>`.
  *
  * Safety rules: "nothing stored" is only a 404 for a secret that never had a version; a
  * deleted or destroyed latest version is refused (sentry will not write a new CA over an
@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
+import { type BundlePem, type JwtKeyPem, sameBundlePem } from "../ca/bundle.ts";
+import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
 import { type VaultClient, VaultError, type VaultResponse } from "../vault/client.ts";
 import {
   type CredentialStore,
@@ -35,6 +36,8 @@ export interface VaultStoreOptions {
   path: string;
   /** How often to poll for new versions (default 30 s). */
   pollIntervalMs?: number;
+  /** Field names of the JWT key and JWKS (default `jwt.key`, `jwks.json`). */
+  jwtKeys?: JwtNames;
 }
 
 const KEYS = {
@@ -56,6 +59,8 @@ function unavailable(error: unknown): never {
 export class VaultCredentialStore implements CredentialStore {
   readonly description: string;
   readonly names: { caCrt: string; issuerCrt: string; issuerKey: string };
+  readonly jwtNames: JwtNames;
+  readonly #jwtKeys: JwtNames;
   readonly #client: VaultApi;
   readonly #dataPath: string;
   readonly #metadataPath: string;
@@ -77,6 +82,8 @@ export class VaultCredentialStore implements CredentialStore {
       issuerCrt: name(KEYS.issuerCrt),
       issuerKey: name(KEYS.issuerKey),
     };
+    this.#jwtKeys = options.jwtKeys ?? DEFAULT_JWT_NAMES;
+    this.jwtNames = { key: name(this.#jwtKeys.key), jwks: name(this.#jwtKeys.jwks) };
   }
 
   async #request(method: string, path: string, body?: unknown): Promise<VaultResponse> {
@@ -122,13 +129,30 @@ export class VaultCredentialStore implements CredentialStore {
           `sentry never completes or overwrites part of a bundle: write all three keys`,
       );
     }
+    const jwt = this.#jwtOf(data, version);
     this.#version = version;
     return {
       caCrt: data[KEYS.caCrt],
       issuerCrt: data[KEYS.issuerCrt],
       issuerKey: data[KEYS.issuerKey],
       ...(typeof data[KEYS.caKey] === "string" ? { caKey: data[KEYS.caKey] } : {}),
+      ...(jwt ? { jwt } : {}),
     };
+  }
+
+  /** The JWT fields of a version: both or neither (one alone is refused as partial). */
+  #jwtOf(data: Record<string, unknown>, version: number): JwtKeyPem | undefined {
+    const { key, jwks } = this.#jwtKeys;
+    const found = [key, jwks].filter((field) => typeof data[field] === "string" && data[field]);
+    if (found.length === 0) return undefined;
+    if (found.length === 1) {
+      throw new StoreError(
+        `incomplete JWT key material in ${this.description} (version ${version}): missing ` +
+          `${found[0] === key ? jwks : key}. sentry never completes or overwrites part of it: ` +
+          `write it, or remove ${found[0]} to let sentry generate a new JWT signing key`,
+      );
+    }
+    return { keyPem: data[key] as string, jwksJson: data[jwks] as string };
   }
 
   #refuseGone(version: number, destroyed: boolean): never {
@@ -141,7 +165,9 @@ export class VaultCredentialStore implements CredentialStore {
     );
   }
 
-  #payload(bundle: BundlePem, cas: number) {
+  /** The version to write: `bundle`, with the stored JWT fields kept when it has none. */
+  #payload(bundle: BundlePem, cas: number, storedJwt?: JwtKeyPem) {
+    const jwt = bundle.jwt ?? storedJwt;
     return {
       options: { cas },
       data: {
@@ -149,16 +175,17 @@ export class VaultCredentialStore implements CredentialStore {
         [KEYS.issuerCrt]: bundle.issuerCrt,
         [KEYS.issuerKey]: bundle.issuerKey,
         ...(bundle.caKey ? { [KEYS.caKey]: bundle.caKey } : {}),
+        ...(jwt ? { [this.#jwtKeys.key]: jwt.keyPem, [this.#jwtKeys.jwks]: jwt.jwksJson } : {}),
       },
     };
   }
 
-  async #write(bundle: BundlePem, cas: number): Promise<boolean> {
+  async #write(bundle: BundlePem, cas: number, storedJwt?: JwtKeyPem): Promise<boolean> {
     try {
       const response = await this.#client.request(
         "POST",
         this.#dataPath,
-        this.#payload(bundle, cas),
+        this.#payload(bundle, cas, storedJwt),
       );
       // The client hands 404 answers back; a write must come back as a new KV v2 version,
       // or nothing was stored (a mount that does not exist, or one that is not KV v2).
@@ -203,7 +230,7 @@ export class VaultCredentialStore implements CredentialStore {
         `${this.description} changed since it was read; nothing was written: run again`,
       );
     }
-    if (!(await this.#write(bundle, this.#version))) {
+    if (!(await this.#write(bundle, this.#version, current.jwt))) {
       throw new StoreConflictError(
         `${this.description} changed while writing (check-and-set); nothing was written: run again`,
       );

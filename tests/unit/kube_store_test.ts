@@ -626,7 +626,7 @@ Deno.test("writes keep the labels, annotations and other keys already on the Sec
     labels: { "app.kubernetes.io/managed-by": "Helm", app: "dapr-sentry" },
     annotations: { "meta.helm.sh/release-name": "dapr" },
   };
-  const placeholder = secret({ "jwks.json": b64("{}") });
+  const placeholder = secret({ "extra.txt": b64("{}") });
   Object.assign(placeholder.metadata, structuredClone(helm));
   api.put(SECRET, placeholder);
   const anchors = configMap(); // Helm-created, no anchors yet
@@ -639,7 +639,7 @@ Deno.test("writes keep the labels, annotations and other keys already on the Sec
     assert.deepEqual(labels, helm.labels, path);
     assert.equal(annotations?.["meta.helm.sh/release-name"], "dapr", path);
   }
-  assert.equal(unb64(api.read(SECRET)!.data?.["jwks.json"]), "{}", "other Secret keys stay");
+  assert.equal(unb64(api.read(SECRET)!.data?.["extra.txt"]), "{}", "other Secret keys stay");
   assert.match(
     api.read(SECRET)!.metadata.annotations?.[ANCHORS_ANNOTATION] ?? "",
     /^[0-9a-f]{64}$/,
@@ -650,7 +650,7 @@ Deno.test("writes keep the labels, annotations and other keys already on the Sec
   await store.replace(C, B);
   const after = api.read(SECRET)!;
   assert.deepEqual(after.metadata.labels, helm.labels);
-  assert.equal(unb64(after.data?.["jwks.json"]), "{}");
+  assert.equal(unb64(after.data?.["extra.txt"]), "{}");
   assert.equal(after.data?.["ca.key"], undefined, "ca.key of the previous root removed");
   assert.equal(after.metadata.annotations?.[ANCHORS_ANNOTATION], anchorsFingerprint(C.caCrt));
 });
