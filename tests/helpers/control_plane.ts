@@ -53,6 +53,7 @@ import {
   TRUST_DOMAIN,
   withFlag,
 } from "./dapr_chart.ts";
+import { terminate } from "./processes.ts";
 
 export {
   chartObject,
@@ -371,22 +372,8 @@ export async function startPod(
       }
     },
     async stop(graceMs = 10_000) {
-      if (!status) {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // already gone
-        }
-        const timer = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // already gone
-          }
-        }, graceMs);
-        await statusPromise;
-        clearTimeout(timer);
-      }
+      if (!status) await terminate(child, graceMs);
+      await statusPromise;
       await collecting;
       return status!.code;
     },

@@ -16,6 +16,7 @@ import { asChartCluster, type ChartCluster } from "./chart_cluster.ts";
 import { daprBinaries } from "./dapr_binaries.ts";
 import { eventually } from "./eventually.ts";
 import { freePort, sentryCommand, tempDir } from "./sentry_process.ts";
+import { terminate } from "./processes.ts";
 
 /** Sentry's (and the control plane's) namespace, as `helm install -n dapr-system`. */
 export const NS = "dapr-system";
@@ -259,20 +260,7 @@ export async function startChartSentry(
   let exit: Promise<number> | undefined;
   const stop = (graceMs = 10_000) => {
     exit ??= (async () => {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // already gone
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, graceMs);
-      const { code } = await child.status;
-      clearTimeout(timer);
+      const { code } = await terminate(child, graceMs);
       await collecting;
       await Deno.remove(work, { recursive: true });
       return code;

@@ -13,6 +13,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { join } from "node:path";
 import { daprBinaries } from "./dapr_binaries.ts";
 import { freePort } from "./sentry_process.ts";
+import { terminate } from "./processes.ts";
 
 /** The SPIFFE trust domain daprd asks for when nothing configures one (Dapr's default). */
 export const WORKLOAD_TRUST_DOMAIN = "public";
@@ -165,22 +166,7 @@ export async function startDaprd(options: DaprdOptions): Promise<RunningDaprd> {
       return await presentedChain(internalGrpcPort);
     },
     async stop(graceMs = 10_000) {
-      if (!status) {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // already gone
-        }
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, graceMs);
-      const { code } = await statusPromise;
-      clearTimeout(timer);
+      const { code } = status ? await statusPromise : await terminate(child, graceMs);
       await collecting;
       return code;
     },
