@@ -30,6 +30,9 @@ export interface SignCertificateResponse {
   workloadCertificate: Buffer;
   trustChainCertificates: Buffer[];
   validUntil: { seconds: string; nanos: number };
+  /** Set when sentry issues JWT-SVIDs (`--jwt-enabled`). */
+  jwt?: { value: string } | null;
+  perAudienceJwts?: Record<string, { value: string }>;
 }
 
 /** A gRPC error as the client sees it. */
