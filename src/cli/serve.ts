@@ -306,9 +306,19 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
 
   const onHangup = () => void server.reload();
   process.on("SIGHUP", onHangup);
-  const signal = await stopSignal.received;
+  const ended = await Promise.race([
+    stopSignal.received.then((signal) => ({ signal })),
+    server.failure.then((error) => ({ error })),
+  ]);
   process.off("SIGHUP", onHangup);
-  logger.info(`received ${signal}: finishing in-flight requests`);
+  if ("error" in ended) {
+    // As Dapr's sentry, which exits when one of its servers fails.
+    logger.log("fatal", `sentry stopped: ${ended.error.message}`);
+    await server.stop(SHUTDOWN_GRACE_MS);
+    stopSignal.dispose();
+    return 1;
+  }
+  logger.info(`received ${ended.signal}: finishing in-flight requests`);
   if (!await server.stop(SHUTDOWN_GRACE_MS)) {
     logger.warn(
       `in-flight requests did not finish within ${

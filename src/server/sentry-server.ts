@@ -2,7 +2,8 @@
  * One running sentry: wires the settings source, the credential store, the CA state, the gRPC
  * server, the health and metrics endpoints, and the reloaders that keep settings and
  * credentials current without a restart. With JWT issuing on, the JWT signing key is loaded
- * (or generated) with the trust bundle and reloaded with it. The command line
+ * (or generated) with the trust bundle and reloaded with it; with OIDC on too, the OIDC
+ * discovery server serves the key set in force. The command line
  * (src/cli/serve.ts) only turns flags into {@link SentryServerOptions}.
  *
  * @module
@@ -25,6 +26,7 @@ import { SentryGrpcServer } from "./grpc-server.ts";
 import { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
+import { type OidcServer, startOidcServer } from "./oidc-server.ts";
 
 /** An address and port to listen on. */
 export interface Listen {
@@ -157,6 +159,18 @@ export class SentryServer {
   readonly #expiry: ExpiryMonitor;
   readonly #signingPool?: SigningPool;
   #serving = false;
+  /** The OIDC discovery server once it listens (it waits for its TLS files first). */
+  #oidc?: OidcServer;
+  /** True while an OIDC server is asked for but not listening yet (readiness waits, as Dapr's). */
+  #oidcPending = false;
+  /** Aborts the OIDC server's wait for its TLS files on stop. */
+  readonly #oidcAbort = new AbortController();
+  #failed?: (error: Error) => void;
+  /**
+   * Settles with the error that stops this server from doing its job after start-up (the OIDC
+   * server cannot start: Dapr's sentry exits then); never settles otherwise.
+   */
+  readonly failure: Promise<Error> = new Promise((resolve) => this.#failed = resolve);
 
   private constructor(
     options: SentryServerOptions,
@@ -281,13 +295,59 @@ export class SentryServer {
       signingPool,
     );
     started.server = server;
-    if (options.oidc) {
-      logger.warn("--oidc-enabled: the OIDC server is not available yet in this version of sentry");
-    }
     await server.#publish();
     server.#startReloading();
+    server.#startOidc();
     server.#serving = true;
     return server;
+  }
+
+  /**
+   * Starts the OIDC discovery server when asked for, as Dapr does: only with JWT issuing on
+   * too (else it logs that the server is disabled). It starts in the background, since it
+   * waits for its TLS files; readiness waits for it to listen, and a failure to start ends
+   * the server ({@link failure}). The key set follows the bundle in force.
+   */
+  #startOidc(): void {
+    const { oidc, jwt, logger } = this.#options;
+    if (!oidc) return;
+    const signing = this.state.bundle.jwt;
+    if (!jwt || !signing) {
+      logger.warn("--oidc-enabled without --jwt-enabled: OIDC HTTP server is disabled");
+      return;
+    }
+    this.#oidcPending = true;
+    logger.info(`Starting OIDC HTTP server on port ${oidc.listen.port}`);
+    startOidcServer({
+      listenAddress: oidc.listen.address,
+      port: oidc.listen.port,
+      tlsEnabled: oidc.tlsEnabled,
+      tlsCertFile: oidc.tlsCertFile,
+      tlsKeyFile: oidc.tlsKeyFile,
+      jwks: signing.jwksJson,
+      signingAlgorithm: signing.algorithm,
+      jwtIssuer: jwt.issuer,
+      jwksUri: oidc.jwksUri,
+      pathPrefix: oidc.pathPrefix,
+      allowedHosts: oidc.allowedHosts,
+      logger,
+      signal: this.#oidcAbort.signal,
+    }).then((server) => {
+      this.#oidcPending = false;
+      if (this.#oidcAbort.signal.aborted) return void server.close();
+      this.#oidc = server;
+      // A bundle swapped in while the server was starting.
+      server.setJwks(this.state.bundle.jwt?.jwksJson);
+    }, (error: Error) => {
+      if (this.#oidcAbort.signal.aborted) return;
+      this.#options.logger.error(`cannot start the OIDC HTTP server: ${error.message}`);
+      this.#failed?.(new Error(`error running the OIDC HTTP server: ${error.message}`));
+    });
+  }
+
+  /** Port the OIDC discovery server listens on (0 while it is not listening). */
+  get oidcPort(): number {
+    return this.#oidc?.port ?? 0;
   }
 
   /** Ports actually bound: gRPC, health, metrics (0 when disabled). */
@@ -303,7 +363,8 @@ export class SentryServer {
   healthy(): boolean {
     const now = this.#options.now();
     const bundle = this.state.bundle;
-    return this.#serving && now >= bundle.issuerNotBefore && now <= bundle.issuerNotAfter;
+    return this.#serving && !this.#oidcPending && now >= bundle.issuerNotBefore &&
+      now <= bundle.issuerNotAfter;
   }
 
   /**
@@ -326,8 +387,9 @@ export class SentryServer {
       onError: (error) => this.#settingsRejected(error),
     });
     this.#credentials.start();
-    this.state.onBundle(() => {
+    this.state.onBundle((bundle) => {
       this.#expiry.check();
+      this.#oidc?.setJwks(bundle.jwt?.jwksJson);
       void this.#publish();
     });
     this.#expiry.start();
@@ -380,7 +442,10 @@ export class SentryServer {
     this.#options.settingsSource.close();
     this.#credentials.close();
     this.#expiry.close();
+    this.#oidcAbort.abort();
+    const oidc = this.#oidc?.close();
     const graceful = await this.#grpc.shutdown(graceMs);
+    await oidc;
     await this.#signingPool?.close();
     await closeEndpoints(this.#endpoints);
     closeValidators(this.state.validators);

@@ -17,18 +17,7 @@ import { sentryCommand, tempDir } from "../helpers/sentry_process.ts";
  * Cases that fail on our sentry today, with the reason (mirrored in docs/compatibility.md,
  * section "Dapr's sentry integration suite").
  */
-const KNOWN_DIFFERENCES: Record<string, string> = {
-  "sentry/oidc/basicOIDCServer":
-    "the OIDC server is not started by sentry yet (--oidc-enabled; issue 13)",
-  "sentry/oidc/customJWKSTest":
-    "the OIDC server is not started by sentry yet (--oidc-enabled; issue 13)",
-  "sentry/oidc/customOIDCServer":
-    "the OIDC server is not started by sentry yet (--oidc-enabled; issue 13)",
-  "sentry/oidc/hostinjection/forwarded":
-    "the OIDC server is not started by sentry yet (--oidc-enabled; issue 13)",
-  "sentry/oidc/hostinjection/wildcard":
-    "the OIDC server is not started by sentry yet (--oidc-enabled; issue 13)",
-};
+const KNOWN_DIFFERENCES: Record<string, string> = {};
 
 /**
  * The `sentry/helm/...` cases render Dapr's chart with Dapr's `helmtemplate` helper, a separate
