@@ -20,6 +20,7 @@ import {
   type JwtNames,
   prepareJwtSigningKey,
 } from "./jwt-keys.ts";
+import { parseJwtKeyChain } from "./jwt-rotation.ts";
 
 /** How the stored JWT key is loaded (`--jwt-signing-algorithm`, `--jwt-key-id`, file names). */
 export interface JwtKeyOptions {
@@ -51,14 +52,30 @@ export async function validateServingBundle(
       `JWT issuing is enabled but the store holds no ${jwtNames.key} and ${jwtNames.jwks}`,
     );
   }
-  const key = await prepareJwtSigningKey({
-    keyPem: pem.jwt.keyPem,
-    jwksJson: pem.jwt.jwksJson,
-    algorithm: jwt.algorithm,
-    keyId: jwt.keyId,
-    names: jwtNames,
-  });
-  return { ...bundle, jwt: key };
+  const chain = parseJwtKeyChain(pem.jwt.keyPem, jwtNames.key);
+  const prepare = (keyPem: string, keyId: string | undefined) =>
+    prepareJwtSigningKey({
+      keyPem,
+      jwksJson: pem.jwt!.jwksJson,
+      algorithm: jwt.algorithm,
+      keyId,
+      names: jwtNames,
+    });
+  // A configured kid names the operator's (or Dapr's) key; keys rotated in by sentry carry
+  // their activation time and are named by their thumbprint, as `sentry renew --jwt` wrote them.
+  const current = await prepare(chain.current.pem, chain.current.notBefore ? undefined : jwt.keyId);
+  if (!chain.next) return { ...bundle, jwt: current };
+  let next;
+  try {
+    next = await prepare(chain.next.pem, undefined);
+  } catch (error) {
+    throw new JwtKeyError(
+      `the next JWT signing key in ${jwtNames.key} cannot be used: ${(error as Error).message}` +
+        ` (it must be published in ${jwtNames.jwks} before it signs)`,
+      { cause: error },
+    );
+  }
+  return { ...bundle, jwt: { ...current, next: { key: next, notBefore: chain.next.notBefore } } };
 }
 
 /**

@@ -327,6 +327,11 @@ export interface JwtSigningKey {
   readonly jwksJson: string;
   /** When the key stops being trusted, if it has such a date; tokens never outlive it. */
   readonly notAfter?: Date;
+  /**
+   * During a rotation (jwt-rotation.ts): the next key, already in the JWKS, which signs from
+   * `notBefore` on.
+   */
+  readonly next?: { readonly key: JwtSigningKey; readonly notBefore: Date };
 }
 
 /** What {@link prepareJwtSigningKey} takes: the two stored texts and the configuration. */

@@ -28,6 +28,8 @@ import {
 import { UsageError } from "./flags.ts";
 import { readInputFile } from "./files.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
+import { JWT_FLAGS } from "./jwt-flags.ts";
+import { renewJwt } from "./renew-jwt.ts";
 
 /** `sentry renew`. */
 export const RENEW_COMMAND: CommandSpec = {
@@ -36,6 +38,8 @@ export const RENEW_COMMAND: CommandSpec = {
   usage: `Usage:
   sentry renew --issuer-credentials DIR [--root-key FILE] [--issuer-ttl 365d]
   sentry renew --issuer-credentials DIR --root [--root-ttl 365d] [--keep-root-key]
+  sentry renew --issuer-credentials DIR --jwt [--jwt-publish-delay 2h] [--jwt-ttl 24h]
+  sentry renew --issuer-credentials DIR --jwt-prune [--jwt-ttl 24h]
 
 Without --root, a new issuer key and certificate are issued under the current root. That needs
 the root key: ca.key in the store (sentry init --keep-root-key) or --root-key FILE. Sidecars
@@ -47,7 +51,15 @@ trust peers with old certificates; sidecars must get the new ca.crt (restart or 
 them) before they trust certificates from the new issuer.
 
 The store is updated with compare-and-swap: if it changed since it was read, nothing is
-written. A running sentry picks the new bundle up within seconds, without a restart.`,
+written. A running sentry picks the new bundle up within seconds, without a restart.
+
+With --jwt, the JWT signing key is rotated without a gap (the X.509 bundle is left alone): a
+new key is published in jwks.json at once and stored in jwt.key as the next key, which sentry
+signs with only after --jwt-publish-delay (default 2h, more than the 1h that relying parties
+may cache the JWKS). Each run (and --jwt-prune, which adds no key) first makes a next key whose
+time has come the current key, and removes from jwks.json the old keys whose last tokens have
+expired (activation of the current key + --jwt-ttl + 15m clock skew); --jwt-ttl must be at
+least the --jwt-ttl of the servers.`,
   flags: [
     ...STORE_FLAGS,
     {
@@ -95,6 +107,34 @@ written. A running sentry picks the new bundle up within seconds, without a rest
       help: "With --root: ca.crt holds only the new root",
     },
     { name: "json", type: "bool", default: false, help: "Print the result as JSON" },
+    { name: "jwt", type: "bool", default: false, help: "Rotate the JWT signing key (gap-free)" },
+    {
+      name: "jwt-prune",
+      type: "bool",
+      default: false,
+      help: "Only promote a due next JWT key and drop expired old keys from the JWKS",
+    },
+    {
+      name: "jwt-publish-delay",
+      type: "string",
+      default: "2h",
+      help: "With --jwt: time between publishing the new key and signing with it",
+    },
+    {
+      name: "jwt-allow-short-delay",
+      type: "bool",
+      default: false,
+      help: "With --jwt: accept a delay shorter than the JWKS cache lifetime (1h), for tests",
+    },
+    {
+      name: "jwt-ttl",
+      type: "string",
+      default: "24h",
+      help: "Token lifetime of the servers (--jwt-ttl of sentry serve), to date old tokens' expiry",
+    },
+    ...JWT_FLAGS.filter((flag) =>
+      flag.name === "jwt-key-filename" || flag.name === "jwks-filename"
+    ),
   ],
 };
 
@@ -108,6 +148,7 @@ function currentIdentity(pem: BundlePem): { trustDomain?: string; namespace?: st
 export function runRenew(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(RENEW_COMMAND, argv, io, async (parsed) => {
     const flags = flagValues(parsed);
+    if (flags.bool("jwt") || flags.bool("jwt-prune")) return await renewJwt(parsed, io);
     const rotateRoot = flags.bool("root");
     const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));

@@ -14,6 +14,7 @@ import { SigningError } from "../ca/signer.ts";
 import { controlPlaneDnsNames } from "../ca/control-plane.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
 import type { JwtSigningKey } from "../ca/jwt-keys.ts";
+import { jwtKeyAt } from "../ca/jwt-rotation.ts";
 import {
   daprJwtAudiences,
   type JwtSvidRequest,
@@ -153,7 +154,7 @@ export async function signCertificate(
     appId: identity.appId,
     audiences: daprJwtAudiences(id.trustDomain, request.jwtAudiences),
   };
-  const tokens = await signJwtSvids(bundle.jwt, tokenRequest, {
+  const tokens = await signJwtSvids(bundle.jwt && jwtKeyAt(bundle.jwt, now), tokenRequest, {
     ttlMs: deps.jwt.ttlMs,
     issuer: deps.jwt.issuer,
     allowedClockSkewMs: settings.allowedClockSkewMs,
