@@ -12,6 +12,7 @@
 #   loadgen            grpc-go load generator for the benchmark (tests/dapr/loadgen)
 #   tlscheck           verifies served or issued certificates with Go's crypto/tls and crypto/x509
 #                      (tests/dapr/tlscheck; the control-plane tests)
+#   oidccheck          an OIDC relying party (coreos/go-oidc): discovery, JWKS, token verification
 # into $SENTRY_DAPR_BIN (default ~/.cache/sentry-dapr/<version>), outside the tree. Go's module
 # and build caches make a rebuild cheap; a stamp of the inputs (go.mod, go.sum, our Go sources,
 # the Go version) skips even the link step when nothing changed. Prints the directory.
@@ -29,7 +30,7 @@ out=${SENTRY_DAPR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-dapr/$version}
 mkdir -p "$out"
 
 control_plane="placement scheduler operator injector"
-stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck jwtcheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck jwtcheck oidccheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 complete=yes
 for program in daprd sentry sentry-suite.test helm $control_plane; do
   [ -x "$out/$program" ] || complete=no
@@ -54,6 +55,7 @@ echo "$(go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr" >"$out/chart
 if [ -d loadgen ]; then go build -o "$out/loadgen" ./loadgen; fi
 if [ -d tlscheck ]; then go build -o "$out/tlscheck" ./tlscheck; fi
 if [ -d jwtcheck ]; then go build -o "$out/jwtcheck" ./jwtcheck; fi
+if [ -d oidccheck ]; then go build -o "$out/oidccheck" ./oidccheck; fi
 echo "$stamp" >"$out/.stamp"
 echo "tests/dapr/build.sh: built in $(($(date +%s) - start)) s" >&2
 echo "$out"

@@ -26,6 +26,8 @@ export interface DaprBinaries {
   tlscheck: string;
   /** Validates a JWT-SVID against a JWKS with go-spiffe's jwtsvid (tests/dapr/jwtcheck). */
   jwtcheck: string;
+  /** An OIDC relying party on coreos/go-oidc: discovery, JWKS, verification (tests/dapr/oidccheck). */
+  oidccheck: string;
   /** Dapr's placement, scheduler, operator and sidecar injector. */
   placement: string;
   scheduler: string;
@@ -59,6 +61,7 @@ async function build(): Promise<DaprBinaries> {
     loadgen: `${dir}/loadgen`,
     tlscheck: `${dir}/tlscheck`,
     jwtcheck: `${dir}/jwtcheck`,
+    oidccheck: `${dir}/oidccheck`,
     placement: `${dir}/placement`,
     scheduler: `${dir}/scheduler`,
     operator: `${dir}/operator`,
