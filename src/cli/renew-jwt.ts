@@ -6,12 +6,7 @@
  * @module
  */
 import { validateServingBundle } from "../ca/jwt-bundle.ts";
-import {
-  JWKS_CACHE_MAX_AGE_MS,
-  JWT_ROTATION_CLOCK_SKEW_MS,
-  pruneJwtKeys,
-  rotateJwtKey,
-} from "../ca/jwt-rotation.ts";
+import { JWKS_CACHE_MAX_AGE_MS, pruneJwtKeys, rotateJwtKey } from "../ca/jwt-rotation.ts";
 import { formatDuration } from "../util/duration.ts";
 import { type CommandIO, Exit, flagValues, ttlFlag } from "./command.ts";
 import { type ParsedFlags, UsageError } from "./flags.ts";
@@ -30,6 +25,7 @@ export async function renewJwt(parsed: ParsedFlags, io: CommandIO): Promise<numb
     );
   }
   const ttlMs = ttlFlag("jwt-ttl", flags.string("jwt-ttl"));
+  const skewMs = ttlFlag("jwt-clock-skew", flags.string("jwt-clock-skew"));
   const delayMs = ttlFlag("jwt-publish-delay", flags.string("jwt-publish-delay"));
   if (rotate && delayMs < JWKS_CACHE_MAX_AGE_MS) {
     const why = `--jwt-publish-delay ${flags.string("jwt-publish-delay")} is shorter than the ` +
@@ -54,7 +50,7 @@ export async function renewJwt(parsed: ParsedFlags, io: CommandIO): Promise<numb
     );
   }
   const now = io.now();
-  const pruned = pruneJwtKeys(current.jwt, { now, ttlMs, names });
+  const pruned = pruneJwtKeys(current.jwt, { now, ttlMs, skewMs, names });
   const rotated = rotate ? await rotateJwtKey(pruned, { now, delayMs, names }) : undefined;
   const jwt = { keyPem: (rotated ?? pruned).keyPem, jwksJson: (rotated ?? pruned).jwksJson };
   const changed = jwt.keyPem !== current.jwt.keyPem || jwt.jwksJson !== current.jwt.jwksJson;
@@ -109,9 +105,7 @@ export async function renewJwt(parsed: ParsedFlags, io: CommandIO): Promise<numb
   if (rotated || pruned.kept.length > 0) {
     lines.push(
       `next: run 'sentry renew --jwt-prune' after the old keys' tokens expired (token TTL ` +
-        `${formatDuration(ttlMs)} + ${
-          formatDuration(JWT_ROTATION_CLOCK_SKEW_MS)
-        } skew after the switch)`,
+        `${formatDuration(ttlMs)} + ${formatDuration(skewMs)} skew after the switch)`,
     );
   }
   io.stdout(lines.join("\n") + "\n");

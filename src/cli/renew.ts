@@ -58,7 +58,7 @@ new key is published in jwks.json at once and stored in jwt.key as the next key,
 signs with only after --jwt-publish-delay (default 2h, more than the 1h that relying parties
 may cache the JWKS). Each run (and --jwt-prune, which adds no key) first makes a next key whose
 time has come the current key, and removes from jwks.json the old keys whose last tokens have
-expired (activation of the current key + --jwt-ttl + 15m clock skew); --jwt-ttl must be at
+expired (activation of the current key + --jwt-ttl + --jwt-clock-skew); --jwt-ttl must be at
 least the --jwt-ttl of the servers.`,
   flags: [
     ...STORE_FLAGS,
@@ -131,6 +131,12 @@ least the --jwt-ttl of the servers.`,
       type: "string",
       default: "24h",
       help: "Token lifetime of the servers (--jwt-ttl of sentry serve), to date old tokens' expiry",
+    },
+    {
+      name: "jwt-clock-skew",
+      type: "string",
+      default: "15m",
+      help: "Tolerance added to the old tokens' expiry before their key leaves the JWKS",
     },
     ...JWT_FLAGS.filter((flag) =>
       flag.name === "jwt-key-filename" || flag.name === "jwks-filename"
