@@ -36,6 +36,8 @@ export interface LoadPlan {
    */
   spiffeId?: string;
   callers: number;
+  /** Audiences of the JWT-SVIDs each call asks for (sentry issues them with `--jwt-enabled`). */
+  jwtAudiences?: string[];
   /** Long-lived connections the callers share round-robin (default min(callers, 32); 100 in bursts). */
   connections?: number;
   /** Measured seconds (ignored when `count` is set). */
@@ -100,6 +102,7 @@ function sentryCalls(plan: LoadPlan, connections: number): { calls: Call[]; clos
     id: "bench",
     namespace: "default",
     certificateSigningRequest: Buffer.from(plan.csrPem),
+    jwtAudiences: plan.jwtAudiences ?? [],
   });
   const frame = Buffer.alloc(5 + message.length);
   frame.writeUInt32BE(message.length, 1);
