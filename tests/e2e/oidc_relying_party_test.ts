@@ -7,18 +7,30 @@
  * the rotation and a fresh token each round: go-oidc caches the key set and refetches it on a
  * token it cannot verify. Fresh tokens signed with the key published at that moment must all
  * verify; the failures of the pre-rotation token (its key leaves the JWKS at once in today's
- * sentry) are counted and printed, not asserted.
+ * sentry) are counted and printed, not asserted: that is Dapr's gap.
+ *
+ * Then the gap-free rotation (`sentry renew --jwt`, issue 13) seen by the same relying party: with
+ * a short `--jwt-ttl`, one long-running oidccheck verifies every ~300 ms the newest token and
+ * every earlier token that has not expired yet, before the new key is published, while it is
+ * published but not yet signing, after the switch, after the old tokens expired and after
+ * `sentry renew --jwt-prune` removed the old key: not one verification fails.
  *
  * Also the OIDC server's refusals, and that it keeps serving after them: 403 for a Host not in
  * `--oidc-allowed-hosts`, 404 outside `--oidc-path-prefix`.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createLocalJWKSet, jwtVerify } from "jose";
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { daprBinaries } from "../helpers/dapr_binaries.ts";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr, openssl, opensslServerTls } from "../helpers/openssl.ts";
-import { freePort, type RunningSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  freePort,
+  type RunningSentry,
+  runSentry,
+  startSentry,
+  tempDir,
+} from "../helpers/sentry_process.ts";
 
 const TD = "public";
 const AUDIENCE = "api://resource";
@@ -225,6 +237,143 @@ Deno.test("go-oidc relying party: discovery, JWKS and tokens verify; across a JW
     // (its key no longer published) does not.
     assert.equal((await rp.verify(await token())).ok, true);
     assert.equal((await rp.verify(first)).ok, false);
+  } finally {
+    assert.equal(await rp.close(), 0);
+    client.close();
+    http.close();
+    assert.equal(await sentry.stop(), 0);
+  }
+});
+
+const kidsOf = (jwks: string) => (JSON.parse(jwks).keys as { kid: string }[]).map((k) => k.kid);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("go-oidc relying party: renew --jwt, no failed verification before, during and after the switch and the prune", async () => {
+  const work = await tempDir();
+  const TTL_S = 10;
+  const { sentry, base, caFile, caPem } = await oidcSentry(work, [`--jwt-ttl=${TTL_S}s`]);
+  const http = Deno.createHttpClient({ caCerts: [caPem] });
+  const servedKids = async () => {
+    const response = await fetch(`${base}/jwks.json`, { client: http });
+    assert.equal(response.status, 200);
+    return kidsOf(await response.text());
+  };
+  /** Polls the served JWKS until it names exactly `kids` (the watcher picked the store up). */
+  const awaitServed = async (kids: string[]) => {
+    const until = performance.now() + 5000;
+    while (JSON.stringify(await servedKids()) !== JSON.stringify(kids)) {
+      assert.ok(performance.now() < until, `the served JWKS names ${kids.join(", ")}`);
+      await sleep(100);
+    }
+  };
+  const sentryCli = async (args: string[]) => {
+    const result = await runSentry([
+      "renew",
+      "--issuer-credentials",
+      sentry.dir,
+      "--json",
+      ...args,
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    return JSON.parse(result.stdout);
+  };
+  const { client, token } = await tokens(sentry, work);
+  const rp = await startOidccheck(base, caFile);
+  const issued: { token: string; kid: string; exp: number; at: number }[] = [];
+  const started = performance.now();
+  let rounds = 0;
+  let checks = 0;
+  let skipped = 0;
+  const failures: string[] = [];
+  const checksBy = new Map<string, number>();
+
+  /** Issues a token, then has go-oidc verify it and every earlier token not about to expire. */
+  async function round(phase: string) {
+    const value = await token();
+    issued.push({
+      token: value,
+      kid: decodeProtectedHeader(value).kid!,
+      exp: decodeJwt(value).exp!,
+      at: Date.now(),
+    });
+    rounds++;
+    for (const t of issued) {
+      // Expired, or expiring while it is checked (exp has a one-second resolution).
+      if (t.exp * 1000 - Date.now() < 1000) {
+        skipped++;
+        continue;
+      }
+      checks++;
+      checksBy.set(phase, (checksBy.get(phase) ?? 0) + 1);
+      const verdict = await rp.verify(t.token);
+      if (!verdict.ok || verdict.kid !== t.kid) {
+        failures.push(`${phase}: token of kid ${t.kid}: ${verdict.err ?? `kid ${verdict.kid}`}`);
+      }
+    }
+  }
+
+  try {
+    const [oldKid] = await servedKids();
+    for (let i = 0; i < 3; i++) {
+      await round("before the rotation");
+      await sleep(300);
+    }
+
+    const report = await sentryCli([
+      "--jwt",
+      "--jwt-publish-delay=4s",
+      "--jwt-allow-short-delay",
+      `--jwt-ttl=${TTL_S}s`,
+    ]);
+    const newKid: string = report.newKeyId;
+    const switchAt = Date.parse(report.signsFrom);
+    assert.notEqual(newKid, oldKid);
+
+    // Published, then signing, then the old tokens expire: until the old key may be pruned.
+    const prunable = switchAt + TTL_S * 1000 + 1500;
+    while (Date.now() < prunable) {
+      await round(
+        Date.now() < switchAt
+          ? "published, not signing yet"
+          : Date.now() < switchAt + TTL_S * 1000
+          ? "after the switch"
+          : "after the old tokens' expiry",
+      );
+      await sleep(300);
+    }
+    assert.deepEqual(
+      failures,
+      [],
+      `no verification of an unexpired token fails (${failures.length} of ${checks} did)`,
+    );
+    assert.deepEqual(await servedKids(), [oldKid, newKid], "both keys published until the prune");
+
+    const pruned = await sentryCli(["--jwt-prune", `--jwt-ttl=${TTL_S}s`, "--jwt-clock-skew=1s"]);
+    assert.deepEqual(pruned.removedKeys, [oldKid]);
+    await awaitServed([newKid]);
+    for (let i = 0; i < 3; i++) {
+      await round("after the prune");
+      await sleep(300);
+    }
+
+    const before = issued.filter((t) => t.at < switchAt - 200);
+    const after = issued.filter((t) => t.at > switchAt + 200);
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    console.log(
+      `gap-free rotation: ${rounds} rounds in ${seconds} s, ${checks} verifications ` +
+        `(${[...checksBy].map(([phase, n]) => `${n} ${phase}`).join(", ")}), ` +
+        `${failures.length} failed, ${skipped} skipped as expired; tokens: ${before.length} ` +
+        `before the switch (kid ${oldKid}), ${after.length} after (kid ${newKid})`,
+    );
+    assert.deepEqual(failures, [], "no verification of an unexpired token fails");
+    assert.ok(checks >= 20, `${checks} verifications`);
+    assert.ok(before.length >= 5 && after.length >= 5, "tokens on both sides of the switch");
+    assert.ok(before.every((t) => t.kid === oldKid), "the old key signs until the switch");
+    assert.ok(after.every((t) => t.kid === newKid), "the new key signs after the switch");
+    assert.ok(
+      (checksBy.get("after the switch") ?? 0) > after.length,
+      "old tokens were verified after the switch",
+    );
   } finally {
     assert.equal(await rp.close(), 0);
     client.close();
