@@ -1,7 +1,8 @@
 /**
  * The JWKS validator (docs/compatibility.md#token-validators): the caller proves who it is with a JWT signed by a key in
  * a configured JSON Web Key Set. As in Dapr, the token must name its key (`kid`), verify
- * against the set, pass `exp`/`nbf`/`iat` with 5 minutes of clock tolerance, carry sentry's
+ * against the set, pass `exp`/`nbf`/`iat` with 5 minutes of clock tolerance (and, unlike Dapr
+ * but like go-spiffe, carry an `exp` at all), carry sentry's
  * SPIFFE ID `spiffe://<sentry td>/ns/<sentry namespace>/dapr-sentry` in `aud`, and have as `sub`
  * exactly the SPIFFE ID it asks a certificate for, `spiffe://<td>/ns/<namespace>/<app id>`.
  *
@@ -218,6 +219,13 @@ export class JwksValidator implements TokenValidator {
   }
 
   #checkClaims(payload: JWTPayload, subject: string): void {
+    // jose checks `exp` only when present; a token that never expires is refused (as go-spiffe's
+    // jwtsvid does; Dapr accepts it: docs/compatibility.md#token-validators).
+    if (payload.exp === undefined) {
+      throw new ValidationError(
+        '"exp" not satisfied: token has no expiry time (exp); tokens that never expire are refused',
+      );
+    }
     const now = this.#now().getTime() / 1000;
     if (typeof payload.iat === "number" && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
       throw new ValidationError(

@@ -48,7 +48,7 @@ function keySet(...keys: TestKey[]): JSONWebKeySet {
 interface TokenOptions {
   sub?: string | null;
   aud?: string | string[] | null;
-  exp?: number;
+  exp?: number | null;
   nbf?: number;
   iat?: number;
   kid?: string | null;
@@ -62,7 +62,7 @@ function sign(key: TestKey, options: TokenOptions = {}): Promise<string> {
   if (sub !== null) claims.sub = sub;
   if (aud !== null) claims.aud = aud;
   claims.iat = options.iat ?? NOW();
-  claims.exp = options.exp ?? NOW() + 600;
+  if (options.exp !== null) claims.exp = options.exp ?? NOW() + 600;
   if (options.nbf !== undefined) claims.nbf = options.nbf;
   const kid = options.kid === undefined ? key.kid : options.kid;
   return new SignJWT(claims)
@@ -294,6 +294,20 @@ Deno.test("exp, nbf and iat are checked with 5 minutes of tolerance", async () =
       /token issued in the future/,
     );
     await validator.validate(request(await sign(key, { iat: now + 2 * 60, exp: now + 3600 })));
+  } finally {
+    validator.close();
+  }
+});
+
+Deno.test("a token without exp is refused (as go-spiffe's jwtsvid; Dapr accepts it)", async () => {
+  const key = await makeKey("k1");
+  const validator = await JwksValidator.create({ source: JSON.stringify(keySet(key)) }, CONTEXT);
+  try {
+    await assertDenied(
+      validator,
+      request(await sign(key, { exp: null })),
+      /^token validation failed: "exp" not satisfied: token has no expiry time \(exp\)/,
+    );
   } finally {
     validator.close();
   }
