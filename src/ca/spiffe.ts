@@ -3,7 +3,9 @@
  * not be a workload identity never reaches the signer.
  *
  * Rules (SPIFFE standard, as enforced by Dapr): trust domain `[a-z0-9._-]+`; path segments
- * `[A-Za-z0-9._-]+`, never `.` or `..`; the whole ID at most 2048 bytes.
+ * `[A-Za-z0-9._-]+`, never `.` or `..`; the whole ID at most 2048 bytes. Stricter than Dapr
+ * and go-spiffe: the trust domain is never `.` or `..` either (a dot segment where the URI's
+ * authority belongs; docs/compatibility.md).
  *
  * @module
  */
@@ -19,9 +21,14 @@ const MAX_LENGTH = 2048;
 
 /** Throws unless `trustDomain` is a valid SPIFFE trust domain name. */
 export function validateTrustDomain(trustDomain: string): void {
+  const invalid = `trust domain ${JSON.stringify(trustDomain)} is invalid`;
+  if (trustDomain === "") throw new SpiffeIdError(`${invalid}: it is empty`);
+  if (trustDomain === "." || trustDomain === "..") {
+    throw new SpiffeIdError(`${invalid}: it cannot be '.' or '..'`);
+  }
   if (!TRUST_DOMAIN.test(trustDomain)) {
     throw new SpiffeIdError(
-      `trust domain ${JSON.stringify(trustDomain)} is invalid: it may only contain ` +
+      `${invalid}: it may only contain ` +
         `lowercase letters, digits, '.', '_' and '-'`,
     );
   }

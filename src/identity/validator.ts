@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { validateTrustDomain } from "../ca/spiffe.ts";
 
 /** Validator names as they appear on the wire (`SignCertificateRequest.TokenValidator`). */
 export const WireValidator = {
@@ -68,6 +69,12 @@ export function validateCommon(request: SignRequest): void {
       `trust domain ${JSON.stringify(request.trustDomain)} may only contain ` +
         `lowercase letters, digits, '.', '_' and '-'`,
     );
+  }
+  if (request.trustDomain === "") return;
+  try {
+    validateTrustDomain(request.trustDomain); // and the rest of the SPIFFE rules ('.', '..')
+  } catch (error) {
+    throw new ValidationError((error as Error).message, { cause: error });
   }
 }
 

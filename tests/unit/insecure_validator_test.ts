@@ -132,6 +132,16 @@ const CASES: Case[] = [
     refused: `trust domain "tést" ${TRUST_DOMAIN_RULE}`,
   },
   {
+    name: "trust domain '..' (a dot segment)",
+    request: { trustDomain: ".." },
+    refused: `trust domain ".." is invalid: it cannot be '.' or '..'`,
+  },
+  {
+    name: "trust domain '.'",
+    request: { trustDomain: "." },
+    refused: `trust domain "." is invalid: it cannot be '.' or '..'`,
+  },
+  {
     name: "a bad trust domain is not mentioned while the request itself is incomplete",
     request: { namespace: "", trustDomain: "BAD" },
     refused: "invalid request: namespace is required",

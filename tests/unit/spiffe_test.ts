@@ -40,6 +40,8 @@ Deno.test("trust domains: lowercase letters, digits, '.', '_' and '-' only", asy
     "cluster%2e",
     "cluster\n",
     "spiffe://cluster",
+    ".",
+    "..",
   ];
   for (const td of bad) {
     await t.step(`refuses ${JSON.stringify(td)}`, () => {
@@ -51,6 +53,20 @@ Deno.test("trust domains: lowercase letters, digits, '.', '_' and '-' only", asy
         return true;
       });
     });
+  }
+});
+
+Deno.test("trust domains '.' and '..' are refused as dot segments (go-spiffe accepts them)", () => {
+  for (const td of [".", ".."]) {
+    assert.throws(() => validateTrustDomain(td), (error: Error) => {
+      assert.ok(error instanceof SpiffeIdError);
+      assert.equal(
+        error.message,
+        `trust domain ${JSON.stringify(td)} is invalid: it cannot be '.' or '..'`,
+      );
+      return true;
+    });
+    assert.throws(() => SpiffeId.parse(`spiffe://${td}/ns/default/app`), SpiffeIdError);
   }
 });
 
