@@ -3,7 +3,9 @@
  * (`--log-as-json`) with `time`, `level`, `msg`, `scope`, `type`, `instance` and `ver`; to
  * stdout like Dapr's logger unless told otherwise. Level names are the `--log-level` values,
  * except that warnings are written `warning`, as logrus names them (log queries and alerts
- * written for Dapr match).
+ * written for Dapr match). Control and bidirectional-override characters in messages and
+ * fields are written as `\uXXXX` escapes in both formats, so that no logged value (an app id,
+ * a token) can forge or visually reorder a line.
  *
  * @module
  */
@@ -67,6 +69,25 @@ export function fileLogSink(path: string): LogSink & { close(): void } {
   return Object.assign(sink, { close: () => closeSync(fd) });
 }
 
+/**
+ * Characters that could forge or visually reorder a log line: C0 controls, DEL, C1 controls,
+ * the Unicode bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E/F,
+ * U+202A-U+202E, U+2066-U+2069) and the line and paragraph separators (U+2028/9).
+ */
+const UNSAFE =
+  // deno-lint-ignore no-control-regex -- matching the control characters is the point
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Writes every {@link UNSAFE} character of a finished line as a `\uXXXX` escape. Lines are
+ * built so that such characters can only stand inside JSON-quoted strings (text lines quote
+ * any value outside a plain ASCII set; JSON lines are JSON), where the escape reads back as
+ * the character: the line stays valid and a hostile app id or token cannot spoof another.
+ */
+function escapeUnsafe(line: string): string {
+  return line.replace(UNSAFE, (char) => "\\u" + char.charCodeAt(0).toString(16).padStart(4, "0"));
+}
+
 function quoteIfNeeded(value: string): string {
   return /^[A-Za-z0-9._\-/:@+]+$/.test(value) ? value : JSON.stringify(value);
 }
@@ -95,7 +116,7 @@ export class Logger {
     const written = WRITTEN_LEVEL[level];
     const { scope, version } = this.options;
     if (this.options.json) {
-      this.#sink(JSON.stringify({
+      this.#sink(escapeUnsafe(JSON.stringify({
         instance: this.#instance,
         level: written,
         msg,
@@ -104,14 +125,14 @@ export class Logger {
         type: "log",
         ver: version,
         ...fields,
-      }));
+      })));
       return;
     }
     const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${quoteIfNeeded(String(v))}`);
-    this.#sink(
+    this.#sink(escapeUnsafe(
       `time="${time}" level=${written} msg=${JSON.stringify(msg)}${extra.join("")} ` +
         `instance=${quoteIfNeeded(this.#instance)} scope=${scope} type=log ver=${version}`,
-    );
+    ));
   }
 
   /** Debug-level message. */
