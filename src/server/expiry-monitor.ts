@@ -4,6 +4,8 @@
  * the text Dapr's documentation tells operators to alert on ("Dapr root certificate expiration
  * warning: certificate expires in 2 days and 15 hours", "... certificate has expired."); the
  * issuer's says "issuer" instead of "root"; the NotAfter time goes in a `not_after` field.
+ * An issuer that outlives the root is warned about once per bundle loaded: its workload
+ * certificates are clamped to the issuer, but every chain breaks when the root expires.
  *
  * @module
  */
@@ -31,11 +33,27 @@ export function expiryWarning(what: "root" | "issuer", leftMs: number): string {
   return `${prefix} expires in ${Math.floor(hours / 24)} days and ${hours % 24} hours`;
 }
 
+/**
+ * The warning for an issuer whose NotAfter is after the (earliest) root's, or undefined when
+ * the issuer expires with or before the root.
+ */
+export function issuerOutlivesRootWarning(
+  issuerNotAfter: Date,
+  rootNotAfter: Date,
+): string | undefined {
+  if (issuerNotAfter.getTime() <= rootNotAfter.getTime()) return undefined;
+  return `issuer certificate outlives the root: issuer NotAfter ${issuerNotAfter.toISOString()} ` +
+    `is after the root's ${rootNotAfter.toISOString()}; every certificate chain breaks when the ` +
+    `root expires, so rotate the root (and issuer) before then`;
+}
+
 /** Periodic expiry checks of the bundle in use. */
 export class ExpiryMonitor {
   readonly #warnBeforeMs: number;
   readonly #intervalMs: number;
   #timer?: ReturnType<typeof setInterval>;
+  /** The bundle last checked for an issuer outliving its root (warned once per bundle). */
+  #orderChecked?: object;
 
   /** Nothing happens until {@link start} or {@link check}. */
   constructor(
@@ -53,6 +71,17 @@ export class ExpiryMonitor {
     const bundle = this.state.bundle;
     const now = this.now().getTime();
     const warnings: string[] = [];
+    if (this.#orderChecked !== bundle) {
+      this.#orderChecked = bundle;
+      const outlives = issuerOutlivesRootWarning(bundle.issuerNotAfter, bundle.rootNotAfter);
+      if (outlives) {
+        warnings.push(outlives);
+        this.logger.warn(outlives, {
+          issuer_not_after: bundle.issuerNotAfter.toISOString(),
+          root_not_after: bundle.rootNotAfter.toISOString(),
+        });
+      }
+    }
     for (
       const [what, notAfter] of [
         ["issuer", bundle.issuerNotAfter],

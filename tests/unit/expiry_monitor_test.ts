@@ -62,3 +62,49 @@ Deno.test("expiry warnings follow the clock", () => {
   );
   monitor.close();
 });
+
+Deno.test("an issuer that outlives its root is warned about once per bundle", () => {
+  const start = new Date("2030-01-01T00:00:00Z");
+  const good = testTrustBundle({ now: start, namespace: "default" });
+  // generateBundle clamps the issuer to the root; a hand-made bundle (or one loaded from files)
+  // need not be.
+  const issuerNotAfter = new Date(good.rootNotAfter.getTime() + 30 * DAY);
+  const outliving = { ...good, issuerNotAfter };
+  const insecure = new InsecureValidator();
+  const state = new CaState(outliving, DEFAULT_SETTINGS, {
+    defaultWire: insecure.wire,
+    enabled: new Map([[insecure.wire, insecure]]),
+  });
+  const lines: string[] = [];
+  const logger = new Logger({
+    level: "info",
+    json: true,
+    scope: "test",
+    version: "0",
+    sink: (l) => lines.push(l),
+  });
+  const monitor = new ExpiryMonitor(state, logger, () => start);
+  const expected =
+    `issuer certificate outlives the root: issuer NotAfter ${issuerNotAfter.toISOString()} is after the root's ${good.rootNotAfter.toISOString()}; every certificate chain breaks ` +
+    "when the root expires, so rotate the root (and issuer) before then";
+  assert.deepEqual(monitor.check(), [expected]);
+  const logged = JSON.parse(lines[0]);
+  assert.equal(logged.level, "warning");
+  assert.equal(logged.msg, expected);
+  assert.equal(logged.root_not_after, good.rootNotAfter.toISOString());
+  assert.deepEqual(monitor.check(), [], "not repeated hourly for the same bundle");
+  assert.equal(lines.length, 1);
+  monitor.close();
+
+  // A bundle whose issuer ends with the root gives no such warning.
+  const fine = new ExpiryMonitor(
+    new CaState(good, DEFAULT_SETTINGS, {
+      defaultWire: insecure.wire,
+      enabled: new Map([[insecure.wire, insecure]]),
+    }),
+    logger,
+    () => start,
+  );
+  assert.deepEqual(fine.check(), []);
+  fine.close();
+});

@@ -273,9 +273,9 @@ interface Case {
   useAsync: boolean;
 }
 
-function randomSegment(rng: Random): string {
+function randomSegment(rng: Random, chars = SEGMENT_CHARS): string {
   for (;;) {
-    const segment = rng.string(SEGMENT_CHARS, 60);
+    const segment = rng.string(chars, 60);
     if (segment !== "." && segment !== "..") return segment;
   }
 }
@@ -311,7 +311,7 @@ function randomCase(rng: Random): Case {
   return {
     issuer,
     key: rng.pick(workloadKeys),
-    trustDomain: rng.string(TRUST_DOMAIN_CHARS, 60),
+    trustDomain: randomSegment(rng, TRUST_DOMAIN_CHARS), // never '.' or '..', as a path segment
     namespace: randomSegment(rng),
     appId: randomSegment(rng),
     ttlMs: rng.int(minTtl, maxTtl),
