@@ -172,8 +172,17 @@ export interface Element {
   end: number;
 }
 
-/** Reads the element starting at `offset`, checking that it fits within `limit`. */
-export function readElement(buf: Uint8Array, offset = 0, limit = buf.length): Element {
+/**
+ * Reads the element starting at `offset`, checking that it fits within `limit`. With `strict`,
+ * a length in long form must need it (no long form under 128, no leading zero octet), as DER
+ * and Go's parsers require.
+ */
+export function readElement(
+  buf: Uint8Array,
+  offset = 0,
+  limit = buf.length,
+  strict = false,
+): Element {
   if (offset + 2 > limit) throw new DerError("truncated element");
   const tag = buf[offset];
   if ((tag & 0x1f) === 0x1f) throw new DerError("multi-byte tags are not supported");
@@ -183,20 +192,22 @@ export function readElement(buf: Uint8Array, offset = 0, limit = buf.length): El
     const count = length & 0x7f;
     if (count === 0 || count > 4) throw new DerError("unsupported length encoding");
     if (contentStart + count > limit) throw new DerError("truncated length");
+    if (strict && buf[contentStart] === 0) throw new DerError("non-minimal length encoding");
     length = 0;
     for (let i = 0; i < count; i++) length = length * 256 + buf[contentStart + i];
     contentStart += count;
+    if (strict && length < 0x80) throw new DerError("non-minimal length encoding");
   }
   const end = contentStart + length;
   if (end > limit) throw new DerError("element runs past its container");
   return { tag, start: offset, contentStart, end };
 }
 
-/** The child elements of a constructed element. */
-export function children(buf: Uint8Array, parent: Element): Element[] {
+/** The child elements of a constructed element (`strict`: see {@link readElement}). */
+export function children(buf: Uint8Array, parent: Element, strict = false): Element[] {
   const out: Element[] = [];
   for (let at = parent.contentStart; at < parent.end;) {
-    const child = readElement(buf, at, parent.end);
+    const child = readElement(buf, at, parent.end, strict);
     out.push(child);
     at = child.end;
   }
@@ -235,4 +246,43 @@ export function decodeTime(buf: Uint8Array, element: Element): Date {
   if (element.tag === Tag.UTC_TIME) year += year < 50 ? 2000 : 1900;
   const [month, day, hour, minute, second] = match.slice(2).map((v) => Number(v ?? 0));
   return new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+}
+
+/** How deep {@link checkStrictDer} descends before it gives up on a structure. */
+const MAX_DEPTH = 32;
+
+/**
+ * Checks that `buf` is exactly one DER element whose constructed parts are all strictly
+ * encoded: minimal lengths, no bytes after the last child, INTEGERs without redundant leading
+ * octets, BIT STRINGs with an unused-bits octet below 8. Primitive contents other than those
+ * are not interpreted. Throws {@link DerError} naming the first fault.
+ */
+export function checkStrictDer(buf: Uint8Array): void {
+  const root = readElement(buf, 0, buf.length, true);
+  if (root.end !== buf.length) throw new DerError("trailing data");
+  checkStrictElement(buf, root, 0);
+}
+
+function checkStrictElement(buf: Uint8Array, element: Element, depth: number): void {
+  if (depth > MAX_DEPTH) throw new DerError("structure nested too deeply");
+  if (element.tag & 0x20) {
+    for (const child of children(buf, element, true)) checkStrictElement(buf, child, depth + 1);
+    return;
+  }
+  const content = contentOf(buf, element);
+  if (element.tag === Tag.INTEGER) checkMinimalInteger(content);
+  if (element.tag === Tag.BIT_STRING && (content.length === 0 || content[0] > 7)) {
+    throw new DerError("malformed BIT STRING");
+  }
+}
+
+/** Throws unless `content` is a minimally encoded (two's complement) INTEGER. */
+export function checkMinimalInteger(content: Uint8Array): void {
+  if (content.length === 0) throw new DerError("empty INTEGER");
+  if (
+    content.length > 1 &&
+    ((content[0] === 0 && !(content[1] & 0x80)) || (content[0] === 0xff && (content[1] & 0x80)))
+  ) {
+    throw new DerError("non-minimal INTEGER encoding");
+  }
 }

@@ -127,14 +127,20 @@ interface SignatureAlgorithm {
   identifier: Buffer;
 }
 
-const ALGORITHMS_BY_OID: Record<string, { hash: string | null; name: string }> = {
-  "1.2.840.10045.4.3.2": { hash: "sha256", name: "ecdsa-with-SHA256" },
-  "1.2.840.10045.4.3.3": { hash: "sha384", name: "ecdsa-with-SHA384" },
-  "1.2.840.10045.4.3.4": { hash: "sha512", name: "ecdsa-with-SHA512" },
-  "1.3.101.112": { hash: null, name: "Ed25519" },
-  "1.2.840.113549.1.1.11": { hash: "sha256", name: "sha256WithRSAEncryption" },
-  "1.2.840.113549.1.1.12": { hash: "sha384", name: "sha384WithRSAEncryption" },
-  "1.2.840.113549.1.1.13": { hash: "sha512", name: "sha512WithRSAEncryption" },
+/** The key family a signature algorithm needs. */
+export type KeyFamily = "ec" | "ed25519" | "rsa";
+
+const ALGORITHMS_BY_OID: Record<
+  string,
+  { hash: string | null; name: string; family: KeyFamily }
+> = {
+  "1.2.840.10045.4.3.2": { hash: "sha256", name: "ecdsa-with-SHA256", family: "ec" },
+  "1.2.840.10045.4.3.3": { hash: "sha384", name: "ecdsa-with-SHA384", family: "ec" },
+  "1.2.840.10045.4.3.4": { hash: "sha512", name: "ecdsa-with-SHA512", family: "ec" },
+  "1.3.101.112": { hash: null, name: "Ed25519", family: "ed25519" },
+  "1.2.840.113549.1.1.11": { hash: "sha256", name: "sha256WithRSAEncryption", family: "rsa" },
+  "1.2.840.113549.1.1.12": { hash: "sha384", name: "sha384WithRSAEncryption", family: "rsa" },
+  "1.2.840.113549.1.1.13": { hash: "sha512", name: "sha512WithRSAEncryption", family: "rsa" },
 };
 
 /** The signature algorithm a CA key signs with: it follows the key, as in Dapr. */
@@ -197,6 +203,11 @@ export class SigningKey {
 /** The name of a signature algorithm OID, or undefined when sentry does not accept it. */
 export function signatureAlgorithmName(algorithmOid: string): string | undefined {
   return ALGORITHMS_BY_OID[algorithmOid]?.name;
+}
+
+/** The key family an accepted signature algorithm OID needs, or undefined. */
+export function signatureAlgorithmKeyFamily(algorithmOid: string): KeyFamily | undefined {
+  return ALGORITHMS_BY_OID[algorithmOid]?.family;
 }
 
 /**
