@@ -264,5 +264,6 @@ export function storeFromFlags(
     issuerKeyFilename: values["issuer-key-filename"] as string,
     jwtKeyFilename: jwtNamesFromFlags(parsed).key,
     jwksFilename: jwtNamesFromFlags(parsed).jwks,
+    logger,
   });
 }

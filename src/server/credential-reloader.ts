@@ -15,6 +15,21 @@ import type { SentryMetrics } from "../observability/metrics.ts";
 import type { CredentialStore } from "../stores/store.ts";
 import type { CaState } from "./ca-state.ts";
 
+/** How long one reload may take before it is given up (a hung filesystem, a stuck store). */
+export const RELOAD_TIMEOUT_MS = 30_000;
+
+/** Thrown by a reload that took longer than its timeout. */
+class ReloadTimeout extends Error {}
+
+/** `promise`, or a {@link ReloadTimeout} after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ReloadTimeout()), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Watches a store and swaps valid new bundles into the CA state. */
 export class CredentialReloader {
   #watch?: { close(): void };
@@ -29,6 +44,7 @@ export class CredentialReloader {
     readonly logger: Logger,
     readonly now: () => Date,
     readonly jwt?: JwtKeyOptions,
+    readonly timeoutMs: number = RELOAD_TIMEOUT_MS,
   ) {}
 
   /** Starts watching the store. */
@@ -42,30 +58,44 @@ export class CredentialReloader {
     return this.#running;
   }
 
+  /** One reload, given up after {@link timeoutMs} so that a stuck one never blocks the next. */
   async #reloadOnce(): Promise<void> {
-    let candidate: TrustBundle;
+    let candidate: TrustBundle | undefined;
     try {
-      const stored = await this.store.load();
-      if (!stored) {
-        this.#problem(`the trust bundle disappeared from ${this.store.description}`);
-        return;
-      }
-      if (sameBundlePem(stored, this.state.bundle.pem, { signingOnly: true })) {
-        this.#lastProblem = undefined;
-        return;
-      }
-      // The algorithm in force: RS256 when sentry generated the key, as in Dapr.
-      const jwt = this.jwt &&
-        { ...this.jwt, algorithm: this.state.bundle.jwt?.algorithm ?? this.jwt.algorithm };
-      candidate = await validateServingBundle(stored, this.now(), this.store.names, jwt);
+      candidate = await withTimeout(this.#loadCandidate(), this.timeoutMs);
     } catch (error) {
       this.#problem(
-        `the changed trust bundle in ${this.store.description} is not usable: ${
-          (error as Error).message
-        }`,
+        error instanceof ReloadTimeout
+          ? `reading the trust bundle from ${this.store.description} took more than ` +
+            `${this.timeoutMs / 1000}s: gave up`
+          : `the changed trust bundle in ${this.store.description} is not usable: ${
+            (error as Error).message
+          }`,
       );
       return;
     }
+    if (candidate) this.#swap(candidate);
+  }
+
+  /** The stored bundle, validated, if it differs from the one in use (undefined otherwise). */
+  async #loadCandidate(): Promise<TrustBundle | undefined> {
+    const stored = await this.store.load();
+    if (!stored) {
+      this.#problem(`the trust bundle disappeared from ${this.store.description}`);
+      return undefined;
+    }
+    if (sameBundlePem(stored, this.state.bundle.pem, { signingOnly: true })) {
+      this.#lastProblem = undefined;
+      return undefined;
+    }
+    // The algorithm in force: RS256 when sentry generated the key, as in Dapr.
+    const jwt = this.jwt &&
+      { ...this.jwt, algorithm: this.state.bundle.jwt?.algorithm ?? this.jwt.algorithm };
+    return await validateServingBundle(stored, this.now(), this.store.names, jwt);
+  }
+
+  /** Puts `candidate` in service. */
+  #swap(candidate: TrustBundle): void {
     this.#lastProblem = undefined;
     const previous = this.state.bundle;
     this.state.setBundle(candidate);

@@ -39,15 +39,21 @@ async function refusedStart(dir: string, extra: string[] = []): Promise<string> 
   return result.stdout;
 }
 
-Deno.test("first boot creates a private bundle; a restart keeps the same CA", async () => {
+Deno.test("first boot creates the bundle (key 0600, certificates 0644); a restart keeps the same CA", async () => {
   const parent = await tempDir();
   const dir = join(parent, "certs", "nested");
   const first = await startSentry({ dir });
   const created = await snapshot(dir);
   assert.deepEqual(Object.keys(created).sort(), FILES.slice().sort());
-  assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+  // The key private; the directory and certificates readable by daprd running as another user.
+  assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o755);
+  const modes: Record<string, number> = {
+    "ca.crt": 0o644,
+    "issuer.crt": 0o644,
+    "issuer.key": 0o600,
+  };
   for (const file of FILES) {
-    assert.equal((await Deno.stat(join(dir, file))).mode! & 0o777, 0o600, file);
+    assert.equal((await Deno.stat(join(dir, file))).mode! & 0o777, modes[file], file);
   }
   const issued1 = (await signOnce(first.grpcPort, created["ca.crt"], parent)).workloadCertificate
     .toString();

@@ -22,6 +22,8 @@ import { SentryMetrics } from "../../src/observability/metrics.ts";
 import { CaState } from "../../src/server/ca-state.ts";
 import { CredentialReloader } from "../../src/server/credential-reloader.ts";
 import { type CredentialStore, StoreUnavailableError } from "../../src/stores/store.ts";
+import { FsCredentialStore } from "../../src/stores/fs.ts";
+import { join } from "node:path";
 
 const DAY = 86_400_000;
 const NOW = new Date("2030-03-01T00:00:00Z");
@@ -138,7 +140,11 @@ interface LogLine {
 }
 
 function setup(initial: BundlePem = A1) {
-  const store = new FakeStore(initial);
+  return setupWith(new FakeStore(initial), initial);
+}
+
+/** {@link setup} with any store (and reload timeout). */
+function setupWith<S extends CredentialStore>(store: S, initial: BundlePem, timeoutMs?: number) {
   const insecure = new InsecureValidator();
   const state = new CaState(validateBundle(initial, NOW), DEFAULT_SETTINGS, {
     defaultWire: insecure.wire,
@@ -156,7 +162,15 @@ function setup(initial: BundlePem = A1) {
     sink: (line) => lines.push(JSON.parse(line)),
   });
   const clock = { now: NOW };
-  const reloader = new CredentialReloader(store, state, metrics, logger, () => clock.now);
+  const reloader = new CredentialReloader(
+    store,
+    state,
+    metrics,
+    logger,
+    () => clock.now,
+    undefined,
+    timeoutMs,
+  );
   return { store, state, swaps, metrics, lines, clock, reloader };
 }
 
@@ -346,4 +360,44 @@ Deno.test("a failed reload does not stop the next one", async () => {
   store.set(B);
   await reloader.reload();
   assert.equal(state.bundle.pem.caCrt, B.caCrt);
+});
+
+Deno.test("a FIFO planted as issuer.key is refused and logged; a later valid rotation applies", async () => {
+  const directory = await Deno.makeTempDir({ prefix: "sentry-reload-fifo-" });
+  const store = new FsCredentialStore({
+    directory,
+    caFilename: "ca.crt",
+    issuerCertFilename: "issuer.crt",
+    issuerKeyFilename: "issuer.key",
+  });
+  await store.create(A1);
+  const { reloader, lines, swaps } = setupWith(store, A1, 2000);
+  await Deno.remove(store.paths.issuerKey);
+  const mkfifo = await new Deno.Command("mkfifo", { args: [store.paths.issuerKey] }).output();
+  assert.ok(mkfifo.success);
+  await reloader.reload();
+  assert.equal(swaps.length, 0);
+  assert.ok(
+    lines.some((line) => line.level === "warning" && /issuer\.key: it is a FIFO/.test(line.msg)),
+    JSON.stringify(lines),
+  );
+  // The FIFO replaced by a valid rotation: applied (the reloader is not stuck).
+  await Deno.remove(store.paths.issuerKey);
+  await Deno.writeTextFile(join(directory, "issuer.key"), A2.issuerKey, { mode: 0o600 });
+  await Deno.writeTextFile(join(directory, "issuer.crt"), A2.issuerCrt);
+  await reloader.reload();
+  assert.equal(swaps.length, 1);
+  assert.equal(swaps[0].pem.issuerKey, A2.issuerKey);
+});
+
+Deno.test("a reload that never ends is given up, and the next reload runs", async () => {
+  const store = new FakeStore(A1);
+  const { reloader, lines, swaps } = setupWith(store, A1, 50);
+  const release = store.hold();
+  await reloader.reload();
+  assert.ok(lines.some((line) => /took more than 0\.05s: gave up/.test(line.msg)));
+  release();
+  store.set(A2);
+  await reloader.reload();
+  assert.equal(swaps.length, 1);
 });
