@@ -8,7 +8,7 @@
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import type { CommandIO } from "./src/cli/command.ts";
-import { COMMANDS, topLevelHelp } from "./src/cli/commands.ts";
+import { COMMANDS, topLevelHelp, unknownCommandMessage } from "./src/cli/commands.ts";
 import { runServe } from "./src/cli/serve.ts";
 import { runtimeDescription, VERSION } from "./src/util/version.ts";
 
@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
   const command = COMMANDS.find((candidate) => candidate.name === first);
   if (command) return await command.run(rest, io);
   if (first !== undefined && !first.startsWith("-")) {
-    io.stderr(`sentry: unknown command ${JSON.stringify(first)}\n${topLevelHelp()}`);
+    io.stderr(unknownCommandMessage(first));
     return 2;
   }
   return await runServe(argv, io);

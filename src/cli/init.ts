@@ -19,6 +19,7 @@ import {
 import { UsageError } from "./flags.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { StoreEmptiedError } from "../stores/store.ts";
+import { DEFAULT_SETTINGS } from "../config/configuration.ts";
 
 /** `sentry init`. */
 export const INIT_COMMAND: CommandSpec = {
@@ -28,8 +29,11 @@ export const INIT_COMMAND: CommandSpec = {
   sentry init --issuer-credentials DIR [--trust-domain TD] [flags]
 
 Writes ca.crt, issuer.crt and issuer.key (Dapr's root and issuer profiles) into the store the
-flags select. An existing bundle is never replaced without --force. TTLs take Go durations
-(8760h, 90m) or days (365d).
+flags select. With the directory store (--store fs) --issuer-credentials must be given: init does
+not write into the server's default, /var/run/secrets/dapr.io/credentials, by accident. An existing
+bundle is never replaced without --force. TTLs take Go durations (8760h, 90m) or days (365d).
+NotBefore of both certificates is back-dated by the server's default allowed clock skew (15m),
+as the server does for the bundle it creates.
 
 --keep-root-key also stores the root's private key (ca.key beside ca.crt), so that
 'sentry renew' can later issue a new issuer under the same root without redistributing trust
@@ -78,6 +82,12 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
     if (issuerTtlMs > rootTtlMs) {
       throw new UsageError("--issuer-ttl must not be longer than --root-ttl");
     }
+    if (parsed.values.store === "fs" && !flags.given("issuer-credentials")) {
+      throw new UsageError(
+        "--issuer-credentials DIR is required: the directory to write the bundle into " +
+          "(init does not default to the server's /var/run/secrets/dapr.io/credentials)",
+      );
+    }
     const { store, namespace } = await openStore(parsed, io.env);
     try {
       SpiffeId.forWorkload(trustDomain, namespace, "dapr-sentry");
@@ -106,7 +116,7 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
       now,
       ttlMs: rootTtlMs,
       issuerTtlMs,
-      skewMs: 0,
+      skewMs: DEFAULT_SETTINGS.allowedClockSkewMs,
       keepRootKey: flags.bool("keep-root-key"),
     });
     const written = existing ? await store.replace(bundle, existing) : await store.create(bundle);

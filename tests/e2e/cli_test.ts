@@ -434,3 +434,27 @@ Deno.test("renew: needs the root key; rotates the issuer of a running server wit
     await server.stop();
   }
 });
+
+Deno.test("init: refuses without --issuer-credentials, back-dates NotBefore by 15m; a mistyped command gets 'did you mean'", async () => {
+  const work = await tempDir();
+  const bare = await sentry(["init", "--trust-domain", "cluster.local"], work);
+  assert.equal(bare.code, 2, bare.stderr);
+  assert.match(bare.stderr, /--issuer-credentials DIR is required/);
+  assert.deepEqual(await snapshot(work), {});
+
+  const before = Date.now();
+  await ok(["init", "--issuer-credentials", join(work, "certs")]);
+  for (const file of ["ca.crt", "issuer.crt"]) {
+    const line = await openssl(["x509", "-in", join(work, "certs", file), "-noout", "-startdate"]);
+    const notBefore = Date.parse(line.trim().replace(/^notBefore=/, ""));
+    const backDated = before - notBefore;
+    assert.ok(backDated >= 15 * 60_000 - 1000 && backDated <= 16 * 60_000, `${file}: ${line}`);
+  }
+
+  const typo = await sentry(["mitn"]);
+  assert.equal(typo.code, 2);
+  assert.match(typo.stderr, /unknown command "mitn"; did you mean 'mint'\?/);
+  const far = await sentry(["frobnicate"]);
+  assert.equal(far.code, 2);
+  assert.doesNotMatch(far.stderr, /did you mean/);
+});

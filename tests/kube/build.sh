@@ -5,6 +5,9 @@
 #   kube-apiserver  k8s.io/kubernetes/cmd/kube-apiserver (a `tool` line of go.mod; the replace
 #                   lines map the k8s.io staging modules it names as v0.0.0 to their release)
 #   etcd            our own small main (tests/kube/etcd) around go.etcd.io/etcd/server/v3/embed
+#   kubectl         k8s.io/kubernetes/cmd/kubectl (another `tool` line): the client the tests use
+#                   when the machine has none (Debian has no package named kubectl;
+#                   tests/setup.sh links this one into /usr/local/bin)
 # into $SENTRY_KUBE_BIN (default ~/.cache/sentry-kube/<kubernetes version>), outside the tree.
 # Go's module and build caches make a rebuild cheap; a stamp of the inputs (go.mod, go.sum, our
 # Go sources, the Go version) skips even the link step when nothing changed. Prints the directory.
@@ -25,18 +28,19 @@ mkdir -p "$out"
 
 stamp=$( (go version; cat go.mod go.sum; find etcd -name '*.go' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] &&
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
   echo "$out"
   exit 0
 fi
 
 start=$(date +%s)
-echo "tests/kube/build.sh: building kube-apiserver $version and etcd into $out" >&2
+echo "tests/kube/build.sh: building kube-apiserver $version, kubectl and etcd into $out" >&2
 rm -f "$out/.stamp"
 minor=$(echo "$version" | cut -d. -f2)
 pkg=k8s.io/component-base/version
-go build -ldflags "-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" \
-  -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+go build -ldflags "$ldflags" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+go build -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
 go build -ldflags "-s -w" -o "$out/etcd" ./etcd
 echo "$stamp" >"$out/.stamp"
 echo "tests/kube/build.sh: built in $(($(date +%s) - start)) s" >&2
