@@ -11,7 +11,11 @@ import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
 import { clusterDomainFromResolvConf } from "../ca/control-plane.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
-import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
+import {
+  DEFAULT_CONFIGURATION_NAMES,
+  KubeSettingsSource,
+  StartupAbortedError,
+} from "../config/kube-settings-source.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
 import { KubernetesValidator } from "../identity/kubernetes.ts";
 import { fileLogSink, Logger, type LogSink, parseLogLevel } from "../observability/logger.ts";
@@ -221,6 +225,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     process.exit(1);
   });
   let server: SentryServer;
+  let startedUp = false;
   try {
     validateTrustDomain(trustDomain);
     if (!((flags.int("max-concurrent-requests")) > 0)) {
@@ -253,6 +258,10 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       : parsed.given.has("config")
       ? new FileSettingsSource(configName, io.env)
       : new DefaultSettingsSource();
+    // A stop signal while start-up waits for the Kubernetes API ends the wait.
+    void stopSignal.received.then(() => {
+      if (!startedUp) settingsSource.close();
+    });
     server = await SentryServer.start({
       trustDomain,
       namespace,
@@ -292,8 +301,13 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       logger,
       now: io.now,
     });
+    startedUp = true;
   } catch (error) {
     stopSignal.dispose();
+    if (error instanceof StartupAbortedError && stopSignal.first) {
+      logger.info(`received ${stopSignal.first} while starting: sentry stopped`);
+      return 0;
+    }
     logger.log("fatal", `sentry cannot start: ${(error as Error).message}`);
     return error instanceof UsageError ? 2 : 1;
   }
@@ -334,26 +348,47 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
 /** The first SIGTERM/SIGINT, once it comes; `dispose` removes the handlers. */
 interface StopSignals {
   received: Promise<string>;
+  /** The first signal, once it came. */
+  readonly first?: string;
   dispose(): void;
 }
 
-/** Handles SIGTERM/SIGINT from now on: the first resolves `received`, a second calls `onSecond`. */
+/**
+ * A SIGINT this soon after the first is the same Ctrl-C: `npx`/`npm` and `deno task` forward the
+ * terminal's SIGINT to sentry, which the terminal also sent it (its process group).
+ */
+export const SAME_CTRL_C_MS = 1000;
+
+/**
+ * Handles SIGTERM/SIGINT from now on: the first resolves `received`; a second calls `onSecond`,
+ * except a SIGINT within {@link SAME_CTRL_C_MS} of a first SIGINT (one Ctrl-C delivered twice).
+ */
 function listenForStopSignals(onSecond: () => void): StopSignals {
-  let received = false;
+  let first: string | undefined;
+  let firstAt = 0;
   let resolve: (signal: string) => void;
   const promise = new Promise<string>((done) => resolve = done);
   const handler = (signal: NodeJS.Signals) => {
-    if (received) {
+    if (first !== undefined) {
+      if (
+        signal === "SIGINT" && first === "SIGINT" && performance.now() - firstAt < SAME_CTRL_C_MS
+      ) {
+        return;
+      }
       onSecond();
       return;
     }
-    received = true;
+    first = signal;
+    firstAt = performance.now();
     resolve(signal);
   };
   process.on("SIGTERM", handler);
   process.on("SIGINT", handler);
   return {
     received: promise,
+    get first() {
+      return first;
+    },
     dispose() {
       process.off("SIGTERM", handler);
       process.off("SIGINT", handler);

@@ -6,6 +6,9 @@
  * @module
  */
 import { isNotFound, type KubeClient } from "../kubernetes/client.ts";
+import { KubeApiError, KubeRequestError } from "../kubernetes/errors.ts";
+import { Backoff } from "../util/backoff.ts";
+import { delay } from "../util/timers.ts";
 import { type ObjectWatch, watchObject } from "../kubernetes/object-watch.ts";
 import type { Logger } from "../observability/logger.ts";
 import { ConfigurationError, type MtlsSettings, settingsFromDocument } from "./configuration.ts";
@@ -13,6 +16,25 @@ import type { SettingsHandlers, SettingsSource } from "./settings-source.ts";
 
 /** The Configuration Dapr's Helm chart installs, and the one older installs and the guide use. */
 export const DEFAULT_CONFIGURATION_NAMES = ["daprsystem", "default"] as const;
+
+/** How {@link KubeSettingsSource.load} waits for an API server that does not answer. */
+export interface StartupWait {
+  /** Longest pause between tries (default 10 s; the first is 250 ms, doubling). */
+  maxDelayMs?: number;
+  /** Waits between tries (default {@link delay}; tests pass a fast one). */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+/** The API server could not be reached or is overloaded / failing (worth waiting for). */
+function isOutage(error: unknown): boolean {
+  if (error instanceof KubeRequestError) return true;
+  return error instanceof KubeApiError && (error.status === 429 || error.status >= 500);
+}
+
+/** Thrown by {@link KubeSettingsSource.load} when {@link KubeSettingsSource.close} ends its wait. */
+export class StartupAbortedError extends Error {
+  override name = "StartupAbortedError";
+}
 
 /** A Configuration resource, watched through the Kubernetes API. */
 export class KubeSettingsSource implements SettingsSource {
@@ -24,12 +46,22 @@ export class KubeSettingsSource implements SettingsSource {
   #handlers?: SettingsHandlers;
   #watch?: ObjectWatch;
   #lastText?: string;
+  readonly #wait: StartupWait;
+  /** Ends a start-up wait for the API server ({@link close}). */
+  readonly #closed = new AbortController();
 
   /**
    * `names` are tried in order at start (the first that exists is used); with one name, it
    * must exist.
    */
-  constructor(client: KubeClient, namespace: string, names: readonly string[], logger?: Logger) {
+  constructor(
+    client: KubeClient,
+    namespace: string,
+    names: readonly string[],
+    logger?: Logger,
+    wait: StartupWait = {},
+  ) {
+    this.#wait = wait;
     this.#client = client;
     this.#namespace = namespace;
     this.#candidates = names;
@@ -55,12 +87,47 @@ export class KubeSettingsSource implements SettingsSource {
       if (isNotFound(error)) return undefined;
       throw new ConfigurationError(
         `cannot read Configuration ${this.#namespace}/${name}: ${(error as Error).message}`,
+        { cause: error },
       );
     }
   }
 
-  /** Reads the first existing candidate; ConfigurationError when none exists or it is invalid. */
+  /**
+   * Reads the first existing candidate; ConfigurationError when none exists or it is invalid.
+   * While the API server cannot be reached (or answers 429/5xx), waits for it with backoff, for
+   * as long as it takes (one warning per distinct reason); {@link close} ends the wait.
+   */
   async load(): Promise<MtlsSettings> {
+    const backoff = new Backoff({ initialMs: 250, maxMs: this.#wait.maxDelayMs ?? 10_000 });
+    const sleep = this.#wait.sleep ?? ((ms: number, signal: AbortSignal) => delay(ms, signal));
+    let lastReason: string | undefined;
+    while (true) {
+      try {
+        return await this.#loadOnce();
+      } catch (error) {
+        const cause = (error as Error).cause;
+        if (!(error instanceof ConfigurationError) || !isOutage(cause)) throw error;
+        const reason = (cause as Error).message;
+        if (reason !== lastReason) {
+          lastReason = reason;
+          this.#logger?.warn(
+            `waiting for the Kubernetes API to read the Configuration (retrying with backoff ` +
+              `until it answers): ${reason}`,
+          );
+        }
+        if (this.#closed.signal.aborted) break;
+        try {
+          await sleep(backoff.next(), this.#closed.signal);
+        } catch {
+          // closed: below
+        }
+        if (this.#closed.signal.aborted) break;
+      }
+    }
+    throw new StartupAbortedError("stopped while waiting for the Kubernetes API");
+  }
+
+  async #loadOnce(): Promise<MtlsSettings> {
     for (const name of this.#candidates) {
       const document = await this.#read(name);
       if (document === undefined) continue;
@@ -111,8 +178,9 @@ export class KubeSettingsSource implements SettingsSource {
     }
   }
 
-  /** Stops watching. */
+  /** Stops watching (and a start-up wait for the API server). */
   close(): void {
+    this.#closed.abort();
     this.#watch?.close();
   }
 }

@@ -8,6 +8,9 @@
  *
  * @module
  */
+import { createServer } from "node:net";
+import { format } from "node:util";
+import * as grpc from "@grpc/grpc-js";
 import type { CaKeyAlgorithm } from "../x509/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
@@ -145,6 +148,36 @@ function closeValidators(set: ValidatorSet): void {
   for (const validator of set.enabled.values()) validator.close?.();
 }
 
+/**
+ * Sends grpc-js's own log lines (a port it cannot bind, for one) through `logger`, so that
+ * `--log-as-json` output stays one JSON object per line.
+ */
+function routeGrpcLogs(logger: Logger): void {
+  const line = (args: unknown[]) => `grpc: ${format(...args)}`;
+  grpc.setLogger({
+    error: (...args: unknown[]) => logger.error(line(args)),
+    info: (...args: unknown[]) => logger.info(line(args)),
+    debug: (...args: unknown[]) => logger.debug(line(args)),
+  });
+}
+
+/**
+ * Fails (as a bind would) when `port` on `address` is taken: listens once and closes. Port 0
+ * (any free port) is not checked.
+ */
+function checkPortFree(address: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  const shown = `${address.includes(":") ? `[${address}]` : address}:${port}`;
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once(
+      "error",
+      (error) => reject(new Error(`cannot listen on ${shown}: ${error.message}`)),
+    );
+    probe.listen({ host: address, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
 /** A started server; {@link stop} it once. */
 export class SentryServer {
   readonly metrics: SentryMetrics;
@@ -204,13 +237,37 @@ export class SentryServer {
    */
   static async start(options: SentryServerOptions): Promise<SentryServer> {
     const { logger, now } = options;
+    routeGrpcLogs(logger);
     const context = validatorContext(options);
+    const metrics = new SentryMetrics({ processMetrics: options.metrics !== undefined });
+    // The HTTP listeners come first: /healthz answers (503) while settings and credentials
+    // wait for their source (an API server that is down), and a busy port fails before anything
+    // is generated or stored.
+    const endpoints: Partial<HttpEndpoints> = {};
+    const started: { server?: SentryServer } = {};
     let settings: MtlsSettings;
     let validators: ValidatorSet;
     try {
+      endpoints.health = await startHealthServer(
+        options.health.address,
+        options.health.port,
+        () => started.server?.healthy() ?? false,
+      );
+      if (options.metrics) {
+        endpoints.metrics = await startMetricsServer(
+          options.metrics.address,
+          options.metrics.port,
+          metrics.registry,
+        );
+      }
+      // grpc-js binds only with the serving certificate, which needs the bundle: check that the
+      // port is free before a bundle can be generated (another process may still take it before
+      // the bind below; then start-up fails as before, after the bundle was stored).
+      await checkPortFree(options.grpc.address, options.grpc.port);
       settings = await options.settingsSource.load();
       validators = await selectValidators(settings, context);
     } catch (error) {
+      await closeEndpoints(endpoints);
       options.store.close?.();
       throw error;
     }
@@ -219,7 +276,6 @@ export class SentryServer {
         describeSettings(settings, validators)
       }`,
     );
-    const metrics = new SentryMetrics({ processMetrics: options.metrics !== undefined });
     let state: CaState;
     try {
       const bundle = await loadOrCreateBundle(
@@ -238,6 +294,7 @@ export class SentryServer {
       );
       state = new CaState(bundle, settings, validators);
     } catch (error) {
+      await closeEndpoints(endpoints);
       closeValidators(validators);
       options.store.close?.();
       throw error;
@@ -262,21 +319,7 @@ export class SentryServer {
         : undefined,
       jwt: options.jwt && { ttlMs: options.jwt.ttlMs, issuer: options.jwt.issuer },
     });
-    const endpoints: Partial<HttpEndpoints> = {};
-    const started: { server?: SentryServer } = {};
     try {
-      endpoints.health = await startHealthServer(
-        options.health.address,
-        options.health.port,
-        () => started.server?.healthy() ?? false,
-      );
-      if (options.metrics) {
-        endpoints.metrics = await startMetricsServer(
-          options.metrics.address,
-          options.metrics.port,
-          metrics.registry,
-        );
-      }
       await grpc.start();
     } catch (error) {
       grpc.forceShutdown();
