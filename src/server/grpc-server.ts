@@ -20,6 +20,13 @@ import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./se
 import { IssuerRouter } from "./workload-issuer.ts";
 import { RotatingServerCredentials } from "./rotating-credentials.ts";
 import { setSafeTimeout } from "../util/timers.ts";
+import {
+  ConnectionGuard,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_PREFACE_TIMEOUT_MS,
+  defaultMaxConnections,
+  type GuardedServer,
+} from "./connection-guard.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -60,7 +67,25 @@ export interface GrpcServerOptions {
   rateLimiter?: IdentityRateLimiter;
   /** JWT-SVID issuing, when on (see ca-service.ts). */
   jwt?: JwtIssuing;
+  /**
+   * Most connections open at once on the gRPC port; beyond it a new one is closed at once.
+   * Default: {@link defaultMaxConnections} (4096, or the descriptor limit less a reserve).
+   */
+  maxConnections?: number;
+  /**
+   * How long a new connection has to finish TLS and send the HTTP/2 preface (default
+   * {@link DEFAULT_PREFACE_TIMEOUT_MS}).
+   */
+  prefaceTimeoutMs?: number;
+  /**
+   * How long a connection with no call in progress stays open before GOAWAY (default
+   * {@link DEFAULT_IDLE_TIMEOUT_MS}).
+   */
+  idleTimeoutMs?: number;
 }
+
+/** Least time between two warnings about refused connections. */
+const REFUSAL_WARNING_INTERVAL_MS = 60_000;
 
 interface WireRequest {
   id: string;
@@ -92,6 +117,9 @@ export class SentryGrpcServer {
   #renewTimer?: ReturnType<typeof setTimeout>;
   #unsubscribe?: () => void;
   #inFlight = 0;
+  readonly #guard: ConnectionGuard;
+  #refusedSinceWarning = 0;
+  #lastRefusalWarning = -Infinity;
   /** Called once when no call is in progress any more (set while shutting down). */
   #onIdle?: () => void;
   /** The port actually bound. */
@@ -100,7 +128,17 @@ export class SentryGrpcServer {
   /** Prepares the server; {@link start} binds it. */
   constructor(options: GrpcServerOptions) {
     this.#options = options;
+    const maxConnections = options.maxConnections ?? defaultMaxConnections();
+    this.#guard = new ConnectionGuard({
+      maxConnections,
+      prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
+      onRefused: () => this.#connectionRefused(maxConnections),
+      onPrefaceTimeout: () =>
+        options.logger.debug("closed a connection that sent no HTTP/2 preface in time"),
+    });
     this.#server = new grpc.Server({
+      // An idle connection gets GOAWAY and is closed; its client reconnects when it needs to.
+      "grpc.max_connection_idle_ms": options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
       "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
       // Channelz (grpc-js's per-call introspection counters) is never queried here; without it
@@ -154,6 +192,38 @@ export class SentryGrpcServer {
         );
       },
     });
+  }
+
+  /** Open connections on the gRPC port. */
+  get openConnections(): number {
+    return this.#guard.open;
+  }
+
+  #connectionRefused(maxConnections: number): void {
+    this.#refusedSinceWarning++;
+    const now = Date.now();
+    if (now - this.#lastRefusalWarning < REFUSAL_WARNING_INTERVAL_MS) return;
+    this.#options.logger.warn(
+      `refused ${this.#refusedSinceWarning} connection(s): ${maxConnections} already open ` +
+        "(raise --max-connections and the open-files limit together)",
+    );
+    this.#refusedSinceWarning = 0;
+    this.#lastRefusalWarning = now;
+  }
+
+  /**
+   * Applies the connection guard to the HTTP/2 servers grpc-js created for the port. They are
+   * not part of grpc-js's declared API, so their absence (a grpc-js upgrade) fails the start.
+   */
+  #guardListeners(): void {
+    const servers = (this.#server as unknown as { http2Servers?: Map<GuardedServer, unknown> })
+      .http2Servers;
+    if (!(servers instanceof Map) || servers.size === 0) {
+      throw new Error(
+        "this version of @grpc/grpc-js does not expose its HTTP/2 servers (Server.http2Servers)",
+      );
+    }
+    for (const server of servers.keys()) this.#guard.attach(server);
   }
 
   #issueIdentity(): ServingIdentity {
@@ -214,6 +284,12 @@ export class SentryGrpcServer {
         else resolve(port);
       });
     });
+    try {
+      this.#guardListeners();
+    } catch (error) {
+      this.#server.forceShutdown();
+      throw error;
+    }
     this.#scheduleRenewal(identity);
     this.#unsubscribe = this.#options.state.onBundle(() => this.rotateServingCertificate());
   }
