@@ -23,10 +23,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startDaprd, WORKLOAD_TRUST_DOMAIN, writeDaprdConfig } from "../helpers/daprd.ts";
-import { daprBinaries } from "../helpers/dapr_binaries.ts";
 import { eventually } from "../helpers/eventually.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
 import { startSentry, tempDir } from "../helpers/sentry_process.ts";
+import { jwtcheck } from "../helpers/jwtcheck.ts";
 
 const TRUST_DOMAIN = "cluster.local";
 
@@ -79,33 +79,6 @@ spec:
             headerValuePrefix: "Bearer "
             audience: ${audience}
 `;
-}
-
-/** go-spiffe's verdict (tests/dapr/jwtcheck) on `token` against the JWKS file. */
-async function jwtcheck(token: string, jwks: string, audience: string) {
-  const { jwtcheck } = await daprBinaries();
-  const child = new Deno.Command(jwtcheck, {
-    args: [
-      "-jwks",
-      jwks,
-      "-token",
-      "-",
-      "-trust-domain",
-      WORKLOAD_TRUST_DOMAIN,
-      "-audience",
-      audience,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(token));
-  await writer.close();
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  if (!out.success) throw new Error(decoder.decode(out.stderr).trim());
-  return JSON.parse(decoder.decode(out.stdout)) as { spiffeId: string; audience: string[] };
 }
 
 /** The JSON payload of a compact JWT, unverified. */
@@ -165,7 +138,7 @@ Deno.test("daprd --sentry-request-jwt-audiences: receives, parses and hands out 
       assert.deepEqual([claims.aud].flat(), [audience]);
       assert.equal(claims.sub, `spiffe://${WORKLOAD_TRUST_DOMAIN}/ns/default/jwtapp`);
       assert.equal(claims.iss, "https://sentry.test");
-      const verdict = await jwtcheck(token, jwks, audience);
+      const verdict = await jwtcheck(token, jwks, { trustDomain: WORKLOAD_TRUST_DOMAIN, audience });
       assert.equal(verdict.spiffeId, `spiffe://${WORKLOAD_TRUST_DOMAIN}/ns/default/jwtapp`);
     }
   } catch (error) {

@@ -25,6 +25,7 @@ import {
   signPerAudienceJwtSvids,
 } from "../../src/ca/jwt-svid.ts";
 import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { jwtcheck, type JwtCheckReport } from "../helpers/jwtcheck.ts";
 
 const work = await Deno.makeTempDir({ prefix: "sentry-jwt-interop-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(work, { recursive: true }));
@@ -39,39 +40,16 @@ const REQUEST: JwtSvidRequest = {
 const OPTIONS: JwtSvidOptions = { ttlMs: 3_600_000, allowedClockSkewMs: 15 * 60_000 };
 const SUBJECT = "spiffe://public/ns/default/myapp";
 
-interface JwtCheck {
-  spiffeId: string;
-  audience: string[];
-  expiry: string;
-  header: Record<string, string>;
-  claims: Record<string, unknown>;
-  checker: string;
-}
-
-/** Runs jwtcheck; resolves with its report or rejects with its reason. */
-async function jwtcheck(
+/** Runs jwtcheck on the JWKS text (written to a file); its report, or a rejection with the reason. */
+async function check(
   token: string,
   jwksJson: string,
   audience: string,
   extra: string[] = [],
-): Promise<JwtCheck> {
-  const { jwtcheck } = await daprBinaries();
+): Promise<JwtCheckReport> {
   const jwks = join(work, `${crypto.randomUUID()}.json`);
   await Deno.writeTextFile(jwks, jwksJson);
-  const args = ["-jwks", jwks, "-token", "-", "-trust-domain", TD, "-audience", audience, ...extra];
-  const child = new Deno.Command(jwtcheck, {
-    args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(token));
-  await writer.close();
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  if (!out.success) throw new Error(decoder.decode(out.stderr).trim());
-  return JSON.parse(decoder.decode(out.stdout));
+  return await jwtcheck(token, jwks, { trustDomain: TD, audience, extra });
 }
 
 /** A signing key for `algorithm` with the default (thumbprint) kid, and its JWKS. */
@@ -87,7 +65,7 @@ for (const algorithm of ["RS256", "RS512", "PS256", "PS512", "ES256", "ES384", "
     const key = await signingKey(algorithm);
     const token = await signJwtSvid(key, REQUEST, OPTIONS);
     for (const audience of REQUEST.audiences) {
-      const report = await jwtcheck(token, key.jwksJson, audience);
+      const report = await check(token, key.jwksJson, audience);
       assert.equal(report.checker, "go-spiffe jwtsvid");
       assert.equal(report.spiffeId, SUBJECT);
       assert.deepEqual(report.audience, ["public", "api://resource"]);
@@ -106,8 +84,8 @@ for (const algorithm of ["RS256", "RS512", "PS256", "PS512", "ES256", "ES384", "
 Deno.test("EdDSA: go-spiffe's jwtsvid refuses the algorithm; go-jose verifies our token", async () => {
   const key = await signingKey("EdDSA");
   const token = await signJwtSvid(key, REQUEST, OPTIONS);
-  await assert.rejects(jwtcheck(token, key.jwksJson, TD), /jwtsvid: unable to parse JWT token/);
-  const report = await jwtcheck(token, key.jwksJson, TD, ["-jose"]);
+  await assert.rejects(check(token, key.jwksJson, TD), /jwtsvid: unable to parse JWT token/);
+  const report = await check(token, key.jwksJson, TD, ["-jose"]);
   assert.equal(report.checker, "go-jose");
   assert.equal(report.spiffeId, SUBJECT);
   assert.equal(report.header.alg, "EdDSA");
@@ -117,10 +95,10 @@ Deno.test("Dapr's generated key: the jwt and every per-audience token validate",
   const generated = await generateJwtKeyMaterial();
   const all = await signJwtSvid(generated.signingKey, REQUEST, OPTIONS);
   // daprd checks the `jwt` token for its own trust domain.
-  assert.equal((await jwtcheck(all, generated.jwksJson, TD)).spiffeId, SUBJECT);
+  assert.equal((await check(all, generated.jwksJson, TD)).spiffeId, SUBJECT);
   const perAudience = await signPerAudienceJwtSvids(generated.signingKey, REQUEST, OPTIONS);
   for (const [audience, token] of perAudience) {
-    const report = await jwtcheck(token, generated.jwksJson, audience);
+    const report = await check(token, generated.jwksJson, audience);
     assert.deepEqual(report.audience, [audience]);
     assert.equal(report.header.kid, generated.signingKey.keyId);
   }
@@ -130,40 +108,39 @@ Deno.test("refused: wrong audience, expired, another key, another trust domain",
   const key = await signingKey("ES256");
   const other = await signingKey("ES256");
   const token = await signJwtSvid(key, REQUEST, OPTIONS);
-  const cases: [string, () => Promise<JwtCheck>, RegExp][] = [
-    ["wrong audience", () => jwtcheck(token, key.jwksJson, "api://other"), /expected audience in/],
+  const cases: [string, () => Promise<JwtCheckReport>, RegExp][] = [
+    ["wrong audience", () => check(token, key.jwksJson, "api://other"), /expected audience in/],
     [
       "expired",
       () =>
         signJwtSvid(key, REQUEST, { ...OPTIONS, now: new Date(Date.now() - 2 * 3_600_000) })
-          .then((expired) => jwtcheck(expired, key.jwksJson, TD)),
+          .then((expired) => check(expired, key.jwksJson, TD)),
       /token has expired/,
     ],
     [
       "another key, same kid",
       () =>
         signJwtSvid({ ...other, keyId: key.keyId }, REQUEST, OPTIONS)
-          .then((forged) => jwtcheck(forged, key.jwksJson, TD)),
+          .then((forged) => check(forged, key.jwksJson, TD)),
       /unable to get claims from token/,
     ],
     [
       "another key, its own kid",
-      () =>
-        signJwtSvid(other, REQUEST, OPTIONS).then((forged) => jwtcheck(forged, key.jwksJson, TD)),
+      () => signJwtSvid(other, REQUEST, OPTIONS).then((forged) => check(forged, key.jwksJson, TD)),
       /no JWT authority .* found for trust domain "public"/,
     ],
     [
       "another trust domain",
       () =>
         signJwtSvid(key, { ...REQUEST, trustDomain: "elsewhere" }, OPTIONS)
-          .then((foreign) => jwtcheck(foreign, key.jwksJson, "api://resource")),
+          .then((foreign) => check(foreign, key.jwksJson, "api://resource")),
       /no bundle found for trust domain "elsewhere"/,
     ],
     [
       "expired, by go-jose",
       () =>
         signJwtSvid(key, REQUEST, { ...OPTIONS, now: new Date(Date.now() - 2 * 3_600_000) })
-          .then((expired) => jwtcheck(expired, key.jwksJson, TD, ["-jose"])),
+          .then((expired) => check(expired, key.jwksJson, TD, ["-jose"])),
       /expired/,
     ],
   ];
@@ -210,5 +187,5 @@ Deno.test("Dapr's own code writes the same JWKS bytes and signs tokens of the sa
   assert.ok(Math.abs(a.iat - b.iat) < 60, "issued at about the same time");
   assert.match(b.jti, /^[0-9a-f]{32}$/);
   // Dapr's token validates against the JWKS we wrote, as ours does.
-  assert.equal((await jwtcheck(dapr.token, generated.jwksJson, TD)).spiffeId, SUBJECT);
+  assert.equal((await check(dapr.token, generated.jwksJson, TD)).spiffeId, SUBJECT);
 });

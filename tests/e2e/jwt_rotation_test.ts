@@ -12,25 +12,9 @@ import { decodeJwt, decodeProtectedHeader } from "jose";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../helpers/openssl.ts";
 import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
-import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { jwtcheck } from "../helpers/jwtcheck.ts";
 
 const TD = "public";
-
-/** Runs jwtcheck on `token` against the JWKS file; throws with its message when refused. */
-async function jwtcheck(token: string, jwks: string): Promise<void> {
-  const { jwtcheck } = await daprBinaries();
-  const child = new Deno.Command(jwtcheck, {
-    args: ["-jwks", jwks, "-token", "-", "-trust-domain", TD, "-audience", TD],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(token));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim());
-}
 
 /** A token's kid and expiry (seconds). */
 function decode(token: string): { kid: string; exp: number } {
@@ -73,7 +57,7 @@ Deno.test("renew --jwt: tokens before, during and after the switch all verify; o
       if (exp * 1000 - Date.now() < 1500) continue; // expired or expiring during the check
       verifications++;
       try {
-        await jwtcheck(token, snapshot);
+        await jwtcheck(token, snapshot, { trustDomain: TD, audience: TD });
       } catch (error) {
         failures.push(`${step}: token with kid ${kid}: ${(error as Error).message}`);
       }

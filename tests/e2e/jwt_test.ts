@@ -9,27 +9,9 @@ import { join } from "node:path";
 import { SentryClient } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr } from "../helpers/openssl.ts";
 import { startSentry, tempDir } from "../helpers/sentry_process.ts";
-import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { jwtcheck } from "../helpers/jwtcheck.ts";
 
 const TD = "public";
-
-/** Runs jwtcheck on `token` against the JWKS file; resolves with its report. */
-async function jwtcheck(token: string, jwks: string, audience: string) {
-  const { jwtcheck } = await daprBinaries();
-  const child = new Deno.Command(jwtcheck, {
-    args: ["-jwks", jwks, "-token", "-", "-trust-domain", TD, "-audience", audience],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(token));
-  await writer.close();
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  if (!out.success) throw new Error(decoder.decode(out.stderr).trim());
-  return JSON.parse(decoder.decode(out.stdout)) as { spiffeId: string; audience: string[] };
-}
 
 Deno.test("--jwt-enabled: tokens in the response, valid for Dapr against the jwks.json written", async () => {
   const work = await tempDir();
@@ -52,13 +34,16 @@ Deno.test("--jwt-enabled: tokens in the response, valid for Dapr against the jwk
     const all = response.jwt?.value;
     assert.ok(all, "jwt is set");
     for (const audience of [TD, "api://resource"]) {
-      const report = await jwtcheck(all, jwks, audience);
+      const report = await jwtcheck(all, jwks, { trustDomain: TD, audience });
       assert.equal(report.spiffeId, "spiffe://public/ns/default/myapp");
       assert.deepEqual(report.audience, [TD, "api://resource"]);
     }
     assert.deepEqual(Object.keys(response.perAudienceJwts ?? {}).sort(), ["api://resource", TD]);
     for (const [audience, token] of Object.entries(response.perAudienceJwts!)) {
-      assert.deepEqual((await jwtcheck(token.value, jwks, audience)).audience, [audience]);
+      assert.deepEqual(
+        (await jwtcheck(token.value, jwks, { trustDomain: TD, audience })).audience,
+        [audience],
+      );
     }
   } finally {
     client.close();

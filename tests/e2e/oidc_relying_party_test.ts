@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { daprBinaries } from "../helpers/dapr_binaries.ts";
 import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr, openssl, opensslServerTls } from "../helpers/openssl.ts";
+import { generateKey, makeCsr, opensslServerTls } from "../helpers/openssl.ts";
 import {
   freePort,
   type RunningSentry,
@@ -31,6 +31,7 @@ import {
   startSentry,
   tempDir,
 } from "../helpers/sentry_process.ts";
+import { daprJwtKey } from "../helpers/jwtcheck.ts";
 
 const TD = "public";
 const AUDIENCE = "api://resource";
@@ -83,29 +84,6 @@ async function startOidccheck(issuer: string, caFile: string) {
       return (await child.status).code;
     },
   };
-}
-
-/** A new RSA JWT key and the jwks.json Dapr's code writes for it (`jwtcheck -dapr-issue`). */
-async function daprJwtKey(work: string): Promise<{ keyPem: string; jwksJson: string }> {
-  const keyFile = join(work, `next-${crypto.randomUUID()}.key`);
-  await openssl([
-    "genpkey",
-    "-algorithm",
-    "RSA",
-    "-pkeyopt",
-    "rsa_keygen_bits:2048",
-    "-out",
-    keyFile,
-  ]);
-  const { jwtcheck } = await daprBinaries();
-  const out = await new Deno.Command(jwtcheck, {
-    args: ["-dapr-issue", keyFile, "-trust-domain", TD, "-audience", TD],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  const { jwks } = JSON.parse(new TextDecoder().decode(out.stdout)) as { jwks: string };
-  return { keyPem: await Deno.readTextFile(keyFile), jwksJson: jwks };
 }
 
 /** Sentry with JWTs and an HTTPS OIDC server on 127.0.0.1, plus what talks to it. */
@@ -184,7 +162,7 @@ Deno.test("go-oidc relying party: discovery, JWKS and tokens verify; across a JW
 
     // Rotation on disk, while the relying party keeps verifying.
     const oldJwks = await servedJwks();
-    const next = await daprJwtKey(work);
+    const next = await daprJwtKey(work, TD);
     await Deno.writeTextFile(join(sentry.dir, "jwks.json"), next.jwksJson);
     await Deno.writeTextFile(join(sentry.dir, "jwt.key"), next.keyPem);
     const started = performance.now();

@@ -9,56 +9,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { eventually } from "../helpers/eventually.ts";
 import { SentryClient } from "../helpers/grpc_client.ts";
-import { generateKey, makeCsr, openssl, opensslServerTls } from "../helpers/openssl.ts";
+import { generateKey, makeCsr, opensslServerTls } from "../helpers/openssl.ts";
 import { freePort, runSentry, serveArgs, startSentry, tempDir } from "../helpers/sentry_process.ts";
-import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { daprJwtKey, jwtcheck } from "../helpers/jwtcheck.ts";
 
 const TD = "public";
 
-/** Runs jwtcheck on `token` against the JWKS text; resolves with its report. */
-async function jwtcheck(token: string, jwksJson: string, audience: string, work: string) {
-  const { jwtcheck } = await daprBinaries();
+/** go-spiffe's verdict on `token` against the JWKS text (written to a file in `work`). */
+async function check(token: string, jwksJson: string, audience: string, work: string) {
   const jwks = join(work, `fetched-${crypto.randomUUID()}.json`);
   await Deno.writeTextFile(jwks, jwksJson);
-  const child = new Deno.Command(jwtcheck, {
-    args: ["-jwks", jwks, "-token", "-", "-trust-domain", TD, "-audience", audience],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(token));
-  await writer.close();
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  if (!out.success) throw new Error(decoder.decode(out.stderr).trim());
-  return JSON.parse(decoder.decode(out.stdout)) as {
-    spiffeId: string;
-    claims: Record<string, unknown>;
-  };
-}
-
-/** A new RSA JWT key and the jwks.json Dapr's code writes for it (`jwtcheck -dapr-issue`). */
-async function daprJwtKey(work: string): Promise<{ keyPem: string; jwksJson: string }> {
-  const keyFile = join(work, `next-${crypto.randomUUID()}.key`);
-  await openssl([
-    "genpkey",
-    "-algorithm",
-    "RSA",
-    "-pkeyopt",
-    "rsa_keygen_bits:2048",
-    "-out",
-    keyFile,
-  ]);
-  const { jwtcheck } = await daprBinaries();
-  const out = await new Deno.Command(jwtcheck, {
-    args: ["-dapr-issue", keyFile, "-trust-domain", TD, "-audience", TD],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  const { jwks } = JSON.parse(new TextDecoder().decode(out.stdout)) as { jwks: string };
-  return { keyPem: await Deno.readTextFile(keyFile), jwksJson: jwks };
+  return await jwtcheck(token, jwks, { trustDomain: TD, audience });
 }
 
 Deno.test("--oidc-enabled: discovery over HTTPS, the store's JWKS, tokens verify; a rotated JWT key is served", async () => {
@@ -113,12 +74,12 @@ Deno.test("--oidc-enabled: discovery over HTTPS, the store's JWKS, tokens verify
 
     const served = await get(discovery.jwks_uri);
     assert.equal(served, await Deno.readTextFile(join(sentry.dir, "jwks.json")));
-    const report = await jwtcheck(await token(), served, "api://resource", work);
+    const report = await check(await token(), served, "api://resource", work);
     assert.equal(report.spiffeId, "spiffe://public/ns/default/myapp");
     assert.equal(report.claims.iss, base);
 
     // Rotation on disk: both files, as an operator would replace them.
-    const next = await daprJwtKey(work);
+    const next = await daprJwtKey(work, TD);
     assert.notEqual(next.jwksJson, served);
     await Deno.writeTextFile(join(sentry.dir, "jwks.json"), next.jwksJson);
     await Deno.writeTextFile(join(sentry.dir, "jwt.key"), next.keyPem);
@@ -128,9 +89,9 @@ Deno.test("--oidc-enabled: discovery over HTTPS, the store's JWKS, tokens verify
       20_000,
     );
     const rotated = await get(discovery.jwks_uri);
-    const after = await jwtcheck(await token(), rotated, TD, work);
+    const after = await check(await token(), rotated, TD, work);
     assert.equal(after.spiffeId, "spiffe://public/ns/default/myapp");
-    await assert.rejects(jwtcheck(await token(), served, TD, work), "not with the old key set");
+    await assert.rejects(check(await token(), served, TD, work), "not with the old key set");
   } finally {
     client.close();
     http.close();
