@@ -18,6 +18,11 @@ export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
 /** The file was opened but is not a regular file of acceptable size; nothing was read. */
 export class FileRefusedError extends Error {
   override name = "FileRefusedError";
+
+  /** `message` is "refused to read <path>: <reason>". */
+  constructor(readonly path: string, readonly reason: string) {
+    super(`refused to read ${path}: ${reason}`);
+  }
 }
 
 /** Options for {@link readSmallFile}. */
@@ -46,7 +51,7 @@ function kind(
 }
 
 function refusal(path: string, reason: string): FileRefusedError {
-  return new FileRefusedError(`refused to read ${path}: ${reason}`);
+  return new FileRefusedError(path, reason);
 }
 
 function tooLarge(path: string, maxBytes: number): FileRefusedError {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { FileRefusedError } from "./bounded-read.ts";
 
 /** The `code` of a Node system error (`ENOENT`, `EACCES`, ...), if any. */
 export function errorCode(error: unknown): string | undefined {
@@ -22,6 +23,7 @@ export function errorCode(error: unknown): string | undefined {
  * ```
  */
 export function fileErrorReason(error: unknown): string {
+  if (error instanceof FileRefusedError) return `refused: ${error.reason}`;
   switch (errorCode(error)) {
     case "ENOENT":
       return "file not found";
