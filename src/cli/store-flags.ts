@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { readSmallFileSync } from "../util/bounded-read.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 import { parseDuration } from "../util/duration.ts";
 import type { Logger } from "../observability/logger.ts";
 import { KubeClient } from "../kubernetes/client.ts";
@@ -140,9 +141,9 @@ function vaultStore(
   let caCertPem: string | undefined;
   if (caFile) {
     try {
-      caCertPem = readFileSync(caFile, "utf8");
+      caCertPem = readSmallFileSync(caFile);
     } catch (error) {
-      throw new UsageError(`cannot read --vault-cacert ${caFile}: ${(error as Error).message}`, {
+      throw new UsageError(`cannot read --vault-cacert ${caFile}: ${fileErrorReason(error)}`, {
         cause: error,
       });
     }

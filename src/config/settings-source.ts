@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
+import { readSmallFile } from "../util/bounded-read.ts";
 import {
   ConfigurationError,
   DEFAULT_SETTINGS,
@@ -72,7 +72,7 @@ export class FileSettingsSource implements SettingsSource {
 
   async #read(): Promise<string> {
     try {
-      return await readFile(this.path, "utf8");
+      return await readSmallFile(this.path);
     } catch (error) {
       const reason = fileErrorReason(error);
       throw new ConfigurationError(`${this.description}: ${reason}`);

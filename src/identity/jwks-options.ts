@@ -7,11 +7,11 @@
  * @module
  */
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { JSONWebKeySet, JWK } from "jose";
 import { durationSetting } from "../util/duration.ts";
 import { isRecord } from "../util/records.ts";
 import { fileErrorReason } from "../util/file-errors.ts";
+import { readSmallFileSync } from "../util/bounded-read.ts";
 
 /** A JWKS source that cannot be configured, loaded or parsed; the message names the source. */
 export class JwksSourceError extends Error {
@@ -137,7 +137,7 @@ export function loadCaCertificate(value: string): string {
   let pem = value;
   if (!value.includes("-----BEGIN")) {
     try {
-      pem = readFileSync(value, "utf8");
+      pem = readSmallFileSync(value);
     } catch (error) {
       const reason = fileErrorReason(error);
       throw new JwksSourceError(

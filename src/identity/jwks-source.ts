@@ -19,7 +19,6 @@
  * @module
  */
 import { statSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { rootCertificates } from "node:tls";
 import type { JSONWebKeySet } from "jose";
 import { type FileWatch, watchFiles } from "../config/file-watcher.ts";
@@ -38,6 +37,7 @@ import {
   parseJwks,
 } from "./jwks-options.ts";
 import { fileErrorReason } from "../util/file-errors.ts";
+import { readSmallFile } from "../util/bounded-read.ts";
 
 /** Dapr's default for `requestTimeout`. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
@@ -324,13 +324,10 @@ export class JwksSource {
   async #readFile(path: string): Promise<Loaded> {
     let text: string;
     try {
-      text = await readFile(path, "utf8");
+      text = await readSmallFile(path, { maxBytes: MAX_DOCUMENT_BYTES });
     } catch (error) {
       const reason = fileErrorReason(error);
       throw new JwksSourceError(`${this.description}: ${reason}`);
-    }
-    if (text.length > MAX_DOCUMENT_BYTES) {
-      throw new JwksSourceError(`${this.description}: larger than ${MAX_DOCUMENT_BYTES} bytes`);
     }
     return { keySet: parseJwks(text, this.description) };
   }

@@ -25,7 +25,8 @@
  */
 import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
+import { readSmallFile } from "../util/bounded-read.ts";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { isRecord } from "../util/records.ts";
@@ -132,7 +133,7 @@ async function isFile(path: string): Promise<boolean> {
 
 async function readText(path: string, what: string): Promise<string> {
   try {
-    return await readFile(path, "utf8");
+    return await readSmallFile(path);
   } catch (error) {
     throw new KubeConfigError(`${what} ${path}: ${fileErrorReason(error)}`);
   }
@@ -179,7 +180,7 @@ export async function loadInClusterConfig(
   );
   let namespace: string | undefined;
   try {
-    namespace = (await readFile(namespacePath, "utf8")).trim() || undefined;
+    namespace = (await readSmallFile(namespacePath)).trim() || undefined;
   } catch (error) {
     if ((error as { code?: string }).code !== "ENOENT") {
       throw new KubeConfigError(

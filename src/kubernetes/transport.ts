@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
+import { readSmallFile } from "../util/bounded-read.ts";
 import { Agent as HttpAgent, type IncomingHttpHeaders } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import {
@@ -214,7 +214,7 @@ export class KubeTransport {
     if (!tokenFile) return undefined;
     let text: string;
     try {
-      text = await readFile(tokenFile, "utf8");
+      text = await readSmallFile(tokenFile);
     } catch (error) {
       const reason = fileErrorReason(error);
       throw this.requestError(

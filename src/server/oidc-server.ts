@@ -28,7 +28,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
 import type { ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -36,6 +36,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { posix } from "node:path";
 import type { Logger } from "../observability/logger.ts";
+import { readSmallFileSync } from "../util/bounded-read.ts";
 
 /** Dapr's JWKS endpoint. */
 export const JWKS_ENDPOINT = "/jwks.json";
@@ -246,8 +247,8 @@ async function loadTls(
   await waitForFiles(options);
   try {
     const pair = {
-      cert: options.tlsCertPem ?? readFileSync(options.tlsCertFile!, "utf8"),
-      key: options.tlsKeyPem ?? readFileSync(options.tlsKeyFile!, "utf8"),
+      cert: options.tlsCertPem ?? readSmallFileSync(options.tlsCertFile!),
+      key: options.tlsKeyPem ?? readSmallFileSync(options.tlsKeyFile!),
     };
     // Go's tls.LoadX509KeyPair parses both and checks they belong together; the TLS server
     // would only fail later, at each handshake.

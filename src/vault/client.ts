@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
+import { readSmallFile } from "../util/bounded-read.ts";
+import { fileErrorReason } from "../util/file-errors.ts";
 import { httpRequest, type HttpResponse, HttpTransportError } from "../net/http.ts";
 import type { Logger } from "../observability/logger.ts";
 import { setSafeTimeout } from "../util/timers.ts";
@@ -157,12 +158,12 @@ export class VaultClient {
     if (auth.kind === "token") {
       if (auth.tokenFile) {
         try {
-          return (await readFile(auth.tokenFile, "utf8")).trim();
+          return (await readSmallFile(auth.tokenFile)).trim();
         } catch (error) {
           throw new VaultError(
             0,
             [],
-            `cannot read the Vault token file ${auth.tokenFile}: ${(error as Error).message}`,
+            `cannot read the Vault token file ${auth.tokenFile}: ${fileErrorReason(error)}`,
           );
         }
       }
@@ -187,12 +188,12 @@ export class VaultClient {
     if (auth.kind !== "kubernetes") return;
     let jwt: string;
     try {
-      jwt = (await readFile(auth.jwtFile, "utf8")).trim();
+      jwt = (await readSmallFile(auth.jwtFile)).trim();
     } catch (error) {
       throw new VaultError(
         0,
         [],
-        `cannot read the service-account token ${auth.jwtFile}: ${(error as Error).message}`,
+        `cannot read the service-account token ${auth.jwtFile}: ${fileErrorReason(error)}`,
       );
     }
     const path = `auth/${auth.mount}/login`;
