@@ -3,9 +3,12 @@
  * names with one or two dashes (`-port=1`, `--port 1`), booleans as `-flag` or
  * `-flag=false`, parsing stops at the first non-flag argument or at `--`.
  * node:util parseArgs cannot read single-dash long names, hence this small parser.
+ * Duration flags are strings read with {@link durationFlag} (Go's syntax: `20s`, `1m30s`).
  *
  * @module
  */
+
+import { type ExtraUnits, parseDuration } from "../util/duration.ts";
 
 /** The kinds of value a flag takes. */
 export type FlagType = "string" | "int" | "bool" | "list";
@@ -145,4 +148,43 @@ export function formatFlagHelp(specs: readonly FlagSpec[]): string {
     const fallback = empty ? "" : ` (default ${shown})`;
     return `  --${spec.name}${kind}\n        ${spec.help}${fallback}`;
   }).join("\n");
+}
+
+/** What {@link durationFlag} accepts besides positive durations. */
+export interface DurationFlagOptions {
+  /** Whether `0` is allowed (for example "0: no limit"). */
+  allowZero?: boolean;
+  /** Units beyond Go's that the flag documents, such as `{ d: 86_400_000 }`. */
+  extraUnits?: ExtraUnits;
+}
+
+/**
+ * The value of duration flag `--name` in milliseconds, in Go's syntax (`300ms`, `20s`, `1h30m`):
+ * a {@link UsageError} naming the flag when `value` is not a duration, is negative, or is zero
+ * without {@link DurationFlagOptions.allowZero}.
+ *
+ * @example
+ * ```ts
+ * durationFlag("handshake-timeout", "20s"); // 20000
+ * ```
+ */
+export function durationFlag(
+  name: string,
+  value: string,
+  options: DurationFlagOptions = {},
+): number {
+  let ms: number;
+  try {
+    ms = parseDuration(value, options.extraUnits);
+  } catch (error) {
+    throw new UsageError(`--${name}: ${(error as Error).message}`, { cause: error });
+  }
+  if (ms < 0 || (ms === 0 && !options.allowZero)) {
+    throw new UsageError(
+      `--${name} must be ${options.allowZero ? "0 or more" : "positive"}, got ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return ms;
 }

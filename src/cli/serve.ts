@@ -19,12 +19,26 @@ import {
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
 import { KubernetesValidator } from "../identity/kubernetes.ts";
 import { fileLogSink, Logger, type LogSink, parseLogLevel } from "../observability/logger.ts";
-import { SentryServer } from "../server/sentry-server.ts";
+import { SentryServer, type SentryServerOptions } from "../server/sentry-server.ts";
+import type { ConnectionLimits } from "../server/grpc-server.ts";
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_PREFACE_TIMEOUT_MS,
+  defaultMaxConnections,
+} from "../server/connection-guard.ts";
 import { defaultSigningWorkers } from "../server/cpu-count.ts";
 import { capYoungGeneration } from "../server/young-generation.ts";
+import { formatDuration } from "../util/duration.ts";
 import { runtimeDescription, VERSION } from "../util/version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
-import { type FlagSpec, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import {
+  durationFlag,
+  type FlagSpec,
+  formatFlagHelp,
+  type ParsedFlags,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 import { flagValues } from "./command.ts";
 import { JWT_FLAGS, jwtOptionsFromFlags, OIDC_FLAGS, oidcOptionsFromFlags } from "./jwt-flags.ts";
 
@@ -114,6 +128,27 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: "Most signing requests a minute for one workload identity (SPIFFE ID), in bursts of " +
       "up to that many; more are told to retry (RESOURCE_EXHAUSTED). 0: no limit",
   },
+  {
+    name: "max-connections",
+    type: "int",
+    default: () => defaultMaxConnections(),
+    help: "Most connections open at once on the gRPC port; more are closed as soon as they are " +
+      "accepted (default: 4096, or the open-files limit less 256 when that is lower)",
+  },
+  {
+    name: "handshake-timeout",
+    type: "string",
+    default: formatDuration(DEFAULT_PREFACE_TIMEOUT_MS),
+    help: "Time a new gRPC connection has to finish its TLS handshake and send the HTTP/2 " +
+      "preface, else it is closed (Go duration)",
+  },
+  {
+    name: "connection-idle-timeout",
+    type: "string",
+    default: formatDuration(DEFAULT_IDLE_TIMEOUT_MS),
+    help: "Time a gRPC connection with no call in progress stays open before GOAWAY and close " +
+      "(Go duration; 0: no limit)",
+  },
   ...JWT_FLAGS,
   ...OIDC_FLAGS,
   { name: "help", type: "bool", default: false, help: "Show this help" },
@@ -156,6 +191,29 @@ function listenAddress(value: string): string {
     (addresses ?? []).some((address) => address.family === "IPv6")
   );
   return hasIpv6 ? "::" : "0.0.0.0";
+}
+
+/**
+ * The gRPC connection limits that `--max-connections`, `--handshake-timeout` and
+ * `--connection-idle-timeout` ask for; a {@link UsageError} naming the flag for a bad value.
+ */
+export function connectionLimitsFromFlags(parsed: ParsedFlags): Required<ConnectionLimits> {
+  const flags = flagValues(parsed);
+  const maxConnections = flags.int("max-connections");
+  if (!(maxConnections >= 1)) {
+    throw new UsageError(`--max-connections must be 1 or more, got ${maxConnections}`);
+  }
+  return {
+    maxConnections,
+    prefaceTimeoutMs: durationFlag("handshake-timeout", flags.string("handshake-timeout")),
+    idleTimeoutMs: durationFlag(
+      "connection-idle-timeout",
+      flags.string("connection-idle-timeout"),
+      {
+        allowZero: true,
+      },
+    ),
+  };
 }
 
 /** Process hooks, replaceable in tests. */
@@ -237,6 +295,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     if (!((flags.int("identity-rate-limit")) >= 0)) {
       throw new UsageError("--identity-rate-limit must be 0 or more");
     }
+    const connections = connectionLimitsFromFlags(parsed);
     const jwt = jwtOptionsFromFlags(parsed);
     const oidc = oidcOptionsFromFlags(parsed);
     const { store, namespace, kube } = await openStore(
@@ -262,7 +321,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     void stopSignal.received.then(() => {
       if (!startedUp) settingsSource.close();
     });
-    server = await SentryServer.start({
+    const serverOptions: SentryServerOptions & { connections: ConnectionLimits } = {
       trustDomain,
       namespace,
       clusterDomain: mode === "kubernetes" ? clusterDomain(trustDomain, logger) : undefined,
@@ -296,11 +355,13 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
           port: flags.int("metrics-port"),
         }
         : undefined,
+      connections,
       jwt,
       oidc,
       logger,
       now: io.now,
-    });
+    };
+    server = await SentryServer.start(serverOptions);
     startedUp = true;
   } catch (error) {
     stopSignal.dispose();

@@ -16,6 +16,15 @@ export type FailureReason =
   | "busy"
   | "rate_limited";
 
+/**
+ * Why a connection to the gRPC port was closed by sentry, as the `reason` label:
+ * `max_connections` (closed on accept, `--max-connections` were open) or `handshake_timeout`
+ * (no TLS handshake and HTTP/2 preface within `--handshake-timeout`).
+ */
+export type ConnectionRefusal = "max_connections" | "handshake_timeout";
+
+const CONNECTION_REFUSALS: readonly ConnectionRefusal[] = ["max_connections", "handshake_timeout"];
+
 /** The metric set of one sentry server. */
 export class SentryMetrics {
   /** The registry to expose on /metrics. */
@@ -28,7 +37,13 @@ export class SentryMetrics {
    */
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+    // Every reason from the start at 0, so that rate() and alerts see the series before the
+    // first refusal.
+    for (const reason of CONNECTION_REFUSALS) this.connectionsRefused.inc({ reason }, 0);
   }
+
+  /** Reports the open gRPC connections, read when /metrics is scraped. */
+  #openConnections?: () => number;
   readonly requestsReceived = this.#counter(
     "dapr_sentry_cert_sign_request_received_total",
     "The number of CSRs received.",
@@ -73,6 +88,21 @@ export class SentryMetrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRefused = this.#counter(
+    "dapr_sentry_grpc_connections_refused_total",
+    "The number of connections to the gRPC port closed by sentry: over --max-connections " +
+      "(max_connections) or without TLS handshake and HTTP/2 preface in time (handshake_timeout).",
+    ["reason"],
+  );
+  readonly connectionsOpen = new Gauge({
+    name: "dapr_sentry_grpc_connections_open",
+    help: "The number of connections open on the gRPC port.",
+    registers: [this.registry],
+    collect: () => {
+      if (this.#openConnections) this.connectionsOpen.set(this.#openConnections());
+    },
+  });
+
   #counter(name: string, help: string, labelNames: string[] = []): Counter {
     return new Counter({ name, help, labelNames, registers: [this.registry] });
   }
@@ -80,6 +110,16 @@ export class SentryMetrics {
   /** Records a failed request. */
   failure(reason: FailureReason): void {
     this.signFailure.inc({ reason });
+  }
+
+  /** Records a connection to the gRPC port that sentry closed. */
+  connectionRefused(reason: ConnectionRefusal): void {
+    this.connectionsRefused.inc({ reason });
+  }
+
+  /** Makes `dapr_sentry_grpc_connections_open` report `count()` at each scrape. */
+  observeOpenConnections(count: () => number): void {
+    this.#openConnections = count;
   }
 
   /** Records the expiry of the bundle in use. */

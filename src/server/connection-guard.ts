@@ -11,6 +11,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
+import { setSafeTimeout } from "../util/timers.ts";
 
 /**
  * How long a new connection has to complete the TLS handshake and send the HTTP/2 preface.
@@ -120,11 +121,11 @@ export class ConnectionGuard {
     }
     this.#open++;
     const key = keyOf(socket);
-    const timer = setTimeout(() => {
+    // Safe: the deadline comes from a flag, and Node fires a delay above ~24.8 days at once.
+    const timer = setSafeTimeout(() => {
       this.#options.onPrefaceTimeout();
       socket.destroy();
     }, this.#options.prefaceTimeoutMs);
-    timer.unref?.();
     const settle = () => {
       clearTimeout(timer);
       if (key !== undefined && this.#pending.get(key) === settle) this.#pending.delete(key);

@@ -19,7 +19,7 @@ import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
 import { RotatingServerCredentials } from "./rotating-credentials.ts";
-import { setSafeTimeout } from "../util/timers.ts";
+import { safeDelayMs, setSafeTimeout } from "../util/timers.ts";
 import {
   ConnectionGuard,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -41,8 +41,30 @@ export const MAX_STREAMS_PER_CONNECTION = 32;
 /** How long answers written just before a shutdown get to reach their sockets. */
 const FLUSH_MS = 100;
 
+/**
+ * Limits on the gRPC port's connections (`--max-connections`, `--handshake-timeout`,
+ * `--connection-idle-timeout`); see connection-guard.ts.
+ */
+export interface ConnectionLimits {
+  /**
+   * Most connections open at once on the gRPC port; beyond it a new one is closed at once.
+   * Default: {@link defaultMaxConnections} (4096, or the descriptor limit less a reserve).
+   */
+  maxConnections?: number;
+  /**
+   * How long a new connection has to finish TLS and send the HTTP/2 preface (default
+   * {@link DEFAULT_PREFACE_TIMEOUT_MS}).
+   */
+  prefaceTimeoutMs?: number;
+  /**
+   * How long a connection with no call in progress stays open before GOAWAY (default
+   * {@link DEFAULT_IDLE_TIMEOUT_MS}; 0: no limit).
+   */
+  idleTimeoutMs?: number;
+}
+
 /** Options of the gRPC server. */
-export interface GrpcServerOptions {
+export interface GrpcServerOptions extends ConnectionLimits {
   listenAddress: string;
   port: number;
   trustDomain: string;
@@ -67,25 +89,19 @@ export interface GrpcServerOptions {
   rateLimiter?: IdentityRateLimiter;
   /** JWT-SVID issuing, when on (see ca-service.ts). */
   jwt?: JwtIssuing;
-  /**
-   * Most connections open at once on the gRPC port; beyond it a new one is closed at once.
-   * Default: {@link defaultMaxConnections} (4096, or the descriptor limit less a reserve).
-   */
-  maxConnections?: number;
-  /**
-   * How long a new connection has to finish TLS and send the HTTP/2 preface (default
-   * {@link DEFAULT_PREFACE_TIMEOUT_MS}).
-   */
-  prefaceTimeoutMs?: number;
-  /**
-   * How long a connection with no call in progress stays open before GOAWAY (default
-   * {@link DEFAULT_IDLE_TIMEOUT_MS}).
-   */
-  idleTimeoutMs?: number;
 }
 
 /** Least time between two warnings about refused connections. */
 const REFUSAL_WARNING_INTERVAL_MS = 60_000;
+
+/**
+ * grpc-js's idle setting for `idleTimeoutMs`: an idle connection gets GOAWAY and is closed (its
+ * client reconnects when it needs to). 0 means no limit, which grpc-js has when the option is
+ * absent (given 0 it would close every connection as soon as it is idle).
+ */
+function idleOption(idleTimeoutMs: number): grpc.ServerOptions {
+  return idleTimeoutMs > 0 ? { "grpc.max_connection_idle_ms": safeDelayMs(idleTimeoutMs) } : {};
+}
 
 interface WireRequest {
   id: string;
@@ -133,12 +149,14 @@ export class SentryGrpcServer {
       maxConnections,
       prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
       onRefused: () => this.#connectionRefused(maxConnections),
-      onPrefaceTimeout: () =>
-        options.logger.debug("closed a connection that sent no HTTP/2 preface in time"),
+      onPrefaceTimeout: () => {
+        options.metrics.connectionRefused("handshake_timeout");
+        options.logger.debug("closed a connection that sent no HTTP/2 preface in time");
+      },
     });
+    options.metrics.observeOpenConnections(() => this.#guard.open);
     this.#server = new grpc.Server({
-      // An idle connection gets GOAWAY and is closed; its client reconnects when it needs to.
-      "grpc.max_connection_idle_ms": options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      ...idleOption(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
       "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
       "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
       // Channelz (grpc-js's per-call introspection counters) is never queried here; without it
@@ -200,6 +218,7 @@ export class SentryGrpcServer {
   }
 
   #connectionRefused(maxConnections: number): void {
+    this.#options.metrics.connectionRefused("max_connections");
     this.#refusedSinceWarning++;
     const now = Date.now();
     if (now - this.#lastRefusalWarning < REFUSAL_WARNING_INTERVAL_MS) return;

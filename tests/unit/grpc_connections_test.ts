@@ -3,6 +3,8 @@
  * that sends no HTTP/2 preface is closed after the (shortened) deadline, an idle HTTP/2
  * session gets GOAWAY and is closed, the connection over the cap is closed at once while
  * `/healthz` still answers, and a well-behaved grpc-js client keeps working through all of it.
+ * The closed connections are counted by reason and the open ones gauged for /metrics; an idle
+ * timeout of 0 means no limit.
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
@@ -36,7 +38,7 @@ interface Options {
 
 async function withServer(
   options: Options,
-  body: (server: SentryGrpcServer, logs: string[]) => Promise<void>,
+  body: (server: SentryGrpcServer, logs: string[], metrics: SentryMetrics) => Promise<void>,
 ): Promise<void> {
   const validator = new InsecureValidator();
   const state = new CaState(BUNDLE, DEFAULT_SETTINGS, {
@@ -44,13 +46,14 @@ async function withServer(
     enabled: new Map([[validator.wire, validator]]),
   });
   const logs: string[] = [];
+  const metrics = new SentryMetrics();
   const server = new SentryGrpcServer({
     listenAddress: "127.0.0.1",
     port: 0,
     trustDomain: "cluster.local",
     namespace: "default",
     state,
-    metrics: new SentryMetrics(),
+    metrics,
     logger: new Logger({
       level: "debug",
       json: true,
@@ -64,7 +67,7 @@ async function withServer(
   });
   await server.start();
   try {
-    await body(server, logs);
+    await body(server, logs, metrics);
   } finally {
     server.forceShutdown();
   }
@@ -223,6 +226,69 @@ Deno.test("over the connection cap a new connection is closed and /healthz still
     } finally {
       for (const connection of held) connection.close();
       await health.close();
+    }
+  });
+});
+
+/** The value of the sample of `name` with `labels` (`reason="..."`, or "" for none). */
+async function sample(metrics: SentryMetrics, name: string, labels = ""): Promise<number> {
+  const text = await metrics.registry.metrics();
+  const key = labels === "" ? name : `${name}{${labels}}`;
+  const line = text.split("\n").find((l) => l.startsWith(`${key} `));
+  assert.ok(line, `no sample ${key} in:\n${text}`);
+  return Number(line.split(" ").pop());
+}
+
+const REFUSED = "dapr_sentry_grpc_connections_refused_total";
+const OPEN = "dapr_sentry_grpc_connections_open";
+
+Deno.test("closed connections are counted by reason and open ones gauged", async () => {
+  await withServer({ maxConnections: 1, prefaceTimeoutMs: 300 }, async (server, _, metrics) => {
+    assert.equal(await sample(metrics, REFUSED, 'reason="max_connections"'), 0);
+    assert.equal(await sample(metrics, REFUSED, 'reason="handshake_timeout"'), 0);
+    const silent = await tls(server.port);
+    try {
+      await silent.handshake();
+      assert.equal(await sample(metrics, OPEN), 1);
+      // Over the cap: closed at once (at the handshake or just after).
+      const third = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      try {
+        await readUntilClosed(third);
+      } finally {
+        third.close();
+      }
+      assert.equal(await sample(metrics, REFUSED, 'reason="max_connections"'), 1);
+      // The silent one: closed at its deadline.
+      await readUntilClosed(silent);
+    } finally {
+      silent.close();
+    }
+    assert.equal(await sample(metrics, REFUSED, 'reason="handshake_timeout"'), 1);
+    assert.equal(await sample(metrics, REFUSED, 'reason="max_connections"'), 1);
+    const deadline = Date.now() + DEADLINE_MS;
+    while (server.openConnections > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(await sample(metrics, OPEN), 0);
+  });
+});
+
+Deno.test("an idle timeout of 0 keeps an idle HTTP/2 session open", async () => {
+  await withServer({ idleTimeoutMs: 0 }, async (server) => {
+    const connection = await tls(server.port);
+    try {
+      await connection.write(new Uint8Array([...PREFACE, ...EMPTY_SETTINGS]));
+      await connection.read(new Uint8Array(1024)); // the server's SETTINGS
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(server.openConnections, 1);
+      // Still answered (no GOAWAY): a PING gets its ACK.
+      await connection.write(new Uint8Array([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+      const buffer = new Uint8Array(1024);
+      const n = await connection.read(buffer);
+      assert.ok(n !== null && n > 0);
+      assert.ok(!frameTypes(buffer.subarray(0, n)).includes(GOAWAY));
+    } finally {
+      connection.close();
     }
   });
 });
