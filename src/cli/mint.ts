@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { readInputFile, writeOutputFiles } from "./files.ts";
+import { readPemInput, writeOutputFiles } from "./files.ts";
 import type { KeyObject } from "node:crypto";
 import { rootFromPem } from "../ca/bundle.ts";
 import { encodeName, ExtKeyUsage, KeyUsage } from "../x509/certificate.ts";
@@ -14,7 +14,7 @@ import { decodeCsr } from "../x509/csr.ts";
 import { generateKey, isKeyType, KEY_TYPES } from "../x509/key-types.ts";
 import { describeKey, keyIdentifier, privateKeyToPem, SigningKey, spkiOf } from "../x509/keys.ts";
 import { isSelfSigned, parseCertificate, subjectKeyId } from "../x509/parse.ts";
-import { decodePem, encodePem } from "../x509/pem.ts";
+import { decodePem, encodePem, PEM_CERTIFICATE, PEM_CSR, PEM_PRIVATE_KEY } from "../x509/pem.ts";
 import {
   createCaCertificate,
   createLeafCertificate,
@@ -191,8 +191,8 @@ interface LoadedCa {
 
 async function loadCa(caPath: string, caKeyPath: string): Promise<LoadedCa> {
   if (!caPath || !caKeyPath) throw new UsageError("this profile needs --ca and --ca-key");
-  const caPem = await readInputFile(caPath, "--ca");
-  const ca = rootFromPem(caPem, await readInputFile(caKeyPath, "--ca-key"), {
+  const caPem = await readPemInput(caPath, "--ca", PEM_CERTIFICATE);
+  const ca = rootFromPem(caPem, await readPemInput(caKeyPath, "--ca-key", PEM_PRIVATE_KEY), {
     cert: caPath,
     key: caKeyPath,
   });
@@ -226,7 +226,13 @@ interface KeyToCertify {
 async function keyToCertify(flags: Flags): Promise<KeyToCertify> {
   const csrPath = flags.string("csr");
   if (csrPath) {
-    const csr = decodeCsr(await readInputFile(csrPath, "--csr"));
+    const csrPem = await readPemInput(csrPath, "--csr", PEM_CSR);
+    let csr;
+    try {
+      csr = decodeCsr(csrPem);
+    } catch (error) {
+      throw new Error(`--csr ${csrPath}: ${(error as Error).message}`, { cause: error });
+    }
     return { spki: csr.subjectPublicKeyInfo, key: csr.publicKey };
   }
   const keyType = flags.string("key-type");

@@ -16,7 +16,7 @@ import {
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, privateKeyToPem } from "../x509/keys.ts";
 import { parseCertificate } from "../x509/parse.ts";
 import { daprIdentityOf } from "../ca/profiles.ts";
-import { decodePem, encodeCertificates } from "../x509/pem.ts";
+import { decodePem, encodeCertificates, PEM_PRIVATE_KEY } from "../x509/pem.ts";
 import {
   type CommandIO,
   type CommandSpec,
@@ -26,7 +26,7 @@ import {
   ttlFlag,
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
-import { readInputFile } from "./files.ts";
+import { readPemInput } from "./files.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { JWT_FLAGS } from "./jwt-flags.ts";
 import { renewJwt } from "./renew-jwt.ts";
@@ -191,7 +191,7 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
     } else {
       const rootKeyFile = flags.string("root-key");
       const rootKeyPem = rootKeyFile
-        ? await readInputFile(rootKeyFile, "--root-key")
+        ? await readPemInput(rootKeyFile, "--root-key", PEM_PRIVATE_KEY)
         : current.caKey;
       if (!rootKeyPem) {
         throw new Error(

@@ -5,10 +5,11 @@
  *
  * @module
  */
-import { isCa, isSelfSigned, isSignedBy, type ParsedCertificate } from "./parse.ts";
+import { isCa, isSelfSigned, isSignedBy, type ParsedCertificate, subjectKeyId } from "./parse.ts";
 import { signatureAlgorithmName } from "./keys.ts";
-import { signatureAlgorithmText } from "./describe.ts";
+import { colonHex, fingerprint, signatureAlgorithmText } from "./describe.ts";
 import {
+  decodeAuthorityKeyId,
   decodeBasicConstraints,
   decodeGeneralNames,
   decodeKeyUsage,
@@ -43,15 +44,47 @@ function signedBy(cert: ParsedCertificate, signer: ParsedCertificate): boolean {
   return cert.issuer.equals(signer.subject) && isSignedBy(cert, signer);
 }
 
-/** Why `cert` is not signed by `signer` (names differ, unsupported algorithm, bad signature). */
-function whyNotSigned(cert: ParsedCertificate, signer: ParsedCertificate): string {
+/**
+ * Which key `cert` names as its signer and which key `signer` has, when the names match but
+ * the signature does not verify: a different CA with the same name, told apart by key IDs
+ * (or the signer's public key SHA-256 when it has no subject key ID).
+ */
+function keyMismatch(cert: ParsedCertificate, signer: ParsedCertificate): string {
+  const akiExtension = cert.extensions.get("2.5.29.35");
+  const aki = akiExtension ? decodeAuthorityKeyId(akiExtension.value) : undefined;
+  const ski = subjectKeyId(signer);
+  if (aki && ski && colonHex(aki) === colonHex(ski)) {
+    return `the key IDs match (${colonHex(aki)}): the certificate was altered or damaged ` +
+      `after it was signed`;
+  }
+  const wanted = aki ? `authority key ID ${colonHex(aki)}` : "no authority key ID";
+  const has = ski
+    ? `subject key ID ${colonHex(ski)}`
+    : `public key SHA-256 ${fingerprint(signer.subjectPublicKeyInfo, "sha256")}`;
+  return `a different CA with the same name (${wanted} vs ${has})`;
+}
+
+/**
+ * Why `cert` is not signed by `signer`, called `signerName` in the message: names differ (in
+ * text, or only in encoding), unsupported algorithm, or the same name with another key.
+ */
+function whyNotSigned(
+  cert: ParsedCertificate,
+  signer: ParsedCertificate,
+  signerName: string,
+): string {
+  const issuer = formatName(cert.issuer);
   if (!cert.issuer.equals(signer.subject)) {
-    return `its issuer is "${formatName(cert.issuer)}", not "${formatName(signer.subject)}"`;
+    const subject = formatName(signer.subject);
+    if (issuer !== subject) return `its issuer is "${issuer}", not "${subject}"`;
+    return `its issuer and the subject of ${signerName} both read "${issuer}" but are encoded ` +
+      `differently (string types or attribute order), and names must match byte for byte`;
   }
   if (!signatureAlgorithmName(cert.signatureAlgorithm)) {
     return `unsupported signature algorithm ${signatureAlgorithmText(cert.signatureAlgorithm)}`;
   }
-  return "the signature does not verify";
+  return `both are named "${issuer}", but the signature does not verify with the key of ` +
+    `${signerName}: ${keyMismatch(cert, signer)}`;
 }
 
 function validityProblem(cert: ParsedCertificate, now: Date): string | undefined {
@@ -98,7 +131,7 @@ export function verifyChain(
     if (!signedBy(chain[i], chain[i + 1])) {
       return result(
         `${label(chain[i], i)} is not signed by ${label(chain[i + 1], i + 1)}: ${
-          whyNotSigned(chain[i], chain[i + 1])
+          whyNotSigned(chain[i], chain[i + 1], `certificate #${i + 2}`)
         }`,
         i,
       );
@@ -124,10 +157,16 @@ export function verifyChain(
   } else {
     anchor = roots.find((root) => signedBy(last, root));
     if (!anchor) {
-      const hint = roots.length === 1 ? `: ${whyNotSigned(last, roots[0])}` : "";
+      // The anchor it names: the only one, or one with its issuer's name (bytes, then text).
+      const named = roots.length === 1
+        ? roots[0]
+        : roots.find((root) => root.subject.equals(last.issuer)) ??
+          roots.find((root) => formatName(root.subject) === formatName(last.issuer));
+      const why = named
+        ? `: ${whyNotSigned(last, named, `the anchor "${formatName(named.subject)}"`)}`
+        : ` (its issuer is "${formatName(last.issuer)}")`;
       return result(
-        `${label(last, lastIndex)} is not signed by any of the ${roots.length} anchors` +
-          (roots.length === 1 ? hint : ` (its issuer is "${formatName(last.issuer)}")`),
+        `${label(last, lastIndex)} is not signed by any of the ${roots.length} anchors${why}`,
         lastIndex,
       );
     }

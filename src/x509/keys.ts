@@ -16,6 +16,7 @@ import {
   verify as cryptoVerify,
 } from "node:crypto";
 import * as der from "./der.ts";
+import { decodePem, PEM_PRIVATE_KEY, pemProblem } from "./pem.ts";
 
 /** Key algorithms sentry can generate for a CA. */
 export type CaKeyAlgorithm = "ecdsa-p256" | "ed25519";
@@ -47,9 +48,28 @@ export function generateCaKey(algorithm: CaKeyAlgorithm): KeyObject {
   return generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
 }
 
-/** Loads a private key from PEM: PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`. */
+/** A private key that cannot be loaded; the message says why in plain words (no OpenSSL codes). */
+export class KeyFormatError extends Error {
+  override name = "KeyFormatError";
+}
+
+/**
+ * Loads a private key from PEM: PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, PKCS#1
+ * `RSA PRIVATE KEY`. Anything else (another block, an encrypted key, DER, a damaged block)
+ * throws a {@link KeyFormatError} saying what is wrong, without the file name.
+ */
 export function loadPrivateKey(pem: string | Uint8Array): KeyObject {
-  return createPrivateKey({ key: Buffer.from(pem), format: "pem" });
+  const problem = pemProblem(pem, PEM_PRIVATE_KEY);
+  if (problem) throw new KeyFormatError(problem);
+  try {
+    return createPrivateKey({ key: Buffer.from(pem), format: "pem" });
+  } catch (error) {
+    const [block] = decodePem(pem);
+    throw new KeyFormatError(
+      `the ${block.label} block is damaged or truncated: it does not decode to a private key`,
+      { cause: error },
+    );
+  }
 }
 
 /** The private key as PKCS#8 PEM (how sentry stores keys it generates, like Dapr). */

@@ -62,6 +62,12 @@ export function parseCertificate(bytes: Uint8Array): ParsedCertificate {
   }
   const [algorithmOid] = der.children(bytes, algorithm);
   const spkiBytes = Buffer.from(der.bytesOf(bytes, spki));
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: spkiBytes, format: "der", type: "spki" });
+  } catch (error) {
+    throw new der.DerError("its public key is damaged or of an unsupported type", { cause: error });
+  }
   const parsed: ParsedCertificate = {
     der: Buffer.from(bytes),
     tbs: der.bytesOf(bytes, tbs),
@@ -73,7 +79,7 @@ export function parseCertificate(bytes: Uint8Array): ParsedCertificate {
     notBefore: der.decodeTime(bytes, notBefore),
     notAfter: der.decodeTime(bytes, notAfter),
     subjectPublicKeyInfo: spkiBytes,
-    publicKey: createPublicKey({ key: spkiBytes, format: "der", type: "spki" }),
+    publicKey,
     extensions,
   };
   // Decode the extensions sentry relies on now, so that a malformed one fails parsing
