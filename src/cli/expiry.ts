@@ -1,10 +1,12 @@
 /**
  * `sentry expiry`: when the root and the issuer in a store expire, and, with `--warn`, a
- * non-zero exit when either is closer than that (for cron jobs and CI gates).
+ * non-zero exit when either is closer than that (for cron jobs and CI gates). An issuer that
+ * outlives the root gets the server's warning on stderr.
  *
  * @module
  */
 import { bundleLifetimes } from "../ca/bundle.ts";
+import { issuerOutlivesRootWarning } from "../server/expiry-monitor.ts";
 import {
   type CommandIO,
   type CommandSpec,
@@ -26,7 +28,9 @@ export const EXPIRY_COMMAND: CommandSpec = {
 
 Prints the NotAfter of the root (the earliest trust anchor) and of the issuer, and the days
 left. With --warn DURATION (Go duration or days, e.g. 30d), exits 1 when either expires
-sooner than that, so that a cron job or CI step can alert before anything breaks.`,
+sooner than that, so that a cron job or CI step can alert before anything breaks. An issuer
+that expires after the root is warned about on stderr: every chain breaks when the root
+expires.`,
   flags: [
     ...STORE_FLAGS,
     {
@@ -48,6 +52,8 @@ export function runExpiry(argv: readonly string[], io: CommandIO): Promise<numbe
     const pem = await store.load();
     if (!pem) throw new Error(`${store.description} holds no trust bundle`);
     const lifetimes = bundleLifetimes(pem, store.names);
+    const outlives = issuerOutlivesRootWarning(lifetimes.issuerNotAfter, lifetimes.rootNotAfter);
+    if (outlives) io.stderr(`sentry expiry: warning: ${outlives}\n`);
     const now = io.now().getTime();
     const entries = [
       { what: "root", notAfter: lifetimes.rootNotAfter },

@@ -12,6 +12,11 @@
  * or a CSR whose self-signature does not verify) or unreadable input, with one line on stderr
  * naming the file; 2 bad usage.
  *
+ * An issuer (intermediate CA) that expires after the root it was issued by, both given in FILE
+ * or the root in `--anchors`, gets the server's warning on stderr ("issuer certificate outlives
+ * the root: ..."); the exit code is unchanged. FILE and the anchors are read only when they are
+ * regular files of at most 1 MiB (a FIFO or a device is refused).
+ *
  * JSON output (`--json`), field names stable:
  *
  * ```text
@@ -48,7 +53,6 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
 import {
   type CertificateDescription,
   type CsrDescription,
@@ -61,7 +65,13 @@ import {
 import { type ChainVerification, verifyChain } from "../x509/chain-verification.ts";
 import type { SubjectAltNames } from "../x509/x509-text.ts";
 import * as der from "../x509/der.ts";
-import { parseCertificate, type ParsedCertificate } from "../x509/parse.ts";
+import {
+  isCa,
+  isSelfSigned,
+  isSignedBy,
+  parseCertificate,
+  type ParsedCertificate,
+} from "../x509/parse.ts";
 import { decodePem } from "../x509/pem.ts";
 import {
   CheckFailed,
@@ -72,6 +82,9 @@ import {
   runCommand,
 } from "./command.ts";
 import { UsageError } from "./flags.ts";
+import { issuerOutlivesRootWarning } from "../server/expiry-monitor.ts";
+import { readSmallFileBytes } from "../util/bounded-read.ts";
+import { errorCode, fileErrorReason } from "../util/file-errors.ts";
 
 /** The `inspect` subcommand. */
 export const INSPECT_COMMAND: CommandSpec = {
@@ -107,21 +120,17 @@ type Input =
 
 const CSR_LABELS = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
 
-/** Reads a file (or stdin for `-`), with one-line errors naming it. */
+/**
+ * Reads a file (or stdin for `-`), with one-line errors naming it. Only a regular file of at
+ * most 1 MiB is read: a FIFO, a device such as /dev/zero or a huge file is refused at once.
+ */
 async function readInput(path: string, io: CommandIO): Promise<Uint8Array> {
   if (path === "-") return await io.readStdin();
   try {
-    return await readFile(path);
+    return await readSmallFileBytes(path);
   } catch (error) {
-    const code = (error as { code?: string }).code;
-    const reason = code === "ENOENT"
-      ? "no such file"
-      : code === "EISDIR"
-      ? "is a directory"
-      : code === "EACCES"
-      ? "permission denied"
-      : (error as Error).message;
-    throw new Error(`${path}: ${reason}`);
+    const reason = errorCode(error) === "ENOENT" ? "no such file" : fileErrorReason(error);
+    throw new Error(`${path}: ${reason}`, { cause: error });
   }
 }
 
@@ -197,6 +206,31 @@ function decodeAnchors(bytes: Uint8Array, name: string): ParsedCertificate[] {
     throw new Error(`${name} holds a certificate request, not trust anchors`);
   }
   return input.certificates;
+}
+
+/** True when `cert` was issued by `root` (its issuer name and signature). */
+function issuedBy(cert: ParsedCertificate, root: ParsedCertificate): boolean {
+  return cert.issuer.equals(root.subject) && isSignedBy(cert, root);
+}
+
+/**
+ * The server's warning (expiry-monitor.ts) for each issuer in `chain` that outlives the root
+ * it was issued by: an intermediate CA signed directly by a self-signed certificate of `chain`
+ * or `anchors` (a Dapr bundle's issuer and root).
+ */
+function outlivesRootWarnings(
+  chain: readonly ParsedCertificate[],
+  anchors: readonly ParsedCertificate[],
+): string[] {
+  const roots = [...chain, ...anchors].filter(isSelfSigned);
+  const warnings = new Set<string>();
+  for (const issuer of chain.filter((cert) => isCa(cert) && !isSelfSigned(cert))) {
+    for (const root of roots.filter((root) => issuedBy(issuer, root))) {
+      const warning = issuerOutlivesRootWarning(issuer.notAfter, root.notAfter);
+      if (warning) warnings.add(warning);
+    }
+  }
+  return [...warnings];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,9 +380,13 @@ export function runInspect(argv: readonly string[], io: CommandIO): Promise<numb
       }
     });
     let chain: ChainVerification | null = null;
+    let anchors: ParsedCertificate[] = [];
     if (anchorsPath !== "") {
-      const anchors = decodeAnchors(await readInput(anchorsPath, io), anchorsName);
+      anchors = decodeAnchors(await readInput(anchorsPath, io), anchorsName);
       chain = verifyChain(input.certificates, anchors, now);
+    }
+    for (const warning of outlivesRootWarnings(input.certificates, anchors)) {
+      io.stderr(`sentry inspect: warning: ${warning}\n`);
     }
     if (json) {
       io.stdout(`${JSON.stringify({ certificates, chain }, null, 2)}\n`);

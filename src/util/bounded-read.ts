@@ -72,6 +72,21 @@ export async function readSmallFile(
   path: string,
   options: ReadSmallFileOptions = {},
 ): Promise<string> {
+  return (await readSmallFileBytes(path, options)).toString("utf8");
+}
+
+/**
+ * {@link readSmallFile}'s bytes, undecoded (DER input, for one): the same checks and refusals.
+ *
+ * @example
+ * ```ts
+ * const der = await readSmallFileBytes("cert.der");
+ * ```
+ */
+export async function readSmallFileBytes(
+  path: string,
+  options: ReadSmallFileOptions = {},
+): Promise<Buffer> {
   const maxBytes = options.maxBytes ?? MAX_SMALL_FILE_BYTES;
   const handle = await open(path, OPEN_FLAGS);
   try {
@@ -87,7 +102,7 @@ export async function readSmallFile(
       length += bytesRead;
     }
     if (length > maxBytes) throw tooLarge(path, maxBytes);
-    return buffer.subarray(0, length).toString("utf8");
+    return buffer.subarray(0, length);
   } finally {
     await handle.close();
   }
