@@ -321,7 +321,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     void stopSignal.received.then(() => {
       if (!startedUp) settingsSource.close();
     });
-    const serverOptions: SentryServerOptions & { connections: ConnectionLimits } = {
+    const serverOptions: SentryServerOptions = {
       trustDomain,
       namespace,
       clusterDomain: mode === "kubernetes" ? clusterDomain(trustDomain, logger) : undefined,

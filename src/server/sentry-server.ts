@@ -25,7 +25,7 @@ import { CaState } from "./ca-state.ts";
 import { CredentialReloader } from "./credential-reloader.ts";
 import { loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
-import { SentryGrpcServer } from "./grpc-server.ts";
+import { type ConnectionLimits, SentryGrpcServer } from "./grpc-server.ts";
 import { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
@@ -67,6 +67,8 @@ export interface SentryServerOptions {
   /** Key algorithm of a generated root and issuer. */
   keyAlgorithm: CaKeyAlgorithm;
   grpc: Listen;
+  /** Limits on the gRPC port's connections (defaults: see connection-guard.ts). */
+  connections?: ConnectionLimits;
   health: Listen;
   /** Omitted when metrics are disabled. */
   metrics?: Listen;
@@ -318,6 +320,7 @@ export class SentryServer {
         ? new IdentityRateLimiter(options.identityRateLimit)
         : undefined,
       jwt: options.jwt && { ttlMs: options.jwt.ttlMs, issuer: options.jwt.issuer },
+      ...options.connections,
     });
     try {
       await grpc.start();
