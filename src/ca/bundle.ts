@@ -43,6 +43,29 @@ export interface BundlePem {
   caKey?: string;
   /** The JWT signing key and its JWKS, when the store holds them (both or neither). */
   jwt?: JwtKeyPem;
+  /** A root rotation in progress (see root-rotation.ts); all its parts or none are stored. */
+  rotation?: RotationPem;
+}
+
+/** The stored texts of a root rotation in progress (self-hosted: files beside the bundle). */
+export interface RotationPem {
+  /** `rotation-state.json`: phase and times. */
+  stateJson: string;
+  /** `rotation-ca.crt`: the new root. */
+  caCrt: string;
+  /** `rotation-issuer.crt`: the new issuer, signed by the new root. */
+  issuerCrt: string;
+  /** `rotation-issuer.key`: its key. */
+  issuerKey: string;
+  /** `rotation-ca.key`: the new root's key, only when the operator keeps root keys. */
+  caKey?: string;
+}
+
+/** True when two bundles hold the same rotation texts (or neither holds any). */
+export function sameRotationPem(a: RotationPem | undefined, b: RotationPem | undefined): boolean {
+  return (a?.stateJson ?? "") === (b?.stateJson ?? "") && (a?.caCrt ?? "") === (b?.caCrt ?? "") &&
+    (a?.issuerCrt ?? "") === (b?.issuerCrt ?? "") &&
+    (a?.issuerKey ?? "") === (b?.issuerKey ?? "") && (a?.caKey ?? "") === (b?.caKey ?? "");
 }
 
 /** The stored texts of the JWT-SVID signing key (`jwt.key`) and its key set (`jwks.json`). */
@@ -58,8 +81,8 @@ export function sameJwtPem(a: JwtKeyPem | undefined, b: JwtKeyPem | undefined): 
 
 /**
  * True when two bundles hold the same texts, JWT key material included. With `signingOnly`, the
- * root key is not compared (it takes no part in signing, so a change of it alone is no reason
- * to reload).
+ * root key and the rotation parts are not compared (they take no part in signing, so a change
+ * of them alone is no reason to reload).
  */
 export function sameBundlePem(
   a: BundlePem,
@@ -67,7 +90,9 @@ export function sameBundlePem(
   options: { signingOnly?: boolean } = {},
 ): boolean {
   return a.caCrt === b.caCrt && a.issuerCrt === b.issuerCrt && a.issuerKey === b.issuerKey &&
-    sameJwtPem(a.jwt, b.jwt) && (options.signingOnly || (a.caKey ?? "") === (b.caKey ?? ""));
+    sameJwtPem(a.jwt, b.jwt) &&
+    (options.signingOnly ||
+      ((a.caKey ?? "") === (b.caKey ?? "") && sameRotationPem(a.rotation, b.rotation)));
 }
 
 /** File names used in messages about a bundle (they follow the `--issuer-*-filename` flags). */
@@ -154,7 +179,9 @@ function checkValidAt(cert: ParsedCertificate, what: string, now: Date): void {
  * anchor is a self-signed CA; the issuer chain links verify (a trailing self-signed root is
  * dropped); the issuer is a CA allowed to sign certificates and is not a root itself; the key
  * matches the issuer certificate; the chain reaches an anchor; every certificate on the path
- * is valid at `now`.
+ * is valid at `now`. Certificates after the first one an anchor signed are a bridge to an older
+ * root (see root-rotation.ts): linked and CA, but not required to be valid; expired ones are not
+ * served.
  */
 export function validateBundle(
   pem: BundlePem,
@@ -205,17 +232,24 @@ export function validateBundle(
     );
   }
 
-  const top = chain[chain.length - 1];
-  const anchor = anchors.find((candidate) => isSignedBy(top, candidate));
+  // The shortest prefix of the chain that reaches an anchor is the path; certificates after it
+  // are a bridge to an older root (root rotation), served while valid and never required.
+  let anchor: ParsedCertificate | undefined;
+  let pathLength = 0;
+  while (!anchor && pathLength < chain.length) {
+    const cert = chain[pathLength++];
+    anchor = anchors.find((candidate) => isSignedBy(cert, candidate));
+  }
   if (!anchor) {
     throw new BundleError(
       `${names.issuerCrt} does not chain to any trust anchor in ${names.caCrt}`,
     );
   }
-  chain.forEach((cert, index) =>
+  chain.slice(0, pathLength).forEach((cert, index) =>
     checkValidAt(cert, `${names.issuerCrt}: certificate #${index + 1}`, now)
   );
   checkValidAt(anchor, `${names.caCrt}: the root of the issuer`, now);
+  const served = chain.filter((cert, index) => index < pathLength || cert.notAfter > now);
 
   let signingKey: SigningKey;
   try {
@@ -226,8 +260,8 @@ export function validateBundle(
   return {
     pem,
     anchors,
-    issuerChain: chain,
-    issuerChainPem: encodeCertificates(chain.map((cert) => cert.der)),
+    issuerChain: served,
+    issuerChainPem: encodeCertificates(served.map((cert) => cert.der)),
     anchorsPem: encodeCertificates(anchors.map((cert) => cert.der)),
     issuer: {
       key: signingKey,

@@ -1,0 +1,283 @@
+/**
+ * The root rotation's pure core (src/ca/root-rotation.ts): one whole cycle on planned times
+ * (start -> switch -> complete -> prune), what is stored in each phase, abort, issuer-only
+ * renewal with a kept root key, JWT keys rotating with the root, and the bridge that lets a
+ * sidecar which only knows the old root verify certificates of the new issuer — checked with
+ * `openssl verify`, which shares no code with us.
+ */
+import assert from "node:assert/strict";
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { type BundlePem, generateBundle, validateBundle } from "../../src/ca/bundle.ts";
+import { createWorkloadCertificate } from "../../src/ca/profiles.ts";
+import {
+  abortRotation,
+  formatRotationState,
+  parseRotationState,
+  planRotation,
+  RotationError,
+  rotationOf,
+  type RotationSettings,
+  type RotationStep,
+  startRotation,
+  viewBundle,
+} from "../../src/ca/root-rotation.ts";
+import { SpiffeId } from "../../src/ca/spiffe.ts";
+import { withGeneratedJwtKey } from "../../src/ca/jwt-bundle.ts";
+import { parseJwtKeyChain } from "../../src/ca/jwt-rotation.ts";
+import { spkiOf } from "../../src/x509/keys.ts";
+import { encodeCertificates } from "../../src/x509/pem.ts";
+import { verifyChain } from "../helpers/openssl.ts";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+const SETTINGS: RotationSettings = {
+  triggerWindowMs: 720 * HOUR,
+  propagationWindowMs: 10 * MINUTE,
+  workloadTtlMs: 5 * MINUTE,
+  completionMarginMs: MINUTE,
+  skewMs: 15 * MINUTE,
+  algorithm: "ecdsa-p256",
+  rootTtlMs: 365 * 24 * HOUR,
+  trustDomain: "example.org",
+  namespace: "dapr-system",
+};
+
+/** A Dapr-profile bundle whose root expires in two hours (well inside the trigger window). */
+function oldBundle(now: Date, keepRootKey = false): BundlePem {
+  return generateBundle({
+    trustDomain: "example.org",
+    namespace: "dapr-system",
+    algorithm: "ecdsa-p256",
+    now,
+    ttlMs: 2 * HOUR,
+    skewMs: 15 * MINUTE,
+    keepRootKey,
+  });
+}
+
+/** The bundle a step writes, after checking its kind. */
+function nextOf(step: RotationStep, kind: RotationStep["kind"]): BundlePem {
+  assert.equal(step.kind, kind, JSON.stringify((step as { waitingFor?: string }).waitingFor));
+  if (!("next" in step)) throw new Error(`no bundle in a ${step.kind} step`);
+  return step.next;
+}
+
+const later = (t0: Date, ms: number) => new Date(t0.getTime() + ms);
+
+function certCount(pem: string): number {
+  return pem.match(/-----BEGIN CERTIFICATE-----/g)?.length ?? 0;
+}
+
+/** A workload certificate for `app` signed by the bundle's issuer, with its chain. */
+function workloadChain(pem: BundlePem, now: Date): string {
+  const bundle = validateBundle(pem, now);
+  const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const leaf = createWorkloadCertificate(
+    SpiffeId.forWorkload("example.org", "default", "app"),
+    spkiOf(createPublicKey(publicKey.export({ format: "pem", type: "spki" }))),
+    bundle.issuer,
+    { notBefore: new Date(now.getTime() - MINUTE), notAfter: later(now, SETTINGS.workloadTtlMs) },
+  );
+  return encodeCertificates([leaf]) + bundle.issuerChainPem;
+}
+
+function onlyRoot(pem: string, index: number): string {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)!;
+  return blocks[index];
+}
+
+Deno.test("a whole cycle: anchors old -> old+new -> new, issuer switches only after the window", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "root-rotation-" });
+  try {
+    const t0 = new Date();
+    const original = oldBundle(t0);
+    const oldRoot = original.caCrt;
+
+    const distributing = nextOf(await planRotation(original, t0, SETTINGS), "start");
+    assert.equal(certCount(distributing.caCrt), 2, "anchors are old + new");
+    assert.ok(distributing.caCrt.startsWith(oldRoot), "the old root stays first");
+    assert.equal(distributing.issuerCrt, original.issuerCrt, "signing stays with the old issuer");
+    assert.equal(distributing.issuerKey, original.issuerKey);
+    const state = rotationOf(distributing)!;
+    assert.equal(state.phase, "distributing");
+    assert.equal(state.signingAt.getTime(), t0.getTime() + SETTINGS.propagationWindowMs);
+    validateBundle(distributing, t0);
+    // A workload certificate of this phase verifies against either anchor set.
+    await verifyChain(dir, distributing.caCrt, workloadChain(distributing, t0), "sslclient");
+
+    const waiting = await planRotation(distributing, later(t0, 9 * MINUTE), SETTINGS);
+    assert.equal(waiting.kind, "none");
+    assert.match((waiting as { waitingFor: string }).waitingFor, /propagation window/);
+
+    const t1 = later(t0, 10 * MINUTE);
+    const signing = nextOf(await planRotation(distributing, t1, SETTINGS), "switch");
+    assert.equal(signing.caCrt, distributing.caCrt, "anchors unchanged at the switch");
+    assert.equal(signing.issuerKey, distributing.rotation!.issuerKey);
+    assert.ok(signing.issuerCrt.startsWith(distributing.rotation!.issuerCrt));
+    // New issuer + bridge (new root cross-signed by the old issuer) + old issuer.
+    assert.equal(certCount(signing.issuerCrt), 3);
+    const signingState = rotationOf(signing)!;
+    assert.equal(signingState.phase, "signing");
+    assert.equal(
+      signingState.completeAt!.getTime(),
+      t1.getTime() + SETTINGS.workloadTtlMs + SETTINGS.completionMarginMs,
+    );
+    validateBundle(signing, t0);
+    const leafChain = workloadChain(signing, t0);
+    // The bridge: a sidecar that only knows the OLD root verifies the new issuer's certificate.
+    await verifyChain(dir, onlyRoot(signing.caCrt, 0), leafChain, "sslclient");
+    // And one that only knows the NEW root.
+    await verifyChain(dir, onlyRoot(signing.caCrt, 1), leafChain, "sslclient");
+
+    const done = nextOf(
+      await planRotation(signing, signingState.completeAt!, SETTINGS),
+      "complete",
+    );
+    assert.equal(done.rotation, undefined, "the rotation parts are gone");
+    assert.equal(done.caCrt, onlyRoot(signing.caCrt, 1), "anchors are the new root only");
+    validateBundle(done, t0);
+    await verifyChain(dir, done.caCrt, workloadChain(done, t0), "sslclient");
+    // The bridge stays until it expires (old-anchored sidecars keep working)...
+    await verifyChain(dir, oldRoot, workloadChain(done, t0), "sslclient");
+    const idle = await planRotation(done, later(t0, HOUR), SETTINGS);
+    assert.equal(idle.kind, "none");
+    assert.match((idle as { waitingFor: string }).waitingFor, /root rotation starts at/);
+
+    // ...and is pruned once expired (the old root's NotAfter, two hours in).
+    const prune = await planRotation(done, later(t0, 2 * HOUR + MINUTE), SETTINGS);
+    assert.equal(prune.kind, "prune-bridge");
+    if (!("next" in prune)) throw new Error("no bundle in the prune step");
+    assert.equal(certCount(prune.next.issuerCrt), 1);
+    validateBundle(prune.next, later(t0, 2 * HOUR + MINUTE));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with the root key kept, the bridge is signed by the old root and the issuer renews at 2/3", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "root-rotation-" });
+  try {
+    const t0 = new Date();
+    const original = oldBundle(t0, true);
+    // Far from the trigger window: issuer renewal is what comes first.
+    const relaxed = { ...SETTINGS, triggerWindowMs: 10 * MINUTE };
+    const early = await planRotation(original, later(t0, 10 * MINUTE), relaxed);
+    assert.equal(early.kind, "none");
+    assert.match((early as { waitingFor: string }).waitingFor, /issuer renewal at/);
+    const issuerLife = 2 * HOUR + 15 * MINUTE;
+    const renewAt = later(t0, -15 * MINUTE + (issuerLife * 2) / 3);
+    const renewal = await planRotation(original, renewAt, relaxed);
+    assert.equal(renewal.kind, "renew-issuer");
+    if (!("next" in renewal)) throw new Error("no bundle in the renewal step");
+    assert.equal(renewal.next.caCrt, original.caCrt, "no anchor change");
+    assert.notEqual(renewal.next.issuerKey, original.issuerKey);
+    validateBundle(renewal.next, renewAt);
+
+    const distributing = await startRotation(original, t0, SETTINGS, "manual");
+    assert.ok(distributing.rotation!.caKey, "the new root's key is kept too");
+    const switched = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS);
+    if (!("next" in switched)) throw new Error(`no bundle in a ${switched.kind} step`);
+    assert.equal(
+      certCount(switched.next.issuerCrt),
+      2,
+      "new issuer + new root cross-signed by the old root",
+    );
+    assert.equal(switched.next.caKey, distributing.rotation!.caKey, "ca.key follows the new root");
+    await verifyChain(
+      dir,
+      onlyRoot(switched.next.caCrt, 0),
+      workloadChain(switched.next, t0),
+      "sslserver",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("abort restores the old anchors before the switch, and is refused after it", async () => {
+  const t0 = new Date();
+  const original = oldBundle(t0);
+  const distributing = await startRotation(original, t0, SETTINGS, "manual");
+  assert.equal(rotationOf(distributing)!.reason, "manual");
+  await assert.rejects(startRotation(distributing, t0, SETTINGS, "manual"), RotationError);
+  const aborted = abortRotation(distributing);
+  assert.equal(aborted.caCrt, original.caCrt);
+  assert.equal(aborted.rotation, undefined);
+  const step = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS);
+  if (!("next" in step)) throw new Error(`no bundle in a ${step.kind} step`);
+  assert.throws(() => abortRotation(step.next), /too late to abort/);
+  assert.throws(() => abortRotation(original), /no root rotation is in progress/);
+});
+
+Deno.test("signing switches before the old issuer expires even if the window is longer", async () => {
+  const t0 = new Date();
+  const original = oldBundle(t0);
+  const distributing = await startRotation(
+    original,
+    t0,
+    { ...SETTINGS, propagationWindowMs: 48 * HOUR },
+    "expiry",
+  );
+  const { issuer } = viewBundle(original);
+  assert.equal(rotationOf(distributing)!.signingAt.getTime(), issuer.notAfter.getTime());
+});
+
+Deno.test("automatic off: nothing starts, a rotation in progress still finishes", async () => {
+  const t0 = new Date();
+  const original = oldBundle(t0);
+  const off = await planRotation(original, t0, SETTINGS, { automatic: false });
+  assert.equal(off.kind, "none");
+  const distributing = await startRotation(original, t0, SETTINGS, "manual");
+  const step = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS, {
+    automatic: false,
+  });
+  assert.equal(step.kind, "switch");
+});
+
+Deno.test("JWT keys rotate with the root: published at the start, signing from the switch", async () => {
+  const t0 = new Date();
+  const original = await withGeneratedJwtKey(oldBundle(t0), "k1");
+  const distributing = await startRotation(original, t0, SETTINGS, "expiry");
+  const chain = parseJwtKeyChain(distributing.jwt!.keyPem);
+  assert.ok(chain.next, "a next JWT key is stored");
+  assert.equal(chain.next.notBefore.getTime(), rotationOf(distributing)!.signingAt.getTime());
+  assert.equal(JSON.parse(distributing.jwt!.jwksJson).keys.length, 2, "both keys published");
+  const switched = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS);
+  if (!("next" in switched)) throw new Error(`no bundle in a ${switched.kind} step`);
+  const completeAt = rotationOf(switched.next)!.completeAt!;
+  const done = await planRotation(switched.next, later(completeAt, 25 * HOUR), {
+    ...SETTINGS,
+    jwtTtlMs: HOUR,
+  });
+  if (!("next" in done)) throw new Error(`no bundle in a ${done.kind} step`);
+  assert.equal(parseJwtKeyChain(done.next.jwt!.keyPem).next, undefined, "the next key is current");
+  assert.equal(JSON.parse(done.next.jwt!.jwksJson).keys.length, 1, "the old key left the JWKS");
+});
+
+Deno.test("rotation-state.json round-trips and bad states are refused with the field named", () => {
+  const state = {
+    phase: "signing" as const,
+    reason: "expiry" as const,
+    startedAt: new Date("2026-01-01T00:00:00Z"),
+    signingAt: new Date("2026-01-02T00:00:00Z"),
+    switchedAt: new Date("2026-01-02T00:00:05Z"),
+    completeAt: new Date("2026-01-03T00:00:00Z"),
+    oldRootSha256: "a".repeat(64),
+    newRootSha256: "b".repeat(64),
+  };
+  assert.deepEqual(parseRotationState(formatRotationState(state)), state);
+  assert.throws(() => parseRotationState("{"), /rotation-state.json is not JSON/);
+  assert.throws(
+    () => parseRotationState(JSON.stringify({ ...state, phase: "cleanup" })),
+    /unknown phase "cleanup"/,
+  );
+  assert.throws(
+    () => parseRotationState(JSON.stringify({ ...state, signingAt: "soon" })),
+    /"signingAt" is not a time/,
+  );
+  assert.throws(
+    () => parseRotationState(JSON.stringify({ ...state, switchedAt: undefined })),
+    /"switchedAt" is not a time/,
+  );
+});
