@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { parseDuration } from "../util/duration.ts";
 import {
+  durationFlag,
   type FlagSpec,
   formatFlagHelp,
   type ParsedFlags,
@@ -114,12 +114,5 @@ export const DAY_UNIT = { d: 86_400_000 };
 
 /** Parses a positive TTL flag value (Go duration or `Nd`); UsageError naming the flag otherwise. */
 export function ttlFlag(name: string, value: string): number {
-  let ms: number;
-  try {
-    ms = parseDuration(value, DAY_UNIT);
-  } catch (error) {
-    throw new UsageError(`--${name}: ${(error as Error).message}`, { cause: error });
-  }
-  if (!(ms > 0)) throw new UsageError(`--${name} must be positive, got ${JSON.stringify(value)}`);
-  return ms;
+  return durationFlag(name, value, { extraUnits: DAY_UNIT });
 }
