@@ -7,19 +7,23 @@
  * issuing has stored them (names from `--jwt-key-filename` and `--jwks-filename`).
  *
  * Beyond Dapr: a directory holding only some of the files is refused (Dapr would regenerate
- * and overwrite all three, and regenerates `jwt.key` when `jwks.json` is missing); a first boot
- * is all or nothing: the files are staged (synced, with a manifest) in a `.sentry-staging-*`
- * directory and linked into place without overwriting anything, and a staging left by a killed
- * sentry is published (or removed, if unfinished) by the next load; a replacement (`sentry
- * renew`) first checks that the files still hold what the caller read (compare-and-swap), then
- * renames new files over them. Keys are 0600, certificates and `jwks.json` 0644 (daprd, as
- * another user, reads `ca.crt`). Only regular files of at most 1 MiB are read (a FIFO or
+ * and overwrite all three, and regenerates `jwt.key` when `jwks.json` is missing). Every write
+ * is all or nothing: the new files are written and synced as `.sentry-tmp-*` files beside their
+ * destinations, a manifest listing them is written in a `.sentry-staging-*` directory, and only
+ * then are they put in place: linked without overwriting anything on a first boot, renamed over
+ * the old files by a replacement (`sentry renew`, after a compare-and-swap check that the files
+ * still hold what the caller read). The next load finishes a change whose manifest exists and
+ * removes the leftovers of one killed before (at once when the writer was a sentry on this host
+ * that is gone, else once stale); a failure such as a full disk leaves nothing behind. Keys
+ * are 0600, certificates and `jwks.json` 0644 (daprd, as another user, reads `ca.crt`). Only regular files of at most 1 MiB are read (a FIFO or
  * `/dev/zero` planted as a credential is refused, never blocks); a group/world-writable
  * directory or a readable key is warned about.
  *
  * @module
  */
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import process from "node:process";
 import { link, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { type BundlePem, type JwtKeyPem, sameBundlePem } from "../ca/bundle.ts";
@@ -27,7 +31,7 @@ import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
 import { watchFiles } from "../config/file-watcher.ts";
 import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
 import { FileRefusedError, readSmallFile } from "../util/bounded-read.ts";
-import { errorCode } from "../util/file-errors.ts";
+import { errorCode, fileErrorReason } from "../util/file-errors.ts";
 
 /** Where the files are. */
 export interface FsStoreOptions {
@@ -94,8 +98,64 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Writes `content` to the new file `path` (exactly `mode`, whatever the umask), synced; the
- * file is removed again if anything fails (a full disk leaves nothing behind).
+ * This process's mark in the names of its staging directories and temporary files:
+ * `<host>.<pid>.`. The next start recognises a killed writer's leftovers by it (same host, a
+ * process id that is gone or its own) and removes them at once instead of after
+ * {@link STALE_AFTER_MS}.
+ */
+const HOST = hostname().replace(/[^A-Za-z0-9-]/g, "-") || "host";
+const OWNED = /^([A-Za-z0-9-]+)\.(\d+)\.[0-9a-f]{12}$/;
+/** Names this process is writing right now (never a killed writer's, even with the same pid). */
+const writing = new Set<string>();
+
+/** The owner part of the names written by process `pid` on this host: `<host>.<pid>.`. */
+export function ownerMark(pid: number = process.pid): string {
+  return `${HOST}.${pid}.`;
+}
+
+/** A new staging or temporary name (`prefix` + owner + random), registered as being written. */
+function ownName(prefix: string): string {
+  const name = `${prefix}${ownerMark()}${randomBytes(6).toString("hex")}`;
+  writing.add(name);
+  return name;
+}
+
+/**
+ * Whether `name` (after `prefix`) was written by a sentry on this host that is gone: its
+ * process id no longer exists, or it is ours (a restarted container's pid 1) but not one of
+ * the names this process is writing.
+ */
+function isAbandoned(name: string, prefix: string): boolean {
+  const owner = OWNED.exec(name.slice(prefix.length));
+  if (!owner || owner[1] !== HOST) return false;
+  const pid = Number(owner[2]);
+  if (pid === process.pid) return !writing.has(name);
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return errorCode(error) === "ESRCH";
+  }
+}
+
+/**
+ * Why a file operation failed, without the path in Node's message (`ENOSPC: no space left on
+ * device, open '<temporary>'` becomes `no space left on device (ENOSPC)`): the caller names the
+ * destination instead.
+ */
+function reason(error: unknown): string {
+  return fileErrorReason(error).replace(/^([A-Z][A-Z0-9]+): (.*?), \w+(?: '.*')?$/s, "$2 ($1)");
+}
+
+/** An error naming the destination `target` (a temporary name says nothing to an operator). */
+function naming(target: string, error: unknown): Error {
+  const message = `${target}: ${reason(error)}`;
+  return Object.assign(new Error(message, { cause: error }), { code: errorCode(error) });
+}
+
+/**
+ * Writes `content` to the new file `path` (exactly `mode`, whatever the umask), synced and
+ * closed; the file is removed again if anything fails (a full disk leaves nothing behind).
  */
 async function writeNewFile(
   path: string,
@@ -105,60 +165,15 @@ async function writeNewFile(
 ): Promise<void> {
   const handle = await open(path, "wx", mode);
   try {
-    await handle.chmod(mode);
-    await write(handle, content);
-    await handle.sync();
+    try {
+      await handle.chmod(mode);
+      await write(handle, content);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
-    await handle.close().catch(() => {});
     await rm(path, { force: true });
-    throw error;
-  }
-  await handle.close();
-}
-
-/** Writes `content` to a new synced file next to `path`; returns its name. */
-async function writeTemporary(
-  path: string,
-  content: string,
-  mode: number,
-  write: WriteContent,
-): Promise<string> {
-  const temporary = join(dirname(path), `${TEMPORARY_PREFIX}${randomBytes(6).toString("hex")}`);
-  await writeNewFile(temporary, content, mode, write);
-  return temporary;
-}
-
-/** Creates `path` with `content` unless it exists; returns false if it already existed. */
-async function createFileAtomically(
-  path: string,
-  content: string,
-  mode: number,
-  write: WriteContent,
-): Promise<boolean> {
-  const temporary = await writeTemporary(path, content, mode, write);
-  try {
-    await link(temporary, path);
-    return true;
-  } catch (error) {
-    if (errorCode(error) === "EEXIST") return false;
-    throw error;
-  } finally {
-    await rm(temporary, { force: true });
-  }
-}
-
-/** Replaces `path` with `content` in one rename. */
-async function replaceFileAtomically(
-  path: string,
-  content: string,
-  mode: number,
-  write: WriteContent,
-): Promise<void> {
-  const temporary = await writeTemporary(path, content, mode, write);
-  try {
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
     throw error;
   }
 }
@@ -175,21 +190,6 @@ async function syncDirectory(directory: string): Promise<void> {
   }
 }
 
-/** Removes the destinations that are links to the staged files (a failed publication). */
-async function unpublish(staging: string, files: StagedFile[]): Promise<void> {
-  for (const file of files) {
-    try {
-      const [source, target] = await Promise.all([
-        stat(join(staging, file.staged)),
-        stat(file.target),
-      ]);
-      if (source.ino === target.ino && source.dev === target.dev) await rm(file.target);
-    } catch {
-      // not staged or not published: nothing to undo
-    }
-  }
-}
-
 /** Whether `path` was last modified more than {@link STALE_AFTER_MS} ago (false if gone). */
 async function isStale(path: string): Promise<boolean> {
   try {
@@ -199,30 +199,102 @@ async function isStale(path: string): Promise<boolean> {
   }
 }
 
-/** One file of a staged bundle: its name in the staging directory, its destination, its mode. */
+/**
+ * One file of a staged change: the temporary file beside its destination holding the new
+ * content (`staged`, a name), the destination, its mode, and whether it is created (linked, never
+ * over an existing file) or replaces the destination (renamed over it).
+ */
 interface StagedFile {
   staged: string;
   target: string;
   mode: number;
+  create: boolean;
 }
 
-/**
- * Links the staged files into place without overwriting. A destination that exists with the
- * same content counts as published (an earlier, interrupted publication of the same staging);
- * returns the first destination that holds something else, if any (another writer won).
- */
-async function publishStaged(staging: string, files: StagedFile[]): Promise<string | undefined> {
+/** A staged change, as its manifest records it: files to put in place, then files to remove. */
+interface Manifest {
+  files: StagedFile[];
+  remove: string[];
+}
+
+/** Where a staged file's new content is. */
+function stagedPath(file: StagedFile): string {
+  return join(dirname(file.target), file.staged);
+}
+
+/** Whether two paths are the same file (false if either is missing). */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  try {
+    const [x, y] = await Promise.all([stat(a), stat(b)]);
+    return x.ino === y.ino && x.dev === y.dev;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes the created destinations that are links to their staged files (an aborted commit). */
+async function unpublish(files: StagedFile[]): Promise<void> {
   for (const file of files) {
-    const source = join(staging, file.staged);
+    if (file.create && await sameFile(stagedPath(file), file.target)) {
+      await rm(file.target, { force: true });
+    }
+  }
+}
+
+/** Removes the staged files and the staging directory. */
+async function discard(staging: string, manifest: Manifest): Promise<void> {
+  for (const file of manifest.files) await rm(stagedPath(file), { force: true });
+  await rm(staging, { recursive: true, force: true });
+  writing.delete(basename(staging));
+  for (const file of manifest.files) writing.delete(file.staged);
+}
+
+/** A commit that failed after it replaced a file: the manifest must stay to finish it. */
+class PartialCommitError extends Error {}
+
+/**
+ * Puts a staged change in place: first the files it creates (linked, never over another file; a
+ * destination that already holds the same content counts as created, by an earlier interrupted
+ * commit), then the replacements (renamed over their destinations), then the removals. Returns
+ * the first destination to be created that holds something else (another writer won): the
+ * change is then undone, nothing was replaced. A staged file that is gone was put in place by
+ * another process finishing the same change. Throws {@link PartialCommitError} when it fails
+ * after a replacement.
+ */
+async function commit(manifest: Manifest): Promise<string | undefined> {
+  const creates = manifest.files.filter((file) => file.create);
+  for (const file of creates) {
+    const source = stagedPath(file);
     try {
       await link(source, file.target);
     } catch (error) {
-      if (errorCode(error) !== "EEXIST") throw error;
+      if (errorCode(error) === "ENOENT" && !await exists(source)) continue;
+      if (errorCode(error) !== "EEXIST") {
+        await unpublish(creates);
+        throw naming(file.target, error);
+      }
       const [ours, theirs] = await Promise.all([readSmallFile(source), readIfExists(file.target)]);
-      if (ours !== theirs) return file.target;
+      if (ours !== theirs) {
+        await unpublish(creates);
+        return file.target;
+      }
     }
   }
-  for (const directory of new Set(files.map((file) => dirname(file.target)))) {
+  let replaced = false;
+  for (const file of manifest.files.filter((file) => !file.create)) {
+    try {
+      await rename(stagedPath(file), file.target);
+      replaced = true;
+    } catch (error) {
+      if (errorCode(error) === "ENOENT" && !await exists(stagedPath(file))) continue;
+      if (!replaced) await unpublish(creates);
+      const failure = naming(file.target, error);
+      throw replaced ? new PartialCommitError(failure.message, { cause: error }) : failure;
+    }
+  }
+  for (const path of manifest.remove) await rm(path, { force: true });
+  const directories = [...manifest.files.map((file) => file.target), ...manifest.remove];
+  for (const directory of new Set(directories.map((path) => dirname(path)))) {
     await syncDirectory(directory);
   }
   return undefined;
@@ -346,74 +418,76 @@ export class FsCredentialStore implements CredentialStore {
   }
 
   /**
-   * Finishes or removes what a killed writer left: a complete staging directory (its manifest
-   * exists) is published, files already in place with the same content counting as published;
-   * an unfinished one, and temporary files, are removed once older than
-   * {@link STALE_AFTER_MS} (a younger one may belong to a writer still running).
+   * Finishes or removes what a killed writer left. A complete staging directory (its manifest
+   * exists) is committed: files already in place count as done. An unfinished one, and
+   * temporary files, are removed when their writer is known to be gone (this host, a process id
+   * that no longer exists or is this process's own) or once older than {@link STALE_AFTER_MS}
+   * (a younger one of another writer may still be being written).
    */
   async #recover(): Promise<void> {
-    for (const directory of new Set(this.#allPaths.map((path) => dirname(path)))) {
-      let names: string[];
-      try {
-        names = await readdir(directory);
-      } catch {
-        continue; // no directory yet (or unreadable: load reports it)
-      }
-      for (const name of names) {
+    const directories = [...new Set(this.#allPaths.map((path) => dirname(path)))];
+    const listings = await Promise.all(
+      directories.map((directory) => readdir(directory).catch(() => [] as string[]) // no directory yet (or unreadable: load says)
+      ),
+    );
+    // Stagings first: a complete one still needs its temporary files.
+    for (const name of listings[directories.indexOf(this.#stagingRoot)] ?? []) {
+      if (name.startsWith(STAGING_PREFIX)) await this.#recoverStaging(this.#stagingRoot, name);
+    }
+    for (const [i, directory] of directories.entries()) {
+      for (const name of listings[i]) {
         const path = join(directory, name);
-        if (name.startsWith(STAGING_PREFIX) && directory === this.#stagingRoot) {
-          await this.#recoverStaging(path);
-        } else if (name.startsWith(TEMPORARY_PREFIX) || LEGACY_TEMPORARY.test(name)) {
-          if (await isStale(path)) {
-            this.#logger?.warn(`removing ${path}, left over from an interrupted write`);
-            await rm(path, { force: true });
-          }
+        const ours = name.startsWith(TEMPORARY_PREFIX);
+        if (!ours && !LEGACY_TEMPORARY.test(name)) continue;
+        if ((ours && isAbandoned(name, TEMPORARY_PREFIX)) || await isStale(path)) {
+          this.#logger?.warn(`removing ${path}, left over from an interrupted write`);
+          await rm(path, { force: true });
         }
       }
     }
   }
 
-  async #recoverStaging(staging: string): Promise<void> {
-    const manifest = await readIfExists(join(staging, MANIFEST)).catch(() => undefined);
-    const files = manifest === undefined ? undefined : this.#parseManifest(manifest);
-    if (!files) {
-      if (await isStale(staging)) {
-        this.#logger?.warn(
-          `removing ${staging}, an unfinished first-boot bundle of a killed sentry`,
-        );
+  async #recoverStaging(root: string, name: string): Promise<void> {
+    const staging = join(root, name);
+    const text = await readIfExists(join(staging, MANIFEST)).catch(() => undefined);
+    const manifest = text === undefined ? undefined : this.#parseManifest(text);
+    if (!manifest) {
+      if (isAbandoned(name, STAGING_PREFIX) || await isStale(staging)) {
+        this.#logger?.warn(`removing ${staging}, an unfinished change of a killed sentry`);
         await rm(staging, { recursive: true, force: true });
       }
       return;
     }
     let conflict: string | undefined;
     try {
-      conflict = await publishStaged(staging, files);
+      conflict = await commit(manifest);
     } catch (error) {
-      if (errorCode(error) === "ENOENT") return; // another process finished it meanwhile
       throw new StoreError(
-        `cannot finish the interrupted first boot from ${staging}: ${(error as Error).message}`,
+        `cannot finish the interrupted change of ${this.description} recorded in ${staging}: ` +
+          (error as Error).message,
         { cause: error },
       );
     }
     this.#logger?.warn(
       conflict
-        ? `removing ${staging}, an interrupted first-boot bundle: ${conflict} holds another one`
-        : `published the first-boot bundle of an interrupted sentry from ${staging}`,
+        ? `removing ${staging}, an interrupted change: ${conflict} holds another file`
+        : `finished the interrupted change of ${this.description} recorded in ${staging}`,
     );
-    await rm(staging, { recursive: true, force: true });
+    await discard(staging, manifest);
   }
 
-  /** The manifest's files, only if each goes to one of this store's paths. */
-  #parseManifest(text: string): StagedFile[] | undefined {
+  /** The manifest, only if each file is a temporary beside one of this store's paths. */
+  #parseManifest(text: string): Manifest | undefined {
     try {
-      const files = JSON.parse(text) as StagedFile[];
+      const manifest = JSON.parse(text) as Manifest;
       const allowed = new Set(this.#allPaths);
-      const valid = Array.isArray(files) &&
-        files.every((file) =>
+      const valid = Array.isArray(manifest?.files) && Array.isArray(manifest.remove) &&
+        manifest.files.every((file) =>
           typeof file?.staged === "string" && file.staged === basename(file.staged) &&
-          file.staged !== MANIFEST && allowed.has(file.target) && typeof file.mode === "number"
-        );
-      return valid ? files : undefined;
+          file.staged.startsWith(TEMPORARY_PREFIX) && allowed.has(file.target) &&
+          typeof file.mode === "number" && typeof file.create === "boolean"
+        ) && manifest.remove.every((path) => allowed.has(path));
+      return valid ? manifest : undefined;
     } catch {
       return undefined;
     }
@@ -450,45 +524,24 @@ export class FsCredentialStore implements CredentialStore {
   }
 
   /**
-   * Creates the files without overwriting any (keys 0600, certificates 0644), all or nothing:
-   * they are written and synced in a staging directory with a manifest, then linked into place;
-   * a sentry killed meanwhile leaves a staging directory that the next {@link load} publishes
-   * (or removes, if it was unfinished). If some file appeared meanwhile, nothing of ours
-   * replaces it and the stored bundle is returned.
+   * Creates the files without overwriting any (keys 0600, certificates 0644), all or nothing
+   * (see {@link #change}). If some file appeared meanwhile, nothing of ours replaces it and the
+   * stored bundle is returned.
    */
   async create(bundle: BundlePem): Promise<BundlePem> {
-    await this.#makeDirectories();
-    const files: [string, string, number][] = PARTS.map((
-      part,
-    ) => [this.paths[part], bundle[part], MODES[part]]);
-    if (bundle.caKey) files.push([this.rootKeyPath, bundle.caKey, 0o600]);
-    const jwt = bundle.jwt;
-    if (jwt) files.push(...this.#jwtFiles(jwt));
-    const staging = join(this.#stagingRoot, `${STAGING_PREFIX}${randomBytes(6).toString("hex")}`);
-    const staged: StagedFile[] = files.map(([target, , mode], i) => ({
-      staged: `f${i}`,
+    const files = this.#bundleFiles(bundle).map(([target, content, mode]) => ({
       target,
+      content,
       mode,
+      create: true,
     }));
     let conflict: string | undefined;
     try {
-      await mkdir(staging, { mode: 0o700 });
-      for (const [i, [, content, mode]] of files.entries()) {
-        await writeNewFile(join(staging, staged[i].staged), content, mode, this.#write);
-      }
-      await writeNewFile(join(staging, MANIFEST), JSON.stringify(staged), 0o600, this.#write);
-      await syncDirectory(staging);
-      conflict = await publishStaged(staging, staged);
+      conflict = await this.#change(files, []);
     } catch (error) {
-      await unpublish(staging, staged);
       const stored = await this.load().catch(() => null);
       if (stored && sameBundlePem(stored, bundle)) return bundle; // finished by another load
-      throw new StoreError(
-        `cannot write the new bundle into ${this.description}: ${(error as Error).message}`,
-        { cause: error },
-      );
-    } finally {
-      await rm(staging, { recursive: true, force: true });
+      throw error;
     }
     if (conflict) {
       const winner = await this.load();
@@ -498,17 +551,89 @@ export class FsCredentialStore implements CredentialStore {
     return bundle;
   }
 
+  /** The files of `bundle`: path, content, mode (the root key and JWT files when present). */
+  #bundleFiles(bundle: BundlePem): [string, string, number][] {
+    const files: [string, string, number][] = PARTS.map((part) => [
+      this.paths[part],
+      bundle[part],
+      MODES[part],
+    ]);
+    if (bundle.caKey) files.push([this.rootKeyPath, bundle.caKey, 0o600]);
+    if (bundle.jwt) files.push(...this.#jwtFiles(bundle.jwt));
+    return files;
+  }
+
   /** The JWT files to write for `jwt`: path, content, mode. */
   #jwtFiles(jwt: JwtKeyPem): [string, string, number][] {
     return JWT_PARTS.map((part, i) => [this.#jwtPaths[i], jwt[part], JWT_MODES[part]]);
   }
 
   /**
+   * Makes a change all or nothing: each new file is written and synced as a temporary file
+   * beside its destination, then a manifest listing them (and the files to remove) is written
+   * in a `.sentry-staging-*` directory; only then are they put in place (see {@link commit}).
+   * A sentry killed before the manifest exists leaves temporary files that the next
+   * {@link load} removes; killed after, the next load finishes the change. A failure (a full
+   * disk) leaves nothing behind, and the error names the destination that could not be written.
+   * Returns the destination to be created that another writer created first, if any.
+   */
+  async #change(
+    files: { target: string; content: string; mode: number; create: boolean }[],
+    remove: string[],
+  ): Promise<string | undefined> {
+    await this.#makeDirectories();
+    const staging = join(this.#stagingRoot, ownName(STAGING_PREFIX));
+    const manifest: Manifest = { files: [], remove };
+    try {
+      await mkdir(staging, { mode: 0o700 }).catch((error) => {
+        throw naming(this.#stagingRoot, error);
+      });
+      for (const { target, content, mode, create } of files) {
+        const file = { staged: ownName(TEMPORARY_PREFIX), target, mode, create };
+        manifest.files.push(file);
+        await writeNewFile(stagedPath(file), content, mode, this.#write).catch((error) => {
+          throw naming(target, error);
+        });
+      }
+      await writeNewFile(join(staging, MANIFEST), JSON.stringify(manifest), 0o600, this.#write)
+        .catch((error) => {
+          throw naming(`${this.#stagingRoot} (the list of the new files)`, error);
+        });
+      await syncDirectory(staging);
+    } catch (error) {
+      await discard(staging, manifest);
+      throw this.#writeError(error, false);
+    }
+    try {
+      const conflict = await commit(manifest);
+      await discard(staging, manifest);
+      return conflict;
+    } catch (error) {
+      const partial = error instanceof PartialCommitError;
+      if (!partial) await discard(staging, manifest);
+      throw this.#writeError(error, partial);
+    }
+  }
+
+  /** The StoreError for a failed {@link #change}: what failed, and whether anything changed. */
+  #writeError(error: unknown, partial: boolean): StoreError {
+    const outcome = partial
+      ? "the change is recorded and the next start of sentry finishes it"
+      : "nothing was changed";
+    return new StoreError(
+      `cannot write the new bundle into ${this.description}: ${(error as Error).message}; ` +
+        outcome,
+      { cause: error },
+    );
+  }
+
+  /**
    * Replaces the stored bundle with `bundle` if the files still hold `expected`; otherwise
-   * throws StoreConflictError and changes nothing. Each file is renamed into place; `ca.key`
-   * is written when `bundle` has a root key and removed when it has none but one is stored.
-   * JWT files are created when none are stored (never over a file that appeared meanwhile),
-   * replaced when they differ, and left alone when `bundle` has no `jwt`.
+   * throws StoreConflictError and changes nothing. The changed files are replaced all or
+   * nothing (see {@link #change}); `ca.key` is written when `bundle` has a root key and removed
+   * when it has none but one is stored. JWT files are created when none are stored (never over
+   * a file that appeared meanwhile), replaced when they differ, and left alone when `bundle` has
+   * no `jwt`.
    */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
@@ -517,43 +642,25 @@ export class FsCredentialStore implements CredentialStore {
         `the bundle in ${this.description} changed since it was read; nothing was written: run again`,
       );
     }
-    await this.#makeDirectories();
-    try {
-      for (const part of PARTS) {
-        if (bundle[part] !== current[part]) {
-          await replaceFileAtomically(this.paths[part], bundle[part], MODES[part], this.#write);
-        }
-      }
-      if (bundle.caKey) {
-        if (bundle.caKey !== current.caKey) {
-          await replaceFileAtomically(this.rootKeyPath, bundle.caKey, 0o600, this.#write);
-        }
-      } else if (current.caKey !== undefined) {
-        await rm(this.rootKeyPath, { force: true });
-      }
-      if (bundle.jwt) await this.#writeJwt(bundle.jwt, current.jwt);
-    } catch (error) {
-      if (error instanceof StoreConflictError) throw error;
-      throw new StoreError(
-        `cannot write the new bundle into ${this.description}: ${(error as Error).message}`,
+    const stored = new Map(this.#bundleFiles(current).map(([path, content]) => [path, content]));
+    const jwtPaths = new Set(this.#jwtPaths);
+    const files = this.#bundleFiles({ ...bundle, jwt: bundle.jwt ?? current.jwt })
+      .filter(([path, content]) => stored.get(path) !== content)
+      .map(([target, content, mode]) => ({
+        target,
+        content,
+        mode,
+        create: jwtPaths.has(target) && !current.jwt,
+      }));
+    const remove = !bundle.caKey && current.caKey !== undefined ? [this.rootKeyPath] : [];
+    if (files.length === 0 && remove.length === 0) return bundle;
+    const conflict = await this.#change(files, remove);
+    if (conflict) {
+      throw new StoreConflictError(
+        `${conflict} appeared while sentry was adding a JWT signing key; nothing was replaced`,
       );
     }
     return bundle;
-  }
-
-  /** Writes the JWT files: created when `current` has none, else replaced where they differ. */
-  async #writeJwt(jwt: JwtKeyPem, current: JwtKeyPem | undefined): Promise<void> {
-    for (const [path, content, mode] of this.#jwtFiles(jwt)) {
-      if (!current) {
-        if (!await createFileAtomically(path, content, mode, this.#write)) {
-          throw new StoreConflictError(
-            `${path} appeared while sentry was adding a JWT signing key; nothing was replaced`,
-          );
-        }
-      } else if (content !== (path === this.jwtNames.key ? current.keyPem : current.jwksJson)) {
-        await replaceFileAtomically(path, content, mode, this.#write);
-      }
-    }
   }
 
   /** Watches the directories of the files (edits, renames, symlink swaps). */

@@ -3,12 +3,19 @@
  * replace is a compare-and-swap that writes nothing on a conflict, and the optional root key
  * follows the bundle. Files that are not regular files (a FIFO, /dev/zero) or too large are
  * refused without blocking; a Secret-style symlinked layout loads; first boot is all or nothing
- * (a killed writer's staging is finished or removed, a full disk leaves no file behind); unsafe
- * permissions are warned about.
+ * (a killed writer's change is finished when its manifest exists, else its leftovers are removed:
+ * at once when the writer is gone, else once stale), as is a replacement; a full disk leaves no
+ * file behind and the error names the destination; unsafe permissions are warned about.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FsCredentialStore, type FsStoreOptions, STAGING_PREFIX } from "../../src/stores/fs.ts";
+import {
+  FsCredentialStore,
+  type FsStoreOptions,
+  ownerMark,
+  STAGING_PREFIX,
+  TEMPORARY_PREFIX,
+} from "../../src/stores/fs.ts";
 import { StoreConflictError, StoreError } from "../../src/stores/store.ts";
 
 const A = { caCrt: "ca-a\n", issuerCrt: "issuer-a\n", issuerKey: "key-a\n" };
@@ -137,60 +144,147 @@ Deno.test("a Secret-style layout of ..data symlinks loads", async () => {
   assert.deepEqual(await store.load(), A);
 });
 
-Deno.test("first boot killed after staging: the next start publishes or removes the staging", async (t) => {
-  await t.step("complete staging, only issuer.key published: finished", async () => {
-    const store = await newStore();
-    const dir = join(store.paths.caCrt, "..");
-    await Deno.mkdir(dir, { recursive: true });
-    const staging = join(dir, `${STAGING_PREFIX}0123456789ab`);
-    await Deno.mkdir(staging);
-    const files = [
-      [store.paths.issuerKey, A.issuerKey, 0o600],
-      [store.paths.issuerCrt, A.issuerCrt, 0o644],
-      [store.paths.caCrt, A.caCrt, 0o644],
-    ] as const;
-    for (const [i, [, content, mode]] of files.entries()) {
-      await Deno.writeTextFile(join(staging, `f${i}`), content, { mode });
-    }
+/** A pid that no longer exists (a process that ran and was reaped). */
+async function deadPid(): Promise<number> {
+  const child = new Deno.Command("true").spawn();
+  await child.status;
+  return child.pid;
+}
+
+/**
+ * Leaves on disk what a writer with process id `pid` (on this host) killed after writing its
+ * manifest leaves (or before, with `manifest: false`): temporary files beside the destinations
+ * and a staging directory. Returns the temporary paths, in the order of `files`.
+ */
+async function leaveChange(
+  files: { target: string; content: string; create: boolean }[],
+  options: { pid: number; manifest?: boolean; remove?: string[] },
+): Promise<string[]> {
+  const mark = ownerMark(options.pid);
+  const staging = join(join(files[0].target, ".."), `${STAGING_PREFIX}${mark}00000000000a`);
+  await Deno.mkdir(staging, { recursive: true });
+  const entries = [];
+  for (const [i, { target, content, create }] of files.entries()) {
+    const staged = `${TEMPORARY_PREFIX}${mark}00000000000${i}`;
+    await Deno.writeTextFile(join(target, "..", staged), content, { mode: 0o600 });
+    entries.push({ staged, target, mode: 0o600, create });
+  }
+  if (options.manifest !== false) {
     await Deno.writeTextFile(
       join(staging, "manifest.json"),
-      JSON.stringify(files.map(([target, , mode], i) => ({ staged: `f${i}`, target, mode }))),
+      JSON.stringify({ files: entries, remove: options.remove ?? [] }),
     );
-    await Deno.link(join(staging, "f0"), store.paths.issuerKey); // killed here
+  }
+  return entries.map((entry) => join(entry.target, "..", entry.staged));
+}
+
+/** The three X.509 files of `store` with the contents of `bundle`. */
+function bundleFiles(store: FsCredentialStore, bundle: typeof A, create: boolean) {
+  return (["issuerKey", "issuerCrt", "caCrt"] as const).map((part) => ({
+    target: store.paths[part],
+    content: bundle[part],
+    create,
+  }));
+}
+
+Deno.test("a killed writer's change: finished when its manifest exists, else removed", async (t) => {
+  await t.step("first boot, manifest written, only issuer.key linked: finished", async () => {
+    const store = await newStore();
+    const dir = join(store.paths.caCrt, "..");
+    const staged = await leaveChange(bundleFiles(store, A, true), { pid: await deadPid() });
+    await Deno.link(staged[0], store.paths.issuerKey); // killed here
+    assert.deepEqual(await store.load(), A);
+    assert.deepEqual(listDir(dir), ["ca.crt", "issuer.crt", "issuer.key"]);
+  });
+  await t.step("renew, manifest written, only issuer.key renamed: finished", async () => {
+    const store = await newStore();
+    const dir = join(store.paths.caCrt, "..");
+    await store.create(B);
+    const staged = await leaveChange(bundleFiles(store, A, false), {
+      pid: await deadPid(),
+      remove: [store.rootKeyPath],
+    });
+    await Deno.rename(staged[0], store.paths.issuerKey); // killed here: key A, certificates B
     assert.deepEqual(await store.load(), A);
     assert.deepEqual(listDir(dir), ["ca.crt", "issuer.crt", "issuer.key"]);
   });
   await t.step(
-    "unfinished staging of a killed writer: removed, a new bundle is created",
+    "young leftovers of a sentry on this host that is gone: removed at once",
     async () => {
       const store = await newStore();
       const dir = join(store.paths.caCrt, "..");
-      const staging = join(dir, `${STAGING_PREFIX}0123456789ab`);
-      await Deno.mkdir(staging, { recursive: true });
-      await Deno.writeTextFile(join(staging, "f0"), A.issuerKey);
-      const old = new Date(Date.now() - 3600_000);
-      await Deno.utime(staging, old, old);
+      await leaveChange(bundleFiles(store, A, true), { pid: await deadPid(), manifest: false });
       assert.equal(await store.load(), null);
-      assert.deepEqual(listDir(dir), [], "the staging holding a key is gone");
+      assert.deepEqual(listDir(dir), [], "the staging and the temporary key are gone");
       assert.deepEqual(await store.create(B), B);
       assert.deepEqual(listDir(dir), ["ca.crt", "ca.key", "issuer.crt", "issuer.key"]);
     },
   );
+  await t.step("young leftovers of this pid (a restarted container's pid 1): removed", async () => {
+    const store = await newStore();
+    const dir = join(store.paths.caCrt, "..");
+    await leaveChange(bundleFiles(store, A, true), { pid: Deno.pid, manifest: false });
+    assert.equal(await store.load(), null);
+    assert.deepEqual(listDir(dir), []);
+  });
+  await t.step("young leftovers of a running writer: left alone until stale", async () => {
+    const store = await newStore();
+    const dir = join(store.paths.caCrt, "..");
+    await leaveChange(bundleFiles(store, A, true), { pid: Deno.ppid, manifest: false });
+    assert.equal(await store.load(), null);
+    assert.equal(listDir(dir).length, 4, "a running writer's files stay");
+    const old = new Date(Date.now() - 3600_000);
+    for (const name of listDir(dir)) await Deno.utime(join(dir, name), old, old);
+    assert.equal(await store.load(), null);
+    assert.deepEqual(listDir(dir), [], "stale leftovers are removed whoever wrote them");
+  });
 });
 
-Deno.test("a full disk during first boot leaves no file behind", async () => {
+Deno.test("a full disk during first boot leaves no file behind, naming the destination", async () => {
   let writes = 0;
   const store = await newStore({
     writeContent: async (handle, content) => {
-      if (++writes === 3) {
-        throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+      if (++writes === 2) {
+        // As Node says it: with the temporary file's name, which must not reach the operator.
+        const message = `ENOSPC: no space left on device, open '/d/${TEMPORARY_PREFIX}x'`;
+        throw Object.assign(new Error(message), { code: "ENOSPC" });
       }
       await handle.writeFile(content);
     },
   });
-  await assert.rejects(store.create(A), /no space left on device/);
+  await assert.rejects(store.create(A), (error: Error) => {
+    assert.ok(error instanceof StoreError);
+    assert.match(
+      error.message,
+      /^cannot write the new bundle into directory .*certs: .*certs\/issuer\.crt: no space left on device \(ENOSPC\); nothing was changed$/,
+    );
+    assert.doesNotMatch(error.message, /sentry-tmp|sentry-staging/);
+    return true;
+  });
   assert.deepEqual(listDir(join(store.paths.caCrt, "..")), []);
   assert.equal(await store.load(), null, "the next start generates a bundle");
+});
+
+Deno.test("a full disk during a replacement changes nothing, naming the destination", async () => {
+  let failing = false;
+  const store = await newStore({
+    writeContent: async (handle, content) => {
+      if (failing) {
+        throw Object.assign(new Error("ENOSPC: no space left on device, write"), {
+          code: "ENOSPC",
+        });
+      }
+      await handle.writeFile(content);
+    },
+  });
+  await store.create(A);
+  failing = true;
+  await assert.rejects(
+    store.replace(B, A),
+    /certs\/issuer\.key: no space left on device \(ENOSPC\); nothing was changed/,
+  );
+  assert.deepEqual(await store.load(), A);
+  assert.deepEqual(listDir(join(store.paths.caCrt, "..")), ["ca.crt", "issuer.crt", "issuer.key"]);
 });
 
 Deno.test("unsafe permissions are warned about, once each", async () => {
