@@ -138,18 +138,9 @@ function isAbandoned(name: string, prefix: string): boolean {
   }
 }
 
-/**
- * Why a file operation failed, without the path in Node's message (`ENOSPC: no space left on
- * device, open '<temporary>'` becomes `no space left on device (ENOSPC)`): the caller names the
- * destination instead.
- */
-function reason(error: unknown): string {
-  return fileErrorReason(error).replace(/^([A-Z][A-Z0-9]+): (.*?), \w+(?: '.*')?$/s, "$2 ($1)");
-}
-
 /** An error naming the destination `target` (a temporary name says nothing to an operator). */
 function naming(target: string, error: unknown): Error {
-  const message = `${target}: ${reason(error)}`;
+  const message = `${target}: ${fileErrorReason(error)}`;
   return Object.assign(new Error(message, { cause: error }), { code: errorCode(error) });
 }
 

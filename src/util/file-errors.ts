@@ -1,7 +1,8 @@
 /**
  * Words for a failed file operation that an operator understands: the Node error code, and a
  * reason that names the usual cases ("file not found", "permission denied", "is a directory")
- * instead of Node's `ENOENT: no such file or directory, open '...'`.
+ * instead of Node's `ENOENT: no such file or directory, open '...'`, and for the others Node's
+ * reason without the path it names ("no space left on device (ENOSPC)").
  *
  * @module
  */
@@ -32,6 +33,11 @@ export function fileErrorReason(error: unknown): string {
     case "EISDIR":
       return "is a directory";
     default:
-      return (error as Error).message;
+      // Node's "ENOSPC: no space left on device, open '<path>'": the reason without the path
+      // (often a temporary file's), as "no space left on device (ENOSPC)"; callers name the file.
+      return String((error as Error)?.message ?? error).replace(
+        /^([A-Z][A-Z0-9]+): (.*?), \w+(?: '.*')?$/s,
+        "$2 ($1)",
+      );
   }
 }

@@ -22,6 +22,13 @@ Deno.test("fileErrorReason names the usual failures; others keep Node's message"
   assert.equal(fileErrorReason(directory), "is a directory");
   const other = Object.assign(new Error("disk on fire"), { code: "EIO" });
   assert.equal(fileErrorReason(other), "disk on fire");
+  const full = Object.assign(
+    new Error("ENOSPC: no space left on device, open '/d/.sentry-tmp-h.1.ab'"),
+    { code: "ENOSPC" },
+  );
+  assert.equal(fileErrorReason(full), "no space left on device (ENOSPC)");
+  const write = Object.assign(new Error("EROFS: read-only file system, write"), { code: "EROFS" });
+  assert.equal(fileErrorReason(write), "read-only file system (EROFS)");
   assert.equal(errorCode("not an error"), undefined);
   assert.equal(errorCode(null), undefined);
 });
