@@ -25,7 +25,13 @@ import {
   type ParsedCertificate,
   subjectKeyId,
 } from "../x509/parse.ts";
-import { decodePem, encodeCertificates } from "../x509/pem.ts";
+import {
+  decodePem,
+  encodeCertificates,
+  PEM_CERTIFICATE,
+  PEM_PRIVATE_KEY,
+  pemProblem,
+} from "../x509/pem.ts";
 import { createIssuerCertificate, createRootCertificate } from "./profiles.ts";
 import { SpiffeId } from "./spiffe.ts";
 import { type IssuerIdentity, KeyUsage } from "../x509/certificate.ts";
@@ -134,9 +140,19 @@ export interface TrustBundle {
   readonly jwt?: JwtSigningKey;
 }
 
+/** The parenthesised detail of a {@link pemProblem} ("(found a PRIVATE KEY block)"), spaced. */
+function detailOf(problem: string | undefined): string {
+  const detail = problem?.match(/\(.*\)$/)?.[0];
+  return detail ? ` ${detail}` : "";
+}
+
 function parseCertificates(pem: string, file: string): ParsedCertificate[] {
   const blocks = decodePem(pem).filter((block) => block.label === "CERTIFICATE");
-  if (blocks.length === 0) throw new BundleError(`${file} contains no PEM CERTIFICATE block`);
+  if (blocks.length === 0) {
+    throw new BundleError(
+      `${file} contains no PEM CERTIFICATE block${detailOf(pemProblem(pem, PEM_CERTIFICATE))}`,
+    );
+  }
   return blocks.map((block, index) => {
     try {
       return parseCertificate(block.der);
@@ -153,7 +169,8 @@ function loadIssuerKey(pem: string, file: string): KeyObject {
   const accepted = ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
   if (!block || !accepted.includes(block.label)) {
     throw new BundleError(
-      `${file} must hold a PEM "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY" block`,
+      `${file} must hold a PEM "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY" block` +
+        detailOf(pemProblem(pem, PEM_PRIVATE_KEY)),
     );
   }
   try {

@@ -455,7 +455,7 @@ Deno.test("refused: garbage PEM", () => {
   );
   assertRefused(
     { caCrt: "just some text", issuerCrt: issuer.cert, issuerKey: issuer.key },
-    [/^ca\.crt contains no PEM CERTIFICATE block$/],
+    [/^ca\.crt contains no PEM CERTIFICATE block \(no "-----BEGIN \.\.\.-----" line\)$/],
   );
   assertRefused(
     {
@@ -470,22 +470,22 @@ Deno.test("refused: garbage PEM", () => {
 Deno.test("refused: empty files", () => {
   assertRefused(
     { caCrt: "", issuerCrt: issuer.cert, issuerKey: issuer.key },
-    [/^ca\.crt contains no PEM CERTIFICATE block$/],
+    [/^ca\.crt contains no PEM CERTIFICATE block \(the file is empty\)$/],
   );
   assertRefused(
     { caCrt: root.cert, issuerCrt: "", issuerKey: issuer.key },
-    [/^issuer\.crt contains no PEM CERTIFICATE block$/],
+    [/^issuer\.crt contains no PEM CERTIFICATE block \(the file is empty\)$/],
   );
   assertRefused(
     { caCrt: root.cert, issuerCrt: issuer.cert, issuerKey: "" },
-    [/^issuer\.key must hold a PEM "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY" block$/],
+    [/^issuer\.key must hold a PEM "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY" block \(the file is empty\)$/],
   );
 });
 
 Deno.test("refused: the key file holds a certificate (or a public key)", async () => {
   assertRefused(
     { caCrt: root.cert, issuerCrt: issuer.cert, issuerKey: issuer.cert },
-    [/^issuer\.key must hold a PEM "PRIVATE KEY"/],
+    [/^issuer\.key must hold a PEM "PRIVATE KEY".* \(found a CERTIFICATE block\)$/],
   );
   const publicKey = await openssl(["pkey", "-pubout", "-in", issuer.keyPath]);
   assertRefused(
@@ -497,11 +497,11 @@ Deno.test("refused: the key file holds a certificate (or a public key)", async (
 Deno.test("refused: the certificate files hold keys", () => {
   assertRefused(
     { caCrt: root.key, issuerCrt: issuer.cert, issuerKey: issuer.key },
-    [/^ca\.crt contains no PEM CERTIFICATE block$/],
+    [/^ca\.crt contains no PEM CERTIFICATE block \(found a PRIVATE KEY block\)$/],
   );
   assertRefused(
     { caCrt: root.cert, issuerCrt: issuer.key, issuerKey: issuer.key },
-    [/^issuer\.crt contains no PEM CERTIFICATE block$/],
+    [/^issuer\.crt contains no PEM CERTIFICATE block \(found a PRIVATE KEY block\)$/],
   );
 });
 
@@ -525,7 +525,7 @@ Deno.test("messages use the configured file names", () => {
   );
   assertRefused(
     { caCrt: "", issuerCrt: issuer.cert, issuerKey: issuer.key },
-    [/^\/creds\/root\.pem contains no PEM CERTIFICATE block$/],
+    [/^\/creds\/root\.pem contains no PEM CERTIFICATE block \(the file is empty\)$/],
     new Date(),
     names,
   );

@@ -173,7 +173,7 @@ Deno.test("a broken or partial bundle is an error naming the store's file, never
     {
       name: "not PEM",
       store: new ScriptedStore([{ ...STORED, caCrt: "garbage" }]),
-      error: /^anchors\.pem contains no PEM CERTIFICATE block$/,
+      error: /^anchors\.pem contains no PEM CERTIFICATE block \(/,
       type: BundleError,
     },
     {
