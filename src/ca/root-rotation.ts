@@ -64,23 +64,32 @@ export type RotationPhase = "distributing" | "signing";
 /** Why a rotation started. */
 export type RotationReason = "expiry" | "manual";
 
-/** What `rotation-state.json` says. Times are RFC 3339 in UTC. */
+/**
+ * What `rotation-state.json` says: Dapr's fields (`phase`, `distributed_at`, `signing_at`,
+ * `old_root_not_after`; RFC 3339 UTC, `signing_at` Go's zero time until the switch), which
+ * Dapr's development branch and its tests read, plus sentry's own optional fields, absent in a
+ * state Dapr wrote (then Dapr's rules apply).
+ */
 export interface RotationState {
   phase: RotationPhase;
-  reason: RotationReason;
-  /** When distributing began. */
-  startedAt: Date;
-  /** When signing switches (or switched) to the new issuer. */
-  signingAt: Date;
-  /** When signing did switch. */
-  switchedAt?: Date;
-  /** When the old root leaves the anchors (set at the switch). */
+  /** When distributing began (`distributed_at`). */
+  distributedAt: Date;
+  /** When signing switched to the new issuer (`signing_at`); undefined while distributing. */
+  signingAt?: Date;
+  /** NotAfter of the root being replaced (`old_root_not_after`). */
+  oldRootNotAfter: Date;
+  /** Why it started (`reason`). */
+  reason?: RotationReason;
+  /** When signing is due to switch (`switch_at`; Dapr: distributed_at + propagation window). */
+  switchAt?: Date;
+  /** When the old root leaves the anchors (`complete_at`, set at the switch). */
   completeAt?: Date;
-  /** SHA-256 (hex) of the DER of the root being replaced. */
-  oldRootSha256: string;
-  /** SHA-256 (hex) of the DER of the new root. */
-  newRootSha256: string;
+  /** SHA-256 (hex) of the DER of the root being replaced (`old_root_sha256`). */
+  oldRootSha256?: string;
 }
+
+/** Go's zero `time.Time` as encoding/json writes it: "no time yet". */
+const GO_ZERO_TIME = "0001-01-01T00:00:00Z";
 
 /** File names of the rotation parts in self-hosted mode (Dapr's development branch). */
 export const ROTATION_FILE_NAMES = {
@@ -148,7 +157,7 @@ function certificatesOf(pem: string, file: string): ParsedCertificate[] {
 /** Parses `rotation-state.json`, refusing unknown phases and missing or invalid times. */
 export function parseRotationState(
   text: string,
-  file = ROTATION_FILE_NAMES.stateJson,
+  file: string = ROTATION_FILE_NAMES.stateJson,
 ): RotationState {
   let raw: Record<string, unknown>;
   try {
@@ -156,12 +165,14 @@ export function parseRotationState(
   } catch (error) {
     throw new RotationError(`${file} is not JSON: ${(error as Error).message}`, { cause: error });
   }
-  if (typeof raw !== "object" || raw === null) throw new RotationError(`${file} is not an object`);
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new RotationError(`${file} is not a JSON object`);
+  }
   const time = (field: string, required: boolean): Date | undefined => {
     const value = raw[field];
-    if (value === undefined && !required) return undefined;
+    if ((value === undefined || value === GO_ZERO_TIME) && !required) return undefined;
     const date = typeof value === "string" ? new Date(value) : new Date(NaN);
-    if (Number.isNaN(date.getTime())) {
+    if (Number.isNaN(date.getTime()) || value === GO_ZERO_TIME) {
       throw new RotationError(`${file}: "${field}" is not a time (${JSON.stringify(value)})`);
     }
     return date;
@@ -170,44 +181,69 @@ export function parseRotationState(
   if (phase !== "distributing" && phase !== "signing") {
     throw new RotationError(`${file}: unknown phase ${JSON.stringify(phase)}`);
   }
-  const reason = raw.reason === "manual" ? "manual" : "expiry";
-  const hex = (field: string) => {
-    const value = raw[field];
-    if (typeof value !== "string" || !/^[0-9a-f]{64}$/.test(value)) {
-      throw new RotationError(`${file}: "${field}" is not a SHA-256 in hex`);
-    }
-    return value;
-  };
+  const reason = raw.reason;
+  if (reason !== undefined && reason !== "expiry" && reason !== "manual") {
+    throw new RotationError(`${file}: unknown reason ${JSON.stringify(reason)}`);
+  }
+  const hash = raw.old_root_sha256;
+  if (hash !== undefined && (typeof hash !== "string" || !/^[0-9a-f]{64}$/.test(hash))) {
+    throw new RotationError(`${file}: "old_root_sha256" is not a SHA-256 in hex`);
+  }
   const state: RotationState = {
     phase,
+    distributedAt: time("distributed_at", true)!,
+    signingAt: time("signing_at", phase === "signing"),
+    oldRootNotAfter: time("old_root_not_after", true)!,
     reason,
-    startedAt: time("startedAt", true)!,
-    signingAt: time("signingAt", true)!,
-    switchedAt: time("switchedAt", phase === "signing"),
-    completeAt: time("completeAt", phase === "signing"),
-    oldRootSha256: hex("oldRootSha256"),
-    newRootSha256: hex("newRootSha256"),
+    switchAt: time("switch_at", false),
+    completeAt: time("complete_at", false),
+    oldRootSha256: hash,
   };
+  for (const key of Object.keys(state) as (keyof RotationState)[]) {
+    if (state[key] === undefined) delete state[key];
+  }
   return state;
 }
 
-/** Writes `rotation-state.json`. */
+/** Writes `rotation-state.json` (Dapr's fields first, then sentry's). */
 export function formatRotationState(state: RotationState): string {
   const iso = (date?: Date) => date?.toISOString();
   return JSON.stringify(
     {
       phase: state.phase,
+      distributed_at: iso(state.distributedAt),
+      signing_at: iso(state.signingAt) ?? GO_ZERO_TIME,
+      old_root_not_after: iso(state.oldRootNotAfter),
       reason: state.reason,
-      startedAt: iso(state.startedAt),
-      signingAt: iso(state.signingAt),
-      switchedAt: iso(state.switchedAt),
-      completeAt: iso(state.completeAt),
-      oldRootSha256: state.oldRootSha256,
-      newRootSha256: state.newRootSha256,
+      switch_at: iso(state.switchAt),
+      complete_at: iso(state.completeAt),
+      old_root_sha256: state.oldRootSha256,
     },
     null,
     2,
   ) + "\n";
+}
+
+/** When signing switches: the planned time, else Dapr's distributed_at + propagation window. */
+export function switchTime(
+  state: RotationState,
+  settings: Pick<RotationSettings, "propagationWindowMs">,
+): Date {
+  return state.switchAt ??
+    new Date(state.distributedAt.getTime() + settings.propagationWindowMs);
+}
+
+/**
+ * When the old root leaves the anchors: the planned time, else Dapr's rule (the old root has
+ * expired and the workload TTL plus clock skew has passed since the switch).
+ */
+export function completionTime(
+  state: RotationState,
+  settings: Pick<RotationSettings, "workloadTtlMs" | "skewMs">,
+): Date {
+  if (state.completeAt) return state.completeAt;
+  const grace = (state.signingAt?.getTime() ?? Infinity) + settings.workloadTtlMs + settings.skewMs;
+  return new Date(Math.max(state.oldRootNotAfter.getTime(), grace));
 }
 
 /** The parts of a stored bundle a rotation looks at. */
@@ -366,22 +402,22 @@ export async function startRotation(
     view.root.notAfter.getTime(),
     ...view.chain.slice(0, view.pathLength).map((cert) => cert.notAfter.getTime()),
   );
-  const signingAt = new Date(
+  const switchAt = new Date(
     Math.max(now.getTime(), Math.min(now.getTime() + settings.propagationWindowMs, oldExpiry)),
   );
   const state: RotationState = {
     phase: "distributing",
+    distributedAt: now,
+    oldRootNotAfter: view.root.notAfter,
     reason,
-    startedAt: now,
-    signingAt,
+    switchAt,
     oldRootSha256: sha256(view.root.der),
-    newRootSha256: sha256(root.certificate.der),
   };
   let jwt = pem.jwt;
   if (jwt) {
     const rotated = await rotateJwtKey(jwt, {
       now,
-      delayMs: signingAt.getTime() - now.getTime(),
+      delayMs: switchAt.getTime() - now.getTime(),
     });
     jwt = { keyPem: rotated.keyPem, jwksJson: rotated.jwksJson };
   }
@@ -406,7 +442,7 @@ export function abortRotation(pem: BundlePem): BundlePem {
   if (!state || !pem.rotation) throw new RotationError("no root rotation is in progress");
   if (state.phase !== "distributing") {
     throw new RotationError(
-      `signing switched to the new issuer at ${state.switchedAt?.toISOString()}: too late to ` +
+      `signing switched to the new issuer at ${state.signingAt?.toISOString()}: too late to ` +
         `abort (certificates under the new root are out); let the rotation complete`,
     );
   }
@@ -431,7 +467,7 @@ function switchSigning(
   const bridge = bridgeCertificates(pem, newRoot, now);
   const lastOldCertificate = now.getTime() + settings.workloadTtlMs + settings.completionMarginMs;
   const completeAt = new Date(Math.min(view.root.notAfter.getTime(), lastOldCertificate));
-  const next: RotationState = { ...state, phase: "signing", switchedAt: now, completeAt };
+  const next: RotationState = { ...state, phase: "signing", signingAt: now, completeAt };
   const { caKey: _oldRootKey, ...rest } = pem;
   return {
     ...rest,
@@ -448,9 +484,11 @@ function completeRotation(
   now: Date,
   settings: RotationSettings,
 ): BundlePem {
-  const anchors = certificatesOf(pem.caCrt, "ca.crt").filter((cert) =>
-    sha256(cert.der) !== state.oldRootSha256
-  );
+  // Sentry's state names the old root; Dapr's does not, and Dapr keeps only the new root then.
+  const newRoot = certificatesOf(pem.rotation!.caCrt, ROTATION_FILE_NAMES.caCrt);
+  const anchors = state.oldRootSha256
+    ? certificatesOf(pem.caCrt, "ca.crt").filter((cert) => sha256(cert.der) !== state.oldRootSha256)
+    : newRoot;
   const { rotation: _done, ...rest } = pem;
   let jwt = pem.jwt;
   if (jwt) {
@@ -507,13 +545,12 @@ export async function planRotation(
 ): Promise<RotationStep> {
   const state = rotationOf(pem);
   if (state?.phase === "distributing") {
-    if (now < state.signingAt) {
+    const switchAt = switchTime(state, settings);
+    if (now < switchAt) {
       return {
         kind: "none",
-        waitingFor: `the propagation window: signing switches to the new issuer at ${
-          at(state.signingAt)
-        }`,
-        nextAt: state.signingAt,
+        waitingFor: `the propagation window: signing switches to the new issuer at ${at(switchAt)}`,
+        nextAt: switchAt,
       };
     }
     const next = switchSigning(pem, state, now, settings);
@@ -528,14 +565,13 @@ export async function planRotation(
     };
   }
   if (state?.phase === "signing") {
-    if (now < state.completeAt!) {
+    const completeAt = completionTime(state, settings);
+    if (now < completeAt) {
       return {
         kind: "none",
-        waitingFor:
-          `certificates signed by the old issuer to expire: the old root leaves the trust anchors at ${
-            at(state.completeAt!)
-          }`,
-        nextAt: state.completeAt,
+        waitingFor: `certificates signed by the old issuer to expire: the old root leaves the ` +
+          `trust anchors at ${at(completeAt)}`,
+        nextAt: completeAt,
       };
     }
     return {

@@ -101,7 +101,10 @@ Deno.test("a whole cycle: anchors old -> old+new -> new, issuer switches only af
     assert.equal(distributing.issuerKey, original.issuerKey);
     const state = rotationOf(distributing)!;
     assert.equal(state.phase, "distributing");
-    assert.equal(state.signingAt.getTime(), t0.getTime() + SETTINGS.propagationWindowMs);
+    assert.equal(state.switchAt!.getTime(), t0.getTime() + SETTINGS.propagationWindowMs);
+    assert.equal(state.distributedAt.getTime(), t0.getTime());
+    assert.equal(state.signingAt, undefined);
+    assert.match(distributing.rotation!.stateJson, /"signing_at": "0001-01-01T00:00:00Z"/);
     validateBundle(distributing, t0);
     // A workload certificate of this phase verifies against either anchor set.
     await verifyChain(dir, distributing.caCrt, workloadChain(distributing, t0), "sslclient");
@@ -119,6 +122,7 @@ Deno.test("a whole cycle: anchors old -> old+new -> new, issuer switches only af
     assert.equal(certCount(signing.issuerCrt), 3);
     const signingState = rotationOf(signing)!;
     assert.equal(signingState.phase, "signing");
+    assert.equal(signingState.signingAt!.getTime(), t1.getTime());
     assert.equal(
       signingState.completeAt!.getTime(),
       t1.getTime() + SETTINGS.workloadTtlMs + SETTINGS.completionMarginMs,
@@ -220,7 +224,7 @@ Deno.test("signing switches before the old issuer expires even if the window is 
     "expiry",
   );
   const { issuer } = viewBundle(original);
-  assert.equal(rotationOf(distributing)!.signingAt.getTime(), issuer.notAfter.getTime());
+  assert.equal(rotationOf(distributing)!.switchAt!.getTime(), issuer.notAfter.getTime());
 });
 
 Deno.test("automatic off: nothing starts, a rotation in progress still finishes", async () => {
@@ -241,7 +245,7 @@ Deno.test("JWT keys rotate with the root: published at the start, signing from t
   const distributing = await startRotation(original, t0, SETTINGS, "expiry");
   const chain = parseJwtKeyChain(distributing.jwt!.keyPem);
   assert.ok(chain.next, "a next JWT key is stored");
-  assert.equal(chain.next.notBefore.getTime(), rotationOf(distributing)!.signingAt.getTime());
+  assert.equal(chain.next.notBefore.getTime(), rotationOf(distributing)!.switchAt!.getTime());
   assert.equal(JSON.parse(distributing.jwt!.jwksJson).keys.length, 2, "both keys published");
   const switched = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS);
   if (!("next" in switched)) throw new Error(`no bundle in a ${switched.kind} step`);
@@ -255,29 +259,76 @@ Deno.test("JWT keys rotate with the root: published at the start, signing from t
   assert.equal(JSON.parse(done.next.jwt!.jwksJson).keys.length, 1, "the old key left the JWKS");
 });
 
-Deno.test("rotation-state.json round-trips and bad states are refused with the field named", () => {
+Deno.test("rotation-state.json: Dapr's fields round-trip with ours; Dapr's own state is read with Dapr's rules", async () => {
   const state = {
     phase: "signing" as const,
+    distributedAt: new Date("2026-01-01T00:00:00Z"),
+    signingAt: new Date("2026-01-02T00:00:05Z"),
+    oldRootNotAfter: new Date("2026-02-01T00:00:00Z"),
     reason: "expiry" as const,
-    startedAt: new Date("2026-01-01T00:00:00Z"),
-    signingAt: new Date("2026-01-02T00:00:00Z"),
-    switchedAt: new Date("2026-01-02T00:00:05Z"),
+    switchAt: new Date("2026-01-02T00:00:00Z"),
     completeAt: new Date("2026-01-03T00:00:00Z"),
     oldRootSha256: "a".repeat(64),
-    newRootSha256: "b".repeat(64),
   };
   assert.deepEqual(parseRotationState(formatRotationState(state)), state);
+  // What Dapr's PR 9797 writes: four fields, signing_at zero while distributing.
+  const dapr = parseRotationState(JSON.stringify({
+    phase: "distributing",
+    distributed_at: "2026-01-01T00:00:00.123456789Z",
+    signing_at: "0001-01-01T00:00:00Z",
+    old_root_not_after: "2026-02-01T00:00:00Z",
+  }));
+  assert.equal(dapr.signingAt, undefined);
+  assert.equal(dapr.switchAt, undefined);
+  // Without sentry's fields: switch after the propagation window, completion by Dapr's rule.
+  const t0 = new Date();
+  const original = oldBundle(t0);
+  const distributing = await startRotation(original, t0, SETTINGS, "expiry");
+  const daprState = JSON.stringify({
+    phase: "distributing",
+    distributed_at: t0.toISOString(),
+    signing_at: "0001-01-01T00:00:00Z",
+    old_root_not_after: viewBundle(original).root.notAfter.toISOString(),
+  });
+  const asDapr = { ...distributing, rotation: { ...distributing.rotation!, stateJson: daprState } };
+  const early = await planRotation(asDapr, later(t0, 9 * MINUTE), SETTINGS);
+  assert.equal(early.kind, "none");
+  const signing = nextOf(await planRotation(asDapr, later(t0, 10 * MINUTE), SETTINGS), "switch");
+  const daprSigning = JSON.stringify({
+    ...JSON.parse(daprState),
+    phase: "signing",
+    signing_at: later(t0, 10 * MINUTE).toISOString(),
+  });
+  const signingAsDapr = { ...signing, rotation: { ...signing.rotation!, stateJson: daprSigning } };
+  // Dapr's rule: not before the old root expired (two hours) and TTL + skew after the switch.
+  assert.equal((await planRotation(signingAsDapr, later(t0, HOUR), SETTINGS)).kind, "none");
+  const done = nextOf(await planRotation(signingAsDapr, later(t0, 2 * HOUR), SETTINGS), "complete");
+  assert.equal(done.caCrt, signing.rotation!.caCrt, "anchors = rotation-ca.crt, as Dapr does");
+});
+
+Deno.test("bad rotation states are refused with the field named", () => {
+  const good = {
+    phase: "signing",
+    distributed_at: "2026-01-01T00:00:00Z",
+    signing_at: "2026-01-02T00:00:00Z",
+    old_root_not_after: "2026-02-01T00:00:00Z",
+  };
   assert.throws(() => parseRotationState("{"), /rotation-state.json is not JSON/);
+  assert.throws(() => parseRotationState("[]"), /is not a JSON object/);
   assert.throws(
-    () => parseRotationState(JSON.stringify({ ...state, phase: "cleanup" })),
+    () => parseRotationState(JSON.stringify({ ...good, phase: "cleanup" })),
     /unknown phase "cleanup"/,
   );
   assert.throws(
-    () => parseRotationState(JSON.stringify({ ...state, signingAt: "soon" })),
-    /"signingAt" is not a time/,
+    () => parseRotationState(JSON.stringify({ ...good, distributed_at: "soon" })),
+    /"distributed_at" is not a time/,
   );
   assert.throws(
-    () => parseRotationState(JSON.stringify({ ...state, switchedAt: undefined })),
-    /"switchedAt" is not a time/,
+    () => parseRotationState(JSON.stringify({ ...good, signing_at: "0001-01-01T00:00:00Z" })),
+    /"signing_at" is not a time/,
+  );
+  assert.throws(
+    () => parseRotationState(JSON.stringify({ ...good, old_root_sha256: "xyz" })),
+    /"old_root_sha256" is not a SHA-256/,
   );
 });
