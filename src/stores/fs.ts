@@ -4,7 +4,13 @@
  * `--issuer-*-filename` flags (an absolute name replaces directory + name, as in Dapr), plus
  * `ca.key` beside `ca.crt` only when the operator keeps the root key (`sentry init
  * --keep-root-key`), plus the JWT signing key `jwt.key` (0600) and its `jwks.json` when JWT
- * issuing has stored them (names from `--jwt-key-filename` and `--jwks-filename`).
+ * issuing has stored them (names from `--jwt-key-filename` and `--jwks-filename`), plus, during
+ * a root rotation, its parts beside `ca.crt` as Dapr's development branch names them
+ * (`rotation-ca.crt`, `rotation-issuer.crt`, `rotation-issuer.key`, `rotation-ca.key` when root
+ * keys are kept, and `rotation-state.json`). As in Dapr, `rotation-state.json` is written last
+ * and removed first: its presence marks a rotation in progress, and rotation files without it
+ * are leftovers, ignored (one warning) and overwritten by the next rotation; with it, a missing
+ * new root or issuer is refused as partial.
  *
  * Beyond Dapr: a directory holding only some of the files is refused (Dapr would regenerate
  * and overwrite all three, and regenerates `jwt.key` when `jwks.json` is missing). Every write
@@ -26,8 +32,9 @@ import { hostname } from "node:os";
 import process from "node:process";
 import { link, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join } from "node:path";
-import { type BundlePem, type JwtKeyPem, sameBundlePem } from "../ca/bundle.ts";
+import { type BundlePem, type JwtKeyPem, type RotationPem, sameBundlePem } from "../ca/bundle.ts";
 import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
+import { ROTATION_FILE_NAMES } from "../ca/root-rotation.ts";
 import { watchFiles } from "../config/file-watcher.ts";
 import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
 import { FileRefusedError, readSmallFile } from "../util/bounded-read.ts";
@@ -61,6 +68,26 @@ const MODES: Record<Part, number> = { issuerKey: 0o600, issuerCrt: 0o644, caCrt:
 const JWT_PARTS = ["keyPem", "jwksJson"] as const;
 /** File modes of the JWT parts: the key is secret, the key set is public. */
 const JWT_MODES = { keyPem: 0o600, jwksJson: 0o644 } as const;
+/** A part of a root rotation in progress. */
+type RotationPart = keyof RotationPem;
+/** Write order of the rotation parts: keys before certificates, the state last (as in Dapr). */
+const ROTATION_PARTS: readonly RotationPart[] = [
+  "issuerKey",
+  "caKey",
+  "issuerCrt",
+  "caCrt",
+  "stateJson",
+];
+/** The rotation parts required while a rotation is in progress (the root key is optional). */
+const REQUIRED_ROTATION_PARTS: readonly RotationPart[] = ["caCrt", "issuerCrt", "issuerKey"];
+/** File modes of the rotation parts: keys are secret, the rest public. */
+const ROTATION_MODES: Record<RotationPart, number> = {
+  stateJson: 0o644,
+  caCrt: 0o644,
+  issuerCrt: 0o644,
+  issuerKey: 0o600,
+  caKey: 0o600,
+};
 /** Name of the optional root key file, beside ca.crt. */
 export const ROOT_KEY_FILENAME = "ca.key";
 /** Prefix of a first-boot staging directory (inside the directory of the issuer key). */
@@ -300,6 +327,8 @@ export class FsCredentialStore implements CredentialStore {
   readonly rootKeyPath: string;
   /** Paths of the JWT key and JWKS (also their names in messages). */
   readonly jwtNames: JwtNames;
+  /** Paths of the parts of a root rotation in progress, beside ca.crt. */
+  readonly rotationPaths: Record<RotationPart, string>;
   readonly #logger?: { warn(message: string): void };
   readonly #write: WriteContent;
   readonly #warned = new Set<string>();
@@ -316,6 +345,11 @@ export class FsCredentialStore implements CredentialStore {
     };
     this.names = { ...this.paths };
     this.rootKeyPath = join(dirname(this.paths.caCrt), ROOT_KEY_FILENAME);
+    this.rotationPaths = Object.fromEntries(
+      ROTATION_PARTS.map((
+        part,
+      ) => [part, join(dirname(this.paths.caCrt), ROTATION_FILE_NAMES[part])]),
+    ) as Record<RotationPart, string>;
     this.jwtNames = {
       key: resolve(options.jwtKeyFilename ?? DEFAULT_JWT_NAMES.key),
       jwks: resolve(options.jwksFilename ?? DEFAULT_JWT_NAMES.jwks),
@@ -330,19 +364,23 @@ export class FsCredentialStore implements CredentialStore {
 
   /**
    * Loads the files: null if none exists, StoreError naming the missing ones if some do (the
-   * three X.509 files go together, and so do the two JWT files, which need the X.509 ones).
+   * three X.509 files go together, and so do the two JWT files, which need the X.509 ones; a
+   * rotation in progress needs its new root and issuer, and the X.509 files).
    */
   async load(): Promise<BundlePem | null> {
     await this.#recover();
     const present = await Promise.all(PARTS.map((part) => exists(this.paths[part])));
     const jwtPresent = await Promise.all(this.#jwtPaths.map(exists));
     const jwtFound = this.#jwtPaths.filter((_, i) => jwtPresent[i]);
+    const rotating = await exists(this.rotationPaths.stateJson);
     if (present.every((p) => !p)) {
-      if (jwtFound.length === 0) return null;
+      const found = [...jwtFound, ...(rotating ? [this.rotationPaths.stateJson] : [])];
+      if (found.length === 0) return null;
       throw new StoreError(
-        `incomplete credentials in ${this.description}: found ${jwtFound.join(", ")} but no ` +
+        `incomplete credentials in ${this.description}: found ${found.join(", ")} but no ` +
           `trust bundle (${PARTS.map((part) => this.paths[part]).join(", ")}). sentry does not ` +
-          `generate a CA beside a JWT key: restore the bundle, or remove the JWT files`,
+          `generate a CA beside a JWT key or a root rotation in progress: restore the bundle, ` +
+          `or remove ${found.length > 1 ? "those files" : "that file"}`,
       );
     }
     const missing = PARTS.filter((_, i) => !present[i]).map((part) => this.paths[part]);
@@ -374,19 +412,65 @@ export class FsCredentialStore implements CredentialStore {
     const jwt: JwtKeyPem | undefined = keyPem !== undefined && jwksJson !== undefined
       ? { keyPem, jwksJson }
       : undefined;
-    await this.#checkPermissions(caKey !== undefined, jwt !== undefined);
+    const rotation = await this.#loadRotation(rotating);
+    await this.#checkPermissions(caKey !== undefined, jwt !== undefined, rotation);
     return {
       caCrt,
       issuerCrt,
       issuerKey,
       ...(caKey !== undefined ? { caKey } : {}),
       ...(jwt ? { jwt } : {}),
+      ...(rotation ? { rotation } : {}),
     };
+  }
+
+  /**
+   * The rotation in progress, when `rotation-state.json` exists (`rotating`): the new root and
+   * issuer must be there too (StoreError naming the missing ones). Without the state, rotation
+   * files are leftovers of a finished or abandoned rotation: ignored, with one warning.
+   */
+  async #loadRotation(rotating: boolean): Promise<RotationPem | undefined> {
+    const texts = await Promise.all(
+      ROTATION_PARTS.map((part) => readIfExists(this.rotationPaths[part])),
+    );
+    const read = Object.fromEntries(ROTATION_PARTS.map((part, i) => [part, texts[i]])) as Partial<
+      RotationPem
+    >;
+    if (!rotating || read.stateJson === undefined) {
+      const leftovers = ROTATION_PARTS.filter((part) => read[part] !== undefined)
+        .map((part) => this.rotationPaths[part]);
+      if (leftovers.length > 0) {
+        this.#warnOnce(
+          `ignoring ${leftovers.join(", ")}: no ${this.rotationPaths.stateJson}, so no root ` +
+            `rotation is in progress (left over from a finished or abandoned one; the next ` +
+            `rotation overwrites them)`,
+        );
+      }
+      return undefined;
+    }
+    const missing = REQUIRED_ROTATION_PARTS.filter((part) => read[part] === undefined)
+      .map((part) => this.rotationPaths[part]);
+    if (missing.length > 0) {
+      throw new StoreError(
+        `incomplete root rotation in ${this.description}: ${this.rotationPaths.stateJson} ` +
+          `says a rotation is in progress but ${missing.join(", ")} ` +
+          `${missing.length > 1 ? "are" : "is"} missing. sentry does not continue a rotation ` +
+          `without its new root and issuer: restore the missing file(s), or remove ` +
+          `${this.rotationPaths.stateJson} to abandon the rotation`,
+      );
+    }
+    const { stateJson, caCrt, issuerCrt, issuerKey, caKey } = read as RotationPem;
+    return { stateJson, caCrt, issuerCrt, issuerKey, ...(caKey !== undefined ? { caKey } : {}) };
   }
 
   /** Every file the store may write. */
   get #allPaths(): string[] {
-    return [...PARTS.map((part) => this.paths[part]), this.rootKeyPath, ...this.#jwtPaths];
+    return [
+      ...PARTS.map((part) => this.paths[part]),
+      this.rootKeyPath,
+      ...this.#jwtPaths,
+      ...ROTATION_PARTS.map((part) => this.rotationPaths[part]),
+    ];
   }
 
   /** Where first-boot staging happens: the directory of the issuer key. */
@@ -484,8 +568,19 @@ export class FsCredentialStore implements CredentialStore {
     }
   }
 
+  /** Logs `message` unless it was logged before. */
+  #warnOnce(message: string): void {
+    if (!this.#logger || this.#warned.has(message)) return;
+    this.#warned.add(message);
+    this.#logger.warn(message);
+  }
+
   /** Warns (once each) about a group/world-writable directory or readable private keys. */
-  async #checkPermissions(hasRootKey: boolean, hasJwt: boolean): Promise<void> {
+  async #checkPermissions(
+    hasRootKey: boolean,
+    hasJwt: boolean,
+    rotation?: RotationPem,
+  ): Promise<void> {
     if (!this.#logger) return;
     const checks: [string, number, string][] = [[
       this.#stagingRoot,
@@ -499,6 +594,10 @@ export class FsCredentialStore implements CredentialStore {
     if (hasJwt) {
       checks.push([this.jwtNames.key, 0o077, "is accessible to group or others; chmod 600"]);
     }
+    for (const part of ["issuerKey", "caKey"] as const) {
+      if (rotation?.[part] === undefined) continue;
+      checks.push([this.rotationPaths[part], 0o077, "is accessible to group or others; chmod 600"]);
+    }
     for (const [path, mask, advice] of checks) {
       let mode: number;
       try {
@@ -507,24 +606,23 @@ export class FsCredentialStore implements CredentialStore {
         continue;
       }
       if ((mode & mask) === 0) continue;
-      const message = `${path} (mode ${mode.toString(8).padStart(4, "0")}) ${advice} ${path}`;
-      if (this.#warned.has(message)) continue;
-      this.#warned.add(message);
-      this.#logger.warn(message);
+      this.#warnOnce(`${path} (mode ${mode.toString(8).padStart(4, "0")}) ${advice} ${path}`);
     }
   }
 
   /**
    * Creates the files without overwriting any (keys 0600, certificates 0644), all or nothing
    * (see {@link #change}). If some file appeared meanwhile, nothing of ours replaces it and the
-   * stored bundle is returned.
+   * stored bundle is returned. Rotation parts (rare at creation) replace leftovers of an older
+   * rotation, once the bundle's own files were created.
    */
   async create(bundle: BundlePem): Promise<BundlePem> {
+    const rotationPaths = new Set(Object.values(this.rotationPaths));
     const files = this.#bundleFiles(bundle).map(([target, content, mode]) => ({
       target,
       content,
       mode,
-      create: true,
+      create: !rotationPaths.has(target),
     }));
     let conflict: string | undefined;
     try {
@@ -542,7 +640,10 @@ export class FsCredentialStore implements CredentialStore {
     return bundle;
   }
 
-  /** The files of `bundle`: path, content, mode (the root key and JWT files when present). */
+  /**
+   * The files of `bundle`: path, content, mode (the root key, JWT and rotation files when
+   * present; `rotation-state.json` last).
+   */
   #bundleFiles(bundle: BundlePem): [string, string, number][] {
     const files: [string, string, number][] = PARTS.map((part) => [
       this.paths[part],
@@ -551,7 +652,30 @@ export class FsCredentialStore implements CredentialStore {
     ]);
     if (bundle.caKey) files.push([this.rootKeyPath, bundle.caKey, 0o600]);
     if (bundle.jwt) files.push(...this.#jwtFiles(bundle.jwt));
+    const rotation = bundle.rotation;
+    for (const part of rotation ? ROTATION_PARTS : []) {
+      const content = rotation![part];
+      if (content !== undefined) {
+        files.push([this.rotationPaths[part], content, ROTATION_MODES[part]]);
+      }
+    }
     return files;
+  }
+
+  /**
+   * Rotation files that replacing `current` by `bundle` removes: all of them (the state first)
+   * when `bundle` ends the rotation, else `rotation-ca.key` when `bundle`'s rotation has no root
+   * key but the file exists (stored, or a leftover that would otherwise join the rotation).
+   */
+  async #rotationRemovals(bundle: BundlePem, current: BundlePem): Promise<string[]> {
+    if (!bundle.rotation) {
+      if (!current.rotation) return [];
+      return ["stateJson", ...ROTATION_PARTS.filter((part) => part !== "stateJson")].map((part) =>
+        this.rotationPaths[part as RotationPart]
+      );
+    }
+    const keyPath = this.rotationPaths.caKey;
+    return bundle.rotation.caKey === undefined && await exists(keyPath) ? [keyPath] : [];
   }
 
   /** The JWT files to write for `jwt`: path, content, mode. */
@@ -624,7 +748,8 @@ export class FsCredentialStore implements CredentialStore {
    * nothing (see {@link #change}); `ca.key` is written when `bundle` has a root key and removed
    * when it has none but one is stored. JWT files are created when none are stored (never over
    * a file that appeared meanwhile), replaced when they differ, and left alone when `bundle` has
-   * no `jwt`.
+   * no `jwt`. Rotation files are written when they differ (over leftovers; the state last) and
+   * removed (the state first) when `bundle` has no `rotation`: that ends a rotation.
    */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
@@ -643,7 +768,10 @@ export class FsCredentialStore implements CredentialStore {
         mode,
         create: jwtPaths.has(target) && !current.jwt,
       }));
-    const remove = !bundle.caKey && current.caKey !== undefined ? [this.rootKeyPath] : [];
+    const remove = [
+      ...(!bundle.caKey && current.caKey !== undefined ? [this.rootKeyPath] : []),
+      ...await this.#rotationRemovals(bundle, current),
+    ];
     if (files.length === 0 && remove.length === 0) return bundle;
     const conflict = await this.#change(files, remove);
     if (conflict) {
@@ -656,6 +784,6 @@ export class FsCredentialStore implements CredentialStore {
 
   /** Watches the directories of the files (edits, renames, symlink swaps). */
   watch(onChange: () => void): { close(): void } {
-    return watchFiles([...PARTS.map((part) => this.paths[part]), ...this.#jwtPaths], onChange);
+    return watchFiles(this.#allPaths, onChange);
   }
 }

@@ -49,7 +49,9 @@ export interface CredentialStore {
    * Reads the stored bundle. Returns null when nothing is stored at all; throws
    * {@link StoreError} when the content is partial or unreadable (never "nothing stored").
    * The JWT key and JWKS are returned as `jwt` when both are stored; one without the other, or
-   * JWT parts without the X.509 parts, is partial.
+   * JWT parts without the X.509 parts, is partial. The parts of a root rotation in progress are
+   * returned as `rotation` when its state is stored; the state without the new root, issuer
+   * certificate or issuer key (or without the X.509 parts) is partial.
    */
   load(): Promise<BundlePem | null>;
   /**
@@ -59,13 +61,16 @@ export interface CredentialStore {
   create(bundle: BundlePem): Promise<BundlePem>;
   /**
    * Replaces the stored bundle with `bundle` only if the store still holds `expected`
-   * (compare-and-swap); throws {@link StoreConflictError} otherwise, writing nothing. A
-   * `bundle` without `jwt` leaves stored JWT parts as they are.
+   * (compare-and-swap, rotation parts included); throws {@link StoreConflictError} otherwise,
+   * writing nothing. A `bundle` without `jwt` leaves stored JWT parts as they are; a `bundle`
+   * without `rotation` removes stored rotation parts (that is how a rotation ends or is
+   * abandoned), all together with the other changes.
    */
   replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem>;
   /**
-   * Calls `onChange` when the stored bundle may have changed (debounced; spurious calls are
-   * allowed: the caller re-loads and compares). Returns a handle that stops watching.
+   * Calls `onChange` when the stored bundle (rotation parts included) may have changed
+   * (debounced; spurious calls are allowed: the caller re-loads and compares). Returns a handle
+   * that stops watching.
    */
   watch(onChange: () => void): { close(): void };
   /**

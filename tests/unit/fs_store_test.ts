@@ -5,7 +5,10 @@
  * refused without blocking; a Secret-style symlinked layout loads; first boot is all or nothing
  * (a killed writer's change is finished when its manifest exists, else its leftovers are removed:
  * at once when the writer is gone, else once stale), as is a replacement; a full disk leaves no
- * file behind and the error names the destination; unsafe permissions are warned about.
+ * file behind and the error names the destination; unsafe permissions are warned about. A root
+ * rotation in progress is stored beside ca.crt, compared, and removed by a bundle without it;
+ * its state without its new root is partial, and rotation files without the state are ignored
+ * leftovers.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -17,6 +20,18 @@ import {
   TEMPORARY_PREFIX,
 } from "../../src/stores/fs.ts";
 import { StoreConflictError, StoreError } from "../../src/stores/store.ts";
+import { parseRotationState, ROTATION_FILE_NAMES } from "../../src/ca/root-rotation.ts";
+import { assertLoads } from "../helpers/store_assertions.ts";
+import { rotatingBundles } from "../helpers/rotation_bundle.ts";
+
+/** Modes of the rotation files (keys private). */
+const ROTATION_MODES = {
+  stateJson: 0o644,
+  caCrt: 0o644,
+  issuerCrt: 0o644,
+  issuerKey: 0o600,
+  caKey: 0o600,
+};
 
 const A = { caCrt: "ca-a\n", issuerCrt: "issuer-a\n", issuerKey: "key-a\n" };
 const B = { caCrt: "ca-b\n", issuerCrt: "issuer-b\n", issuerKey: "key-b\n", caKey: "root-b\n" };
@@ -179,7 +194,11 @@ async function leaveChange(
 }
 
 /** The three X.509 files of `store` with the contents of `bundle`. */
-function bundleFiles(store: FsCredentialStore, bundle: typeof A, create: boolean) {
+function bundleFiles(
+  store: FsCredentialStore,
+  bundle: Pick<typeof A, keyof typeof A>,
+  create: boolean,
+) {
   return (["issuerKey", "issuerCrt", "caCrt"] as const).map((part) => ({
     target: store.paths[part],
     content: bundle[part],
@@ -302,4 +321,113 @@ Deno.test("unsafe permissions are warned about, once each", async () => {
     warnings[1],
     /issuer\.key \(mode 0640\) is accessible to group or others; chmod 600/,
   );
+});
+
+/** The rotation files beside ca.crt, by part. */
+function rotationFile(store: FsCredentialStore, part: keyof typeof ROTATION_FILE_NAMES): string {
+  return join(store.paths.caCrt, "..", ROTATION_FILE_NAMES[part]);
+}
+
+Deno.test("a rotation in progress: written beside ca.crt, loaded, compared, removed", async () => {
+  const { before, during } = await rotatingBundles({ keepRootKey: true });
+  const store = await newStore();
+  const dir = join(store.paths.caCrt, "..");
+  await store.create(before);
+  await store.replace(during, before);
+  assert.deepEqual(await store.load(), during);
+  for (const [part, mode] of Object.entries(ROTATION_MODES)) {
+    const path = rotationFile(store, part as keyof typeof ROTATION_FILE_NAMES);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, mode, path);
+  }
+  assert.deepEqual(parseRotationState(during.rotation!.stateJson).phase, "distributing");
+
+  // Compare-and-swap: a reader that saw other rotation parts (alone) writes nothing.
+  const otherState = { ...during.rotation!, stateJson: during.rotation!.stateJson + " " };
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: otherState }),
+    StoreConflictError,
+  );
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: undefined }),
+    StoreConflictError,
+  );
+  assert.deepEqual(await store.load(), during, "nothing written on a conflict");
+
+  // Only the changed part is written; a rotation without a root key removes rotation-ca.key.
+  const { caKey: _newRootKey, ...withoutKey } = during.rotation!;
+  const switched = { ...during, rotation: { ...withoutKey, stateJson: otherState.stateJson } };
+  await store.replace(switched, during);
+  assert.deepEqual(await store.load(), switched);
+  await assert.rejects(Deno.stat(rotationFile(store, "caKey")));
+
+  // A bundle without rotation ends it: every rotation file goes, the JWT-like keep rule does not apply.
+  await store.replace(before, switched);
+  assert.deepEqual(await store.load(), before);
+  assert.deepEqual(listDir(dir), ["ca.crt", "ca.key", "issuer.crt", "issuer.key"]);
+});
+
+Deno.test("rotation-state.json without the new root is refused as partial, naming it", async () => {
+  const { before, during } = await rotatingBundles();
+  const store = await newStore();
+  await store.create(before);
+  await store.replace(during, before);
+  await Deno.remove(rotationFile(store, "caCrt"));
+  await assertLoads(
+    store,
+    /incomplete root rotation .*rotation-state\.json says a rotation is in progress but .*certs\/rotation-ca\.crt is missing/,
+  );
+  // Without the bundle itself, a rotation state is refused too (no CA is generated beside it).
+  const alone = await newStore();
+  await Deno.mkdir(join(alone.paths.caCrt, ".."), { recursive: true });
+  await Deno.writeTextFile(rotationFile(alone, "stateJson"), during.rotation!.stateJson);
+  await assertLoads(alone, /found .*rotation-state\.json but no trust bundle/);
+});
+
+Deno.test("rotation files without rotation-state.json are leftovers: ignored, then overwritten", async () => {
+  const { before, during } = await rotatingBundles();
+  const warnings: string[] = [];
+  const store = await newStore({ logger: { warn: (message) => warnings.push(message) } });
+  await store.create(before);
+  await Deno.writeTextFile(rotationFile(store, "caCrt"), "old new root\n");
+  await Deno.writeTextFile(rotationFile(store, "caKey"), "old new root key\n", { mode: 0o600 });
+  assert.deepEqual(await store.load(), before);
+  assert.deepEqual(await store.load(), before);
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(
+    warnings[0],
+    /ignoring .*rotation-ca\.key, .*rotation-ca\.crt: no .*rotation-state\.json/,
+  );
+  // The next rotation overwrites them (and does not adopt the stray root key).
+  await store.replace(during, before);
+  assert.deepEqual(await store.load(), during);
+  assert.equal(await Deno.readTextFile(rotationFile(store, "caCrt")), during.rotation!.caCrt);
+  await assert.rejects(Deno.stat(rotationFile(store, "caKey")));
+});
+
+Deno.test("a readable rotation-issuer.key is warned about", async () => {
+  const { before, during } = await rotatingBundles();
+  const warnings: string[] = [];
+  const store = await newStore({ logger: { warn: (message) => warnings.push(message) } });
+  await store.create(before);
+  await store.replace(during, before);
+  await Deno.chmod(rotationFile(store, "issuerKey"), 0o640);
+  await store.load();
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(warnings[0], /rotation-issuer\.key \(mode 0640\) is accessible to group or others/);
+});
+
+Deno.test("a killed writer's rotation change is finished from its manifest", async () => {
+  const { before, during } = await rotatingBundles();
+  const store = await newStore();
+  await store.create(before);
+  const files = [
+    ...bundleFiles(store, during, false),
+    ...(["issuerKey", "issuerCrt", "caCrt", "stateJson"] as const).map((part) => ({
+      target: rotationFile(store, part),
+      content: during.rotation![part]!,
+      create: false,
+    })),
+  ];
+  await leaveChange(files, { pid: await deadPid() });
+  assert.deepEqual(await store.load(), during);
 });
