@@ -15,39 +15,28 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  presentedChain,
   type RunningDaprd,
-  startDaprd,
   startTcpRelay,
   startTinyApp,
   type TinyApp,
   WORKLOAD_TRUST_DOMAIN,
   writeDaprdConfig,
 } from "../helpers/daprd.ts";
+import {
+  currentIssuer,
+  daprdFor,
+  issuerStates,
+  pemBlocks,
+  shortLivedConfig,
+  sleep,
+  startInvocationLoop,
+  TRUST_DOMAIN,
+  withSentry,
+} from "../helpers/daprd_mesh.ts";
 import { eventually } from "../helpers/eventually.ts";
 import { metric, metricsText } from "../helpers/metrics.ts";
 import { openssl, opensslBundle, verifyChain } from "../helpers/openssl.ts";
-import {
-  freePort,
-  type RunningSentry,
-  runSentry,
-  startSentry,
-  tempDir,
-} from "../helpers/sentry_process.ts";
-
-/** Sentry's --trust-domain, and the daprds' --control-plane-trust-domain. */
-const TRUST_DOMAIN = "cluster.local";
-
-/** The PEM blocks of a text, each ending in one newline. */
-function pemBlocks(text: string): string[] {
-  return (text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [])
-    .map((block) => block + "\n");
-}
-
-/** The issuer certificate sentry signs with now (the first block of issuer.crt). */
-async function currentIssuer(dir: string): Promise<string> {
-  return pemBlocks(await Deno.readTextFile(join(dir, "issuer.crt")))[0];
-}
+import { freePort, runSentry, tempDir } from "../helpers/sentry_process.ts";
 
 /** openssl's view of one certificate: `-text` output. */
 async function certText(work: string, pem: string): Promise<string> {
@@ -79,72 +68,6 @@ async function assertIdentity(
   for (const purpose of ["sslserver", "sslclient"] as const) {
     assert.match(await verifyChain(work, anchors, chain, purpose), /OK/);
   }
-}
-
-/** Stops whatever a test started, in reverse order, even when it failed half way. */
-class Processes {
-  #stops: (() => Promise<unknown>)[] = [];
-  /** The daprds started, whose logs are printed when the test fails. */
-  readonly daprds: RunningDaprd[] = [];
-  add<T extends { stop(): Promise<unknown> } | { close(): Promise<unknown> }>(thing: T): T {
-    this.#stops.push(() => "stop" in thing ? thing.stop() : thing.close());
-    return thing;
-  }
-  async stopAll(): Promise<void> {
-    for (const stop of this.#stops.reverse()) await stop().catch(() => {});
-  }
-}
-
-/** A sentry on `dir` with the test trust domain; all logs are printed when `fn` throws. */
-async function withSentry(
-  options: { dir?: string; args?: string[] },
-  fn: (sentry: RunningSentry, processes: Processes) => Promise<void>,
-): Promise<void> {
-  const sentry = await startSentry({
-    dir: options.dir,
-    args: ["--trust-domain", TRUST_DOMAIN, ...(options.args ?? [])],
-  });
-  const processes = new Processes();
-  let failed = false;
-  try {
-    await fn(sentry, processes);
-  } catch (error) {
-    failed = true;
-    throw error;
-  } finally {
-    await processes.stopAll();
-    await sentry.stop();
-    if (failed) {
-      console.error(`--- sentry logs ---\n${sentry.logs()}`);
-      for (const d of processes.daprds) console.error(`--- daprd ${d.appId} ---\n${d.logs()}`);
-    }
-  }
-}
-
-/** Starts daprd for `appId` against `sentry`, stopped (and its logs shown) by `processes`. */
-async function daprdFor(
-  processes: Processes,
-  sentry: RunningSentry,
-  options: {
-    appId: string;
-    anchors: string;
-    config: string;
-    app?: TinyApp;
-    internalGrpcPort?: number;
-    controlPlaneTrustDomain?: string;
-  },
-): Promise<RunningDaprd> {
-  const daprd = await startDaprd({
-    appId: options.appId,
-    sentryPort: sentry.grpcPort,
-    trustAnchors: options.anchors,
-    controlPlaneTrustDomain: options.controlPlaneTrustDomain ?? TRUST_DOMAIN,
-    config: options.config,
-    appPort: options.app?.port,
-    internalGrpcPort: options.internalGrpcPort,
-  });
-  processes.daprds.push(daprd);
-  return processes.add(daprd);
 }
 
 Deno.test("daprd gets its workload identity from sentry and becomes healthy", async () => {
@@ -333,25 +256,6 @@ Deno.test("daprds that trust another CA or expect another sentry identity never 
   });
 });
 
-/** Sentry Configuration with a short workload certificate lifetime and no back-dating. */
-function shortLivedConfig(ttlSeconds: number): string {
-  return `apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: short\nspec:\n` +
-    `  mtls:\n    enabled: true\n    workloadCertTTL: "${ttlSeconds}s"\n    allowedClockSkew: "0s"\n`;
-}
-
-/** One round of the rotation loop: who presented which issuer, and how the call went. */
-interface Round {
-  /** Milliseconds since the loop started. */
-  at: number;
-  /** The issuer certificate each daprd presented just before the call. */
-  issuerA: string;
-  issuerB: string;
-  /** Why the call failed, if it did. */
-  error?: string;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 Deno.test("invocations keep working across an issuer rotation on the running sentry", async () => {
   // daprd renews at half the certificate's life (NotBefore to NotAfter): every 10 s here.
   const TTL_S = 20;
@@ -403,27 +307,8 @@ Deno.test("invocations keep working across an issuer rotation on the running sen
     portB = b.internalGrpcPort;
     await b.waitHealthy();
 
-    const issuerOf = async (daprd: RunningDaprd) =>
-      pemBlocks(await presentedChain(daprd.internalGrpcPort))[1];
-    const rounds: Round[] = [];
-    let stop = false;
-    const started = Date.now();
-    const loop = (async () => {
-      while (!stop) {
-        const [issuerA, issuerB] = await Promise.all([issuerOf(a), issuerOf(b)]);
-        let error: string | undefined;
-        try {
-          const response = await a.invoke("appb", "hello");
-          if (response.status !== 200 || (JSON.parse(response.body) as AppAnswer).app !== "appb") {
-            error = `${response.status} ${response.body}`;
-          }
-        } catch (e) {
-          error = String(e);
-        }
-        relay.dropAll();
-        rounds.push({ at: Date.now() - started, issuerA, issuerB, error });
-      }
-    })();
+    const loop = startInvocationLoop(a, b, relay);
+    const rounds = loop.rounds;
     try {
       await sleep(1000);
       const renewed = await runSentry(["renew", "--issuer-credentials", dir]);
@@ -432,7 +317,7 @@ Deno.test("invocations keep working across an issuer rotation on the running sen
       const newIssuer = await currentIssuer(dir);
       assert.notEqual(newIssuer, oldIssuer);
       assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), anchors, "same root");
-      const rotatedAt = Date.now() - started;
+      const rotatedAt = loop.elapsed();
       await eventually(
         "sentry signs with the new issuer",
         async () =>
@@ -449,15 +334,11 @@ Deno.test("invocations keep working across an issuer rotation on the running sen
         3 * TTL_S * 1000,
       );
       await sleep(1000); // more calls once both have switched
-      stop = true;
-      await loop;
+      await loop.stop();
 
       const calls = rounds.length;
       const failures = rounds.filter((r) => r.error);
-      const label = (issuer: string) =>
-        issuer === oldIssuer ? "old" : issuer === newIssuer ? "new" : "unknown";
-      const states = rounds.map((r) => `${label(r.issuerA)}/${label(r.issuerB)}`);
-      const count = (state: string) => states.filter((s) => s === state).length;
+      const { states, count } = issuerStates(rounds, { [oldIssuer]: "old", [newIssuer]: "new" });
       const summary = `${calls} calls, ${failures.length} failed, ${relay.connections()} ` +
         `connections; A/B issuers: old/old ${count("old/old")}, new/old ${count("new/old")}, ` +
         `old/new ${count("old/new")}, new/new ${count("new/new")}; rotated at ${rotatedAt} ms, ` +
@@ -492,8 +373,7 @@ Deno.test("invocations keep working across an issuer rotation on the running sen
       assert.doesNotMatch(text, /^dapr_sentry_cert_sign_failure_total\{/m);
       assert.match(sentry.logs(), /issuer rotated/);
     } finally {
-      stop = true;
-      await loop.catch(() => {});
+      await loop.stop();
     }
   });
 });
