@@ -1,7 +1,11 @@
 /**
  * The HashiCorp Vault credential store (`--store vault`): one KV version 2 secret holding
  * `ca.crt`, `issuer.crt`, `issuer.key` (and `ca.key` only when the operator keeps the root
- * key; `jwt.key` and `jwks.json` once JWT issuing stored them), at `<mount>/data/<path>`.
+ * key; `jwt.key` and `jwks.json` once JWT issuing stored them; during a root rotation its parts,
+ * named like Dapr's files: `rotation-state.json`, `rotation-ca.crt`, `rotation-issuer.crt`,
+ * `rotation-issuer.key` and `rotation-ca.key` when root keys are kept), at `<mount>/data/<path>`.
+ * Every write is a whole new version, so the check-and-set covers the rotation parts too and a
+ * bundle without a rotation removes them.
  *
  * Safety rules: "nothing stored" is only a 404 for a secret that never had a version; a
  * deleted or destroyed latest version is refused (sentry will not write a new CA over an
@@ -12,8 +16,9 @@
  *
  * @module
  */
-import { type BundlePem, type JwtKeyPem, sameBundlePem } from "../ca/bundle.ts";
+import { type BundlePem, type JwtKeyPem, type RotationPem, sameBundlePem } from "../ca/bundle.ts";
 import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
+import { ROTATION_FILE_NAMES } from "../ca/root-rotation.ts";
 import { type VaultClient, VaultError, type VaultResponse } from "../vault/client.ts";
 import {
   type CredentialStore,
@@ -46,6 +51,9 @@ const KEYS = {
   issuerKey: "issuer.key",
   caKey: "ca.key",
 } as const;
+
+/** The rotation parts required while a rotation is in progress (the root key is optional). */
+const REQUIRED_ROTATION_PARTS = ["caCrt", "issuerCrt", "issuerKey"] as const;
 
 function unavailable(error: unknown): never {
   if (error instanceof VaultError) {
@@ -130,6 +138,7 @@ export class VaultCredentialStore implements CredentialStore {
       );
     }
     const jwt = this.#jwtOf(data, version);
+    const rotation = this.#rotationOf(data, version);
     this.#version = version;
     return {
       caCrt: data[KEYS.caCrt],
@@ -137,6 +146,39 @@ export class VaultCredentialStore implements CredentialStore {
       issuerKey: data[KEYS.issuerKey],
       ...(typeof data[KEYS.caKey] === "string" ? { caKey: data[KEYS.caKey] } : {}),
       ...(jwt ? { jwt } : {}),
+      ...(rotation ? { rotation } : {}),
+    };
+  }
+
+  /**
+   * The rotation in progress, when the version has `rotation-state.json` (as Dapr's files, other
+   * rotation fields without it are ignored); without the new root or issuer it is partial.
+   */
+  #rotationOf(data: Record<string, unknown>, version: number): RotationPem | undefined {
+    const field = (part: keyof RotationPem) => {
+      const value = data[ROTATION_FILE_NAMES[part]];
+      return typeof value === "string" && value !== "" ? value : undefined;
+    };
+    const stateJson = field("stateJson");
+    if (stateJson === undefined) return undefined;
+    const missing = REQUIRED_ROTATION_PARTS.filter((part) => field(part) === undefined)
+      .map((part) => ROTATION_FILE_NAMES[part]);
+    if (missing.length > 0) {
+      throw new StoreError(
+        `incomplete root rotation in ${this.description} (version ${version}): ` +
+          `${ROTATION_FILE_NAMES.stateJson} says a rotation is in progress but ` +
+          `${missing.join(", ")} ${missing.length > 1 ? "are" : "is"} missing. sentry does not ` +
+          `continue a rotation without its new root and issuer: restore the missing field(s), ` +
+          `or write a version without ${ROTATION_FILE_NAMES.stateJson} to abandon the rotation`,
+      );
+    }
+    const caKey = field("caKey");
+    return {
+      stateJson,
+      caCrt: field("caCrt")!,
+      issuerCrt: field("issuerCrt")!,
+      issuerKey: field("issuerKey")!,
+      ...(caKey !== undefined ? { caKey } : {}),
     };
   }
 
@@ -165,9 +207,15 @@ export class VaultCredentialStore implements CredentialStore {
     );
   }
 
-  /** The version to write: `bundle`, with the stored JWT fields kept when it has none. */
+  /**
+   * The version to write: `bundle`, with the stored JWT fields kept when it has none, and its
+   * rotation fields only when it has a rotation (a bundle without one ends it).
+   */
   #payload(bundle: BundlePem, cas: number, storedJwt?: JwtKeyPem) {
     const jwt = bundle.jwt ?? storedJwt;
+    const rotation = Object.entries(bundle.rotation ?? {})
+      .filter(([, text]) => text !== undefined)
+      .map(([part, text]) => [ROTATION_FILE_NAMES[part as keyof RotationPem], text]);
     return {
       options: { cas },
       data: {
@@ -176,6 +224,7 @@ export class VaultCredentialStore implements CredentialStore {
         [KEYS.issuerKey]: bundle.issuerKey,
         ...(bundle.caKey ? { [KEYS.caKey]: bundle.caKey } : {}),
         ...(jwt ? { [this.#jwtKeys.key]: jwt.keyPem, [this.#jwtKeys.jwks]: jwt.jwksJson } : {}),
+        ...Object.fromEntries(rotation),
       },
     };
   }
@@ -221,7 +270,10 @@ export class VaultCredentialStore implements CredentialStore {
     return winner;
   }
 
-  /** Writes a new version with `cas: <version read>` if the store still holds `expected`. */
+  /**
+   * Writes a new version with `cas: <version read>` if the store still holds `expected`
+   * (rotation parts included); a `bundle` without `rotation` removes the stored one.
+   */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
     const same = current !== null && sameBundlePem(current, expected);

@@ -3,7 +3,8 @@
  * stored" only for a secret that never had a version, deleted or destroyed latest versions
  * refused, create-only writes (`cas: 0`) and the first-boot race, replace as a check-and-set on
  * the version read, Vault unreachable / sealed / refusing as StoreUnavailableError, and the
- * polling watch. The end-to-end tests (tests/e2e/vault_test.ts) run the same rules through the
+ * polling watch; a root rotation in progress kept as fields of the same version (compared,
+ * removed by a bundle without it, partial refused). The end-to-end tests (tests/e2e/vault_test.ts) run the same rules through the
  * program.
  */
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import { VaultCredentialStore } from "../../src/stores/vault.ts";
 import { StoreConflictError, StoreError, StoreUnavailableError } from "../../src/stores/store.ts";
 import type { VaultError } from "../../src/vault/client.ts";
 import { eventually } from "../helpers/eventually.ts";
+import { rotatingBundles } from "../helpers/rotation_bundle.ts";
 import {
   FakeVaultApi,
   type FakeVaultCall,
@@ -423,4 +425,57 @@ Deno.test("create on a mount that does not exist fails instead of pretending to 
       /KV version 2/.test(error.message),
   );
   assert.equal(vault.secrets.size, 0);
+});
+
+/** The secret's data of a bundle with a rotation in progress, fields named like Dapr's files. */
+function kvWithRotation(bundle: BundlePem): Record<string, string> {
+  const r = bundle.rotation!;
+  return {
+    ...kv(bundle),
+    "rotation-state.json": r.stateJson,
+    "rotation-ca.crt": r.caCrt,
+    "rotation-issuer.crt": r.issuerCrt,
+    "rotation-issuer.key": r.issuerKey,
+    ...(r.caKey !== undefined ? { "rotation-ca.key": r.caKey } : {}),
+  };
+}
+
+Deno.test("a rotation in progress: stored in the same version, compared, removed by a bundle without it", async () => {
+  const { before, during } = await rotatingBundles({ keepRootKey: true });
+  const { vault, store } = newStore();
+  await store.create(before);
+  await store.replace(during, before);
+  assert.deepEqual(vault.latest(KEY), kvWithRotation(during));
+  assert.deepEqual(await store.load(), during);
+
+  // Compare-and-swap on the rotation parts alone.
+  const otherState = { ...during.rotation!, stateJson: during.rotation!.stateJson + " " };
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: otherState }),
+    StoreConflictError,
+  );
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: undefined }),
+    StoreConflictError,
+  );
+  assert.deepEqual(vault.latest(KEY), kvWithRotation(during), "nothing written");
+
+  // A bundle without rotation ends it.
+  await store.replace(before, during);
+  assert.deepEqual(vault.latest(KEY), kv(before));
+  assert.deepEqual(await store.load(), before);
+});
+
+Deno.test("a rotation state without the new issuer key is partial; other rotation fields without a state are ignored", async () => {
+  const { before, during } = await rotatingBundles();
+  const { vault, store } = newStore();
+  const { "rotation-issuer.key": _key, ...partial } = kvWithRotation(during);
+  vault.write(KEY, partial);
+  await assertLoads(
+    store,
+    /incomplete root rotation in .* \(version 1\): rotation-state\.json says a rotation is in progress but rotation-issuer\.key is missing/,
+  );
+  const { "rotation-state.json": _state, ...leftovers } = kvWithRotation(during);
+  vault.write(KEY, { ...leftovers, ...kv(before) });
+  assert.deepEqual(await store.load(), before);
 });
