@@ -29,6 +29,8 @@ import {
 import { defaultSigningWorkers } from "../server/cpu-count.ts";
 import { capYoungGeneration } from "../server/young-generation.ts";
 import { formatDuration } from "../util/duration.ts";
+import { ROTATION_DEFAULTS } from "../ca/root-rotation.ts";
+import type { RotationOptions } from "../server/root-rotation-driver.ts";
 import { runtimeDescription, VERSION } from "../util/version.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import {
@@ -41,6 +43,37 @@ import {
 } from "./flags.ts";
 import { flagValues } from "./command.ts";
 import { JWT_FLAGS, jwtOptionsFromFlags, OIDC_FLAGS, oidcOptionsFromFlags } from "./jwt-flags.ts";
+
+/** `--rotation-*`: automatic root CA rotation (Dapr's development branch, PR dapr/dapr#9797). */
+export const ROTATION_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "rotation-enabled",
+    type: "bool",
+    default: false,
+    help: "Rotate the root CA automatically before it expires (a rotation in progress, e.g. " +
+      "from 'sentry rotate start', always finishes)",
+  },
+  {
+    name: "rotation-trigger-window",
+    type: "string",
+    default: formatDuration(ROTATION_DEFAULTS.triggerWindowMs),
+    help: "Start a root rotation this long before the root (or, without a root key, the " +
+      "issuer) expires (Go duration)",
+  },
+  {
+    name: "rotation-propagation-window",
+    type: "string",
+    default: formatDuration(ROTATION_DEFAULTS.propagationWindowMs),
+    help: "How long old + new trust anchors are served before signing switches to the new " +
+      "issuer; raised to the workload certificate TTL when shorter (Go duration)",
+  },
+  {
+    name: "rotation-check-interval",
+    type: "string",
+    default: formatDuration(ROTATION_DEFAULTS.checkIntervalMs),
+    help: "How often the store is checked for a rotation step that is due (Go duration)",
+  },
+];
 
 /** The server's flags: Dapr's, with Dapr's defaults, plus `--store` and `--key-algorithm`. */
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -149,6 +182,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: "Time a gRPC connection with no call in progress stays open before GOAWAY and close " +
       "(Go duration; 0: no limit)",
   },
+  ...ROTATION_FLAGS,
   ...JWT_FLAGS,
   ...OIDC_FLAGS,
   { name: "help", type: "bool", default: false, help: "Show this help" },
@@ -213,6 +247,21 @@ export function connectionLimitsFromFlags(parsed: ParsedFlags): Required<Connect
         allowZero: true,
       },
     ),
+  };
+}
+
+/**
+ * The root rotation settings that the `--rotation-*` flags ask for; a {@link UsageError} naming
+ * the flag for a duration that is not positive, even with rotation off (as Dapr).
+ */
+export function rotationOptionsFromFlags(parsed: ParsedFlags): RotationOptions {
+  const flags = flagValues(parsed);
+  const duration = (name: string) => durationFlag(name, flags.string(name));
+  return {
+    enabled: flags.bool("rotation-enabled"),
+    triggerWindowMs: duration("rotation-trigger-window"),
+    propagationWindowMs: duration("rotation-propagation-window"),
+    checkIntervalMs: duration("rotation-check-interval"),
   };
 }
 
@@ -296,6 +345,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       throw new UsageError("--identity-rate-limit must be 0 or more");
     }
     const connections = connectionLimitsFromFlags(parsed);
+    const rotation = rotationOptionsFromFlags(parsed);
     const jwt = jwtOptionsFromFlags(parsed);
     const oidc = oidcOptionsFromFlags(parsed);
     const { store, namespace, kube } = await openStore(
@@ -358,6 +408,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       connections,
       jwt,
       oidc,
+      rotation,
       logger,
       now: io.now,
     };

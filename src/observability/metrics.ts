@@ -23,6 +23,13 @@ export type FailureReason =
  */
 export type ConnectionRefusal = "max_connections" | "handshake_timeout";
 
+/**
+ * A root rotation phase change, as the `phase` label of `dapr_sentry_rootcert_rotation_total`
+ * (Dapr's development branch): `distributing` (a rotation started), `signing` (signing
+ * switched to the new issuer), `complete` (the old root left the trust anchors).
+ */
+export type RotationMetricPhase = "distributing" | "signing" | "complete";
+
 const CONNECTION_REFUSALS: readonly ConnectionRefusal[] = ["max_connections", "handshake_timeout"];
 
 /** The metric set of one sentry server. */
@@ -68,6 +75,13 @@ export class SentryMetrics {
   readonly issuerCertChanged = this.#counter(
     "dapr_sentry_issuercert_changed_total",
     "The number of issuer cert updates, when issuer cert or key is changed.",
+  );
+  /** No series until the first phase change (as Dapr's). */
+  readonly rootCertRotation = this.#counter(
+    "dapr_sentry_rootcert_rotation_total",
+    "The number of root certificate rotation phase changes written by this sentry, by phase " +
+      "(distributing, signing, complete).",
+    ["phase"],
   );
   readonly configReloads = this.#counter(
     "dapr_sentry_config_reload_total",

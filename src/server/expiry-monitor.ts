@@ -6,6 +6,9 @@
  * issuer's says "issuer" instead of "root"; the NotAfter time goes in a `not_after` field.
  * An issuer that outlives the root is warned about once per bundle loaded: its workload
  * certificates are clamped to the issuer, but every chain breaks when the root expires.
+ * When the server drives root rotation, each expiry warning ends with what will happen, in
+ * parentheses after Dapr's text ("... expires in 20 days and 0 hours (automatic root rotation
+ * starts at 2030-01-01T00:00:00.000Z)"), so that it does not read as a call for manual action.
  *
  * @module
  */
@@ -20,6 +23,11 @@ export interface ExpiryMonitorOptions {
   warnBeforeMs?: number;
   /** How often to check (default one hour). */
   intervalMs?: number;
+  /**
+   * What the rotation driver will do next, in words (see RootRotationDriver.outlook), appended
+   * to each expiry warning; undefined (or returning undefined): nothing is appended.
+   */
+  rotationOutlook?: () => string | undefined;
 }
 
 /**
@@ -51,6 +59,7 @@ export function issuerOutlivesRootWarning(
 export class ExpiryMonitor {
   readonly #warnBeforeMs: number;
   readonly #intervalMs: number;
+  readonly #rotationOutlook?: () => string | undefined;
   #timer?: ReturnType<typeof setInterval>;
   /** The bundle last checked for an issuer outliving its root (warned once per bundle). */
   #orderChecked?: object;
@@ -64,6 +73,7 @@ export class ExpiryMonitor {
   ) {
     this.#warnBeforeMs = options.warnBeforeMs ?? 30 * DAY_MS;
     this.#intervalMs = options.intervalMs ?? 3_600_000;
+    this.#rotationOutlook = options.rotationOutlook;
   }
 
   /** Checks now and logs a warning per certificate that expires soon. Returns the warnings. */
@@ -71,6 +81,7 @@ export class ExpiryMonitor {
     const bundle = this.state.bundle;
     const now = this.now().getTime();
     const warnings: string[] = [];
+    let outlook: string | undefined | null = null; // asked for at most once, when needed
     if (this.#orderChecked !== bundle) {
       this.#orderChecked = bundle;
       const outlives = issuerOutlivesRootWarning(bundle.issuerNotAfter, bundle.rootNotAfter);
@@ -90,7 +101,8 @@ export class ExpiryMonitor {
     ) {
       const left = notAfter.getTime() - now;
       if (left >= this.#warnBeforeMs) continue;
-      const message = expiryWarning(what, left);
+      if (outlook === null) outlook = this.#rotationOutlook?.();
+      const message = expiryWarning(what, left) + (outlook ? ` (${outlook})` : "");
       warnings.push(message);
       this.logger.warn(message, { not_after: notAfter.toISOString() });
     }

@@ -30,6 +30,11 @@ import { IdentityRateLimiter } from "./identity-rate-limit.ts";
 import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
 import { type OidcServer, startOidcServer } from "./oidc-server.ts";
+import {
+  RootRotationDriver,
+  type RotationOptions,
+  type RotationStatus,
+} from "./root-rotation-driver.ts";
 
 /** An address and port to listen on. */
 export interface Listen {
@@ -86,6 +91,11 @@ export interface SentryServerOptions {
   jwt?: JwtServeOptions;
   /** Set when the OIDC discovery server is asked for. */
   oidc?: OidcServeOptions;
+  /**
+   * The `--rotation-*` flags: root rotation is driven (started only when `enabled`, finished
+   * and pruned always). Omitted: no rotation driver at all.
+   */
+  rotation?: RotationOptions;
 }
 
 function validatorContext(options: SentryServerOptions): ValidatorContext {
@@ -192,6 +202,7 @@ export class SentryServer {
   #settingsGeneration = 0;
   readonly #credentials: CredentialReloader;
   readonly #expiry: ExpiryMonitor;
+  readonly #rotation?: RootRotationDriver;
   readonly #signingPool?: SigningPool;
   #serving = false;
   /** The OIDC discovery server once it listens (it waits for its TLS files first). */
@@ -229,7 +240,35 @@ export class SentryServer {
       options.now,
       options.jwt,
     );
-    this.#expiry = new ExpiryMonitor(state, options.logger, options.now);
+    this.#rotation = options.rotation && this.#rotationDriver(options.rotation);
+    const rotation = this.#rotation;
+    this.#expiry = new ExpiryMonitor(state, options.logger, options.now, {
+      rotationOutlook: rotation && (() => rotation.outlook()),
+    });
+  }
+
+  #rotationDriver(rotation: RotationOptions): RootRotationDriver {
+    const options = this.#options;
+    return new RootRotationDriver({
+      ...rotation,
+      store: options.store,
+      settings: () => this.state.settings,
+      bundle: () => this.state.bundle.pem,
+      metrics: this.metrics,
+      logger: options.logger,
+      now: options.now,
+      algorithm: options.keyAlgorithm,
+      rootTtlMs: YEAR_MS,
+      trustDomain: options.trustDomain,
+      namespace: options.namespace,
+      jwtTtlMs: options.jwt?.ttlMs,
+      reload: () => this.#credentials.reload(),
+    });
+  }
+
+  /** What the root rotation driver's last check found (undefined: no driver). */
+  rotationStatus(): RotationStatus | undefined {
+    return this.#rotation?.status();
   }
 
   /**
@@ -439,6 +478,7 @@ export class SentryServer {
       void this.#publish();
     });
     this.#expiry.start();
+    this.#rotation?.start();
     logger.debug("watching configuration and credentials for changes");
   }
 
@@ -488,10 +528,12 @@ export class SentryServer {
     this.#options.settingsSource.close();
     this.#credentials.close();
     this.#expiry.close();
+    const rotation = this.#rotation?.close();
     this.#oidcAbort.abort();
     const oidc = this.#oidc?.close();
     const graceful = await this.#grpc.shutdown(graceMs);
     await oidc;
+    await rotation;
     await this.#signingPool?.close();
     await closeEndpoints(this.#endpoints);
     closeValidators(this.state.validators);

@@ -108,3 +108,44 @@ Deno.test("an issuer that outlives its root is warned about once per bundle", ()
   assert.deepEqual(fine.check(), []);
   fine.close();
 });
+
+Deno.test("with rotation driven, each expiry warning says what will happen after Dapr's text", () => {
+  const start = new Date("2030-01-01T00:00:00Z");
+  const bundle = testTrustBundle({ now: start, namespace: "default" });
+  const insecure = new InsecureValidator();
+  const state = new CaState(bundle, DEFAULT_SETTINGS, {
+    defaultWire: insecure.wire,
+    enabled: new Map([[insecure.wire, insecure]]),
+  });
+  const logger = new Logger({
+    level: "info",
+    json: true,
+    scope: "test",
+    version: "0",
+    sink: () => {},
+  });
+  let outlook: string | undefined = "automatic root rotation starts at the next check";
+  let asked = 0;
+  const now = new Date(start.getTime() + 345 * DAY); // 20 days left for both
+  const monitor = new ExpiryMonitor(state, logger, () => now, {
+    rotationOutlook: () => (asked++, outlook),
+  });
+  assert.deepEqual(monitor.check(), [
+    "Dapr issuer certificate expiration warning: certificate expires in 20 days and 0 hours " +
+    "(automatic root rotation starts at the next check)",
+    "Dapr root certificate expiration warning: certificate expires in 20 days and 0 hours " +
+    "(automatic root rotation starts at the next check)",
+  ]);
+  assert.equal(asked, 1, "asked once per check");
+  outlook = undefined; // rotation off and none in progress: Dapr's text alone
+  assert.equal(
+    monitor.check()[1],
+    "Dapr root certificate expiration warning: certificate expires in 20 days and 0 hours",
+  );
+  const quiet = new ExpiryMonitor(state, logger, () => start, {
+    rotationOutlook: () => (asked++, outlook),
+  });
+  asked = 0;
+  assert.deepEqual(quiet.check(), []);
+  assert.equal(asked, 0, "not asked when nothing expires soon");
+});
