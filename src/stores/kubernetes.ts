@@ -17,12 +17,30 @@
  * leaves) is refused with {@link StoreEmptiedError} instead of silently replaced by a new CA;
  * the Secret is watched, or polled with GET where RBAC grants no list/watch.
  *
+ * A root rotation in progress lives in the Secret under the keys of Dapr's development branch
+ * (PR dapr/dapr#9797): `rotation.phase`, `rotation.new-ca.crt`, `rotation.new-issuer.crt`,
+ * `rotation.new-issuer.key`, `rotation.distributed-at`, `rotation.signing-at`,
+ * `rotation.old-root-not-after` (RFC 3339 UTC, whole seconds; absent: no time), plus sentry's
+ * `rotation.new-ca.key` (the new root's key, when root keys are kept) and
+ * `rotation.sentry-state.json` (the whole `rotation-state.json`, so that sentry's own fields
+ * survive). `rotation.phase` marks a rotation in progress (other rotation keys without it are
+ * leftovers, ignored); a rotation that Dapr's sentry started (no sentry state, or one that no
+ * longer matches Dapr's keys) is read from Dapr's keys and continued. A bundle without a
+ * rotation removes all of them. {@link KubeCredentialStore.lagging} tells which namespaces'
+ * copies of the trust anchors do not have a new root yet, as Dapr's sentry checks them.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
+import { type BundlePem, type RotationPem, sameBundlePem } from "../ca/bundle.ts";
 import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
+import {
+  formatRotationState,
+  parseRotationState,
+  type RotationState,
+} from "../ca/root-rotation.ts";
+import { decodePem } from "../x509/pem.ts";
 import {
   isAlreadyExists,
   isConflict,
@@ -97,6 +115,59 @@ interface KubeObject {
 
 const ROOT_KEY = "ca.key";
 
+/**
+ * Secret keys of a root rotation in progress: Dapr's (PR dapr/dapr#9797), then sentry's root
+ * key and full state.
+ */
+export const ROTATION_KEYS = {
+  phase: "rotation.phase",
+  caCrt: "rotation.new-ca.crt",
+  issuerCrt: "rotation.new-issuer.crt",
+  issuerKey: "rotation.new-issuer.key",
+  distributedAt: "rotation.distributed-at",
+  signingAt: "rotation.signing-at",
+  oldRootNotAfter: "rotation.old-root-not-after",
+  caKey: "rotation.new-ca.key",
+  stateJson: "rotation.sentry-state.json",
+} as const;
+
+/** The label Dapr's injector puts on pods that run a sidecar. */
+export const SIDECAR_INJECTED_LABEL = "dapr.io/sidecar-injected";
+
+/** The state times Dapr keeps under their own keys. */
+const ROTATION_TIMES = ["distributedAt", "signingAt", "oldRootNotAfter"] as const;
+/** Go's zero time, which means "no time" like an absent key. */
+const GO_ZERO_TIME = "0001-01-01T00:00:00Z";
+/** An RFC 3339 time, as Go's time.Parse(time.RFC3339, ...) accepts it. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
+
+/** `date` as Dapr writes rotation times: RFC 3339 UTC, whole seconds. */
+export function daprRotationTime(date: Date): string {
+  return new Date(Math.floor(date.getTime() / 1000) * 1000).toISOString().replace(".000Z", "Z");
+}
+
+/** Dapr's rotation keys for `state`: the phase and the times (a time absent: no key). */
+function daprRotationFields(state: RotationState): Record<string, string | undefined> {
+  const fields: Record<string, string | undefined> = { [ROTATION_KEYS.phase]: state.phase };
+  for (const time of ROTATION_TIMES) {
+    const date = state[time];
+    fields[ROTATION_KEYS[time]] = date ? daprRotationTime(date) : undefined;
+  }
+  return fields;
+}
+
+/** Whether every certificate of `want` (PEM) is among those of `have` (PEM), by DER. */
+function holdsCertificates(have: string, want: string): boolean {
+  try {
+    const held = decodePem(have).filter((block) => block.label === "CERTIFICATE");
+    const wanted = decodePem(want).filter((block) => block.label === "CERTIFICATE");
+    return wanted.length > 0 &&
+      wanted.every((cert) => held.some((candidate) => candidate.der.equals(cert.der)));
+  } catch {
+    return false;
+  }
+}
+
 /** Maps API failures to store errors: outages are "unavailable", never "nothing stored". */
 function storeError(error: unknown, what: string): never {
   if (error instanceof KubeRequestError) {
@@ -122,6 +193,8 @@ export class KubeCredentialStore implements CredentialStore {
   readonly #configMapPath: string;
   /** The Secret as last read (undefined: it does not exist); writes start from it. */
   #secret?: KubeObject;
+  /** Warnings of {@link lagging} already logged. */
+  readonly #warnedForbidden = new Set<string>();
 
   /** Nothing is sent until a method is called. */
   constructor(options: KubeStoreOptions) {
@@ -172,11 +245,14 @@ export class KubeCredentialStore implements CredentialStore {
     const present = Object.entries(parts).filter(([, value]) => value !== "");
     const jwtKeys = [this.#jwtKeys.key, this.#jwtKeys.jwks];
     const jwtFound = jwtKeys.filter((key) => decode(key) !== "");
-    if (present.length === 0 && jwtFound.length > 0) {
+    const rotating = decode(ROTATION_KEYS.phase) !== "";
+    const extras = [...jwtFound, ...(rotating ? [ROTATION_KEYS.phase] : [])];
+    if (present.length === 0 && extras.length > 0) {
       throw new StoreError(
-        `incomplete bundle in ${this.description}: it holds ${jwtFound.join(", ")} but no ` +
-          `trust bundle. sentry does not generate a CA beside a JWT key: restore ` +
-          `${keys.caCrt}, ${keys.issuerCrt} and ${keys.issuerKey}, or remove the JWT keys`,
+        `incomplete bundle in ${this.description}: it holds ${extras.join(", ")} but no ` +
+          `trust bundle. sentry does not generate a CA beside a JWT key or a root rotation in ` +
+          `progress: restore ${keys.caCrt}, ${keys.issuerCrt} and ${keys.issuerKey}, or remove ` +
+          `${extras.length > 1 ? "those keys" : "that key"}`,
       );
     }
     if (present.length === 0) {
@@ -228,13 +304,122 @@ export class KubeCredentialStore implements CredentialStore {
     const jwt = jwtFound.length === 2
       ? { keyPem: decode(this.#jwtKeys.key), jwksJson: decode(this.#jwtKeys.jwks) }
       : undefined;
-    return { ...parts, ...(rootKey ? { caKey: rootKey } : {}), ...(jwt ? { jwt } : {}) };
+    const rotation = rotating ? this.#rotationOf(decode) : undefined;
+    return {
+      ...parts,
+      ...(rootKey ? { caKey: rootKey } : {}),
+      ...(jwt ? { jwt } : {}),
+      ...(rotation ? { rotation } : {}),
+    };
+  }
+
+  /**
+   * The rotation in progress (`rotation.phase` is set): the new root and issuer must be there
+   * (StoreError naming the missing keys); the state is sentry's when it matches Dapr's keys,
+   * else the one Dapr's keys describe (a rotation Dapr's sentry started or moved on).
+   */
+  #rotationOf(decode: (key: string) => string): RotationPem {
+    const missing = (["caCrt", "issuerCrt", "issuerKey"] as const)
+      .map((part) => ROTATION_KEYS[part]).filter((key) => decode(key) === "");
+    if (missing.length > 0) {
+      throw new StoreError(
+        `incomplete root rotation in ${this.description}: ${ROTATION_KEYS.phase} says a ` +
+          `rotation is in progress but ${missing.join(", ")} ${
+            missing.length > 1 ? "are" : "is"
+          } missing. sentry does not continue a rotation without its new root and issuer: ` +
+          `restore the missing key(s), or remove ${ROTATION_KEYS.phase} to abandon the rotation`,
+      );
+    }
+    const caKey = decode(ROTATION_KEYS.caKey);
+    return {
+      stateJson: this.#rotationStateOf(decode),
+      caCrt: decode(ROTATION_KEYS.caCrt),
+      issuerCrt: decode(ROTATION_KEYS.issuerCrt),
+      issuerKey: decode(ROTATION_KEYS.issuerKey),
+      ...(caKey ? { caKey } : {}),
+    };
+  }
+
+  /** `rotation-state.json`: sentry's, if it agrees with Dapr's keys, else built from them. */
+  #rotationStateOf(decode: (key: string) => string): string {
+    const dapr = this.#daprRotationState(decode);
+    const ours = decode(ROTATION_KEYS.stateJson);
+    if (ours !== "") {
+      try {
+        const fields = daprRotationFields(parseRotationState(ours, ROTATION_KEYS.stateJson));
+        const stored = daprRotationFields(dapr);
+        if (Object.keys(stored).every((key) => fields[key] === stored[key])) return ours;
+      } catch {
+        // Unreadable: Dapr's keys say what the rotation is.
+      }
+    }
+    return formatRotationState(dapr);
+  }
+
+  /** The state Dapr's rotation keys describe; StoreError naming a key that is not valid. */
+  #daprRotationState(decode: (key: string) => string): RotationState {
+    const invalid = (key: string, why: string) =>
+      new StoreError(`invalid root rotation in ${this.description}: ${key} ${why}`);
+    const phase = decode(ROTATION_KEYS.phase);
+    if (phase !== "distributing" && phase !== "signing") {
+      throw invalid(
+        ROTATION_KEYS.phase,
+        `is ${JSON.stringify(phase)}, not distributing or signing`,
+      );
+    }
+    const time = (part: typeof ROTATION_TIMES[number], required: boolean) => {
+      const key = ROTATION_KEYS[part];
+      const text = decode(key);
+      if (text === "" || text === GO_ZERO_TIME) {
+        if (required) throw invalid(key, `is missing (the ${phase} phase needs it)`);
+        return undefined;
+      }
+      const date = new Date(text);
+      if (!RFC3339.test(text) || Number.isNaN(date.getTime())) {
+        throw invalid(key, `is not an RFC 3339 time (${JSON.stringify(text)})`);
+      }
+      return date;
+    };
+    const signingAt = time("signingAt", phase === "signing");
+    return {
+      phase,
+      distributedAt: time("distributedAt", true)!,
+      ...(signingAt ? { signingAt } : {}),
+      oldRootNotAfter: time("oldRootNotAfter", true)!,
+    };
+  }
+
+  /** Sets the rotation keys of `data` for `rotation`, or removes them all without one. */
+  #setRotationKeys(data: Record<string, string>, rotation: RotationPem | undefined): void {
+    for (const key of Object.values(ROTATION_KEYS)) delete data[key];
+    if (!rotation) return;
+    let state: RotationState;
+    try {
+      state = parseRotationState(rotation.stateJson);
+    } catch (error) {
+      throw new StoreError(
+        `cannot write ${this.description}: ${(error as Error).message}; nothing was written`,
+        { cause: error },
+      );
+    }
+    const encode = (text: string) => Buffer.from(text, "utf8").toString("base64");
+    const texts: Record<string, string | undefined> = {
+      ...daprRotationFields(state),
+      [ROTATION_KEYS.caCrt]: rotation.caCrt,
+      [ROTATION_KEYS.issuerCrt]: rotation.issuerCrt,
+      [ROTATION_KEYS.issuerKey]: rotation.issuerKey,
+      [ROTATION_KEYS.caKey]: rotation.caKey,
+      [ROTATION_KEYS.stateJson]: rotation.stateJson,
+    };
+    for (const [key, text] of Object.entries(texts)) {
+      if (text !== undefined) data[key] = encode(text);
+    }
   }
 
   /**
    * The Secret to write for `bundle`: the one read, updated (its metadata, type and other data
    * keys kept, `ca.key` set or removed with the bundle, the JWT keys set when the bundle has
-   * them), or a new one when none exists.
+   * them, the rotation keys set or removed with the bundle), or a new one when none exists.
    */
   #secretBody(bundle: BundlePem): KubeObject {
     const { keys, namespace } = this.#options;
@@ -252,6 +437,7 @@ export class KubeCredentialStore implements CredentialStore {
       data[this.#jwtKeys.key] = encode(bundle.jwt.keyPem);
       data[this.#jwtKeys.jwks] = encode(bundle.jwt.jwksJson);
     }
+    this.#setRotationKeys(data, bundle.rotation);
     const annotations = {
       ...(current?.metadata.annotations ?? {}),
       [ANCHORS_ANNOTATION]: anchorsFingerprint(bundle.caCrt),
@@ -304,7 +490,10 @@ export class KubeCredentialStore implements CredentialStore {
     return bundle;
   }
 
-  /** Replaces the bundle if the Secret still holds `expected` (PUT with its resourceVersion). */
+  /**
+   * Replaces the bundle if the Secret still holds `expected`, rotation parts included (PUT with
+   * its resourceVersion); a `bundle` without `rotation` removes the rotation keys.
+   */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
     const same = current !== null && sameBundlePem(current, expected);
@@ -375,6 +564,65 @@ export class KubeCredentialStore implements CredentialStore {
       }
     }
     throw new StoreError(`cannot update ${what}: it kept changing (409 Conflict)`);
+  }
+
+  /**
+   * Namespaces whose copy of the trust anchors (ConfigMap `dapr-trust-bundle`) does not have
+   * `newRootPem` yet (compared by DER), as Dapr's sentry checks them: sentry's namespace and
+   * every namespace with a pod labelled `dapr.io/sidecar-injected=true`; a missing ConfigMap
+   * lags. Where RBAC forbids listing pods or reading a ConfigMap (Dapr's chart grants neither
+   * outside sentry's namespace), only what can be read is checked, with one warning naming the
+   * missing permission.
+   */
+  async lagging(newRootPem: string): Promise<string[]> {
+    const { client, namespace, keys } = this.#options;
+    const forbidden: string[] = [];
+    const namespaces = new Set([namespace]);
+    try {
+      const pods = await client.list<KubeObject>("/api/v1/pods", {
+        labelSelector: `${SIDECAR_INJECTED_LABEL}=true`,
+      });
+      for (const pod of pods.items) {
+        const podNamespace = pod.metadata.namespace;
+        if (pod.metadata.labels?.[SIDECAR_INJECTED_LABEL] === "true" && podNamespace) {
+          namespaces.add(podNamespace);
+        }
+      }
+    } catch (error) {
+      if (!isForbidden(error)) return storeError(error, "cannot list the pods with sidecars");
+      forbidden.push(`list pods in all namespaces (only ${namespace} was checked)`);
+    }
+    const lagging: string[] = [];
+    for (const at of [...namespaces].sort()) {
+      const path = `/api/v1/namespaces/${encodeURIComponent(at)}/configmaps/${TRUST_BUNDLE_NAME}`;
+      let configMap: KubeObject | undefined;
+      try {
+        configMap = await client.get<KubeObject>(path);
+      } catch (error) {
+        if (isForbidden(error)) {
+          forbidden.push(`get configmaps in ${at}`);
+          continue;
+        }
+        if (!isNotFound(error)) {
+          return storeError(error, `cannot read ConfigMap ${at}/${TRUST_BUNDLE_NAME}`);
+        }
+      }
+      if (!configMap || !holdsCertificates(configMap.data?.[keys.caCrt] ?? "", newRootPem)) {
+        lagging.push(at);
+      }
+    }
+    if (forbidden.length > 0) this.#warnForbidden(forbidden);
+    return lagging;
+  }
+
+  /** Warns once per store about what RBAC keeps {@link lagging} from checking. */
+  #warnForbidden(forbidden: string[]): void {
+    const message = `cannot check that every namespace has the new trust anchors: RBAC ` +
+      `forbids sentry to ${forbidden.join(", ")} (403 Forbidden). The rotation goes on; grant ` +
+      `list on pods and get on configmaps cluster-wide to let sentry check`;
+    if (this.#warnedForbidden.has(message)) return;
+    this.#warnedForbidden.add(message);
+    this.#options.logger?.warn(message);
   }
 
   /** Watches the Secret (list + watch, relist on 410; GET polling where RBAC forbids it). */

@@ -79,6 +79,11 @@ export interface CredentialStore {
    * every swap; stores without copies omit it.
    */
   publish?(bundle: BundlePem): Promise<void>;
+  /**
+   * Namespaces whose copy of the trust anchors does not have this root yet; the rotation does
+   * not complete while any lag. Stores without copies in other places omit it.
+   */
+  lagging?(newRootPem: string): Promise<string[]>;
   /** Releases connections and timers (token renewal, polling). */
   close?(): void;
 }

@@ -3,7 +3,10 @@
  * what load makes of the Secret and ConfigMap, create-only writes and the first-boot race
  * (409 AlreadyExists / Conflict: the winner's bundle is adopted), replace as a compare-and-swap
  * on the resourceVersion, the ConfigMap repaired from the Secret, outages reported as
- * StoreUnavailableError, and the watch. The end-to-end tests (tests/e2e/kubernetes_test.ts)
+ * StoreUnavailableError, and the watch. A root rotation in progress is kept under Dapr's keys
+ * plus sentry's state (one Dapr's sentry wrote is read from Dapr's keys alone), compared and
+ * removed like the rest; `lagging` checks the trust ConfigMaps of namespaces with sidecars on
+ * the fake API server (tests/fakes/kube-apiserver.ts), RBAC included. The end-to-end tests (tests/e2e/kubernetes_test.ts)
  * run the same rules through the program.
  */
 import assert from "node:assert/strict";
@@ -14,8 +17,17 @@ import { Logger } from "../../src/observability/logger.ts";
 import {
   ANCHORS_ANNOTATION,
   anchorsFingerprint,
+  daprRotationTime,
   KubeCredentialStore,
 } from "../../src/stores/kubernetes.ts";
+import { join } from "node:path";
+import { parseRotationState } from "../../src/ca/root-rotation.ts";
+import { KubeClient } from "../../src/kubernetes/client.ts";
+import { loadKubeConfig } from "../../src/kubernetes/config.ts";
+import { decodePem } from "../../src/x509/pem.ts";
+import { FakeKubeApiServer } from "../fakes/kube-apiserver.ts";
+import { grantFor } from "../fakes/kube-rbac.ts";
+import { rotatingBundles } from "../helpers/rotation_bundle.ts";
 import { StoreConflictError, StoreError, StoreUnavailableError } from "../../src/stores/store.ts";
 import {
   apiError,
@@ -697,4 +709,321 @@ Deno.test("watch falls back to GET polling, with one log line, where RBAC forbid
   } finally {
     watch.close();
   }
+});
+
+/** The Secret data of `bundle` with its rotation under Dapr's keys and sentry's. */
+function rotationSecretData(bundle: BundlePem): Record<string, string> {
+  const r = bundle.rotation!;
+  const state = parseRotationState(r.stateJson);
+  const data: Record<string, string> = {
+    ...secretData(bundle),
+    "rotation.phase": b64(state.phase),
+    "rotation.new-ca.crt": b64(r.caCrt),
+    "rotation.new-issuer.crt": b64(r.issuerCrt),
+    "rotation.new-issuer.key": b64(r.issuerKey),
+    "rotation.distributed-at": b64(daprRotationTime(state.distributedAt)),
+    "rotation.old-root-not-after": b64(daprRotationTime(state.oldRootNotAfter)),
+  };
+  if (state.signingAt) data["rotation.signing-at"] = b64(daprRotationTime(state.signingAt));
+  return data;
+}
+
+Deno.test("a rotation in progress: Dapr's keys plus sentry's state, compared, removed by a bundle without it", async () => {
+  const { before, during } = await rotatingBundles({ keepRootKey: true });
+  const { api, store } = newStore();
+  api.put(SECRET, secret({ ...secretData(before), "extra.txt": b64("{}") }));
+  api.put(CONFIGMAP, configMap({ "ca.crt": before.caCrt }));
+  await store.load();
+  await store.replace(during, before);
+  const state = parseRotationState(during.rotation!.stateJson);
+  const stored = storedBundle(api)!;
+  assert.equal(stored["rotation.phase"], "distributing");
+  assert.match(stored["rotation.distributed-at"]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  assert.equal(stored["rotation.distributed-at"], daprRotationTime(state.distributedAt));
+  assert.equal(stored["rotation.old-root-not-after"], daprRotationTime(state.oldRootNotAfter));
+  assert.equal(stored["rotation.signing-at"], undefined, "no time: no key, as Dapr writes it");
+  assert.equal(stored["rotation.new-ca.crt"], during.rotation!.caCrt);
+  assert.equal(stored["rotation.new-issuer.crt"], during.rotation!.issuerCrt);
+  assert.equal(stored["rotation.new-issuer.key"], during.rotation!.issuerKey);
+  assert.equal(stored["rotation.new-ca.key"], during.rotation!.caKey);
+  assert.equal(stored["rotation.sentry-state.json"], during.rotation!.stateJson);
+  assert.deepEqual(await store.load(), during, "sentry's own state (and its fields) read back");
+  assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], during.caCrt, "old + new anchors published");
+
+  // Compare-and-swap on the rotation parts alone.
+  const otherState = { ...during.rotation!, stateJson: during.rotation!.stateJson + " " };
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: otherState }),
+    StoreConflictError,
+  );
+  await assert.rejects(
+    store.replace(before, { ...during, rotation: undefined }),
+    StoreConflictError,
+  );
+  assert.equal(storedBundle(api)?.["rotation.phase"], "distributing", "nothing written");
+
+  // A bundle without rotation removes every rotation key; other keys stay.
+  await store.replace(before, during);
+  const after = storedBundle(api)!;
+  assert.deepEqual(Object.keys(after).filter((key) => key.startsWith("rotation.")), []);
+  assert.equal(after["extra.txt"], "{}");
+  assert.deepEqual(await store.load(), before);
+});
+
+Deno.test("a rotation Dapr's sentry wrote (only its keys) is read into a state sentry continues", async (t) => {
+  const { before, during } = await rotatingBundles();
+  const dapr = rotationSecretData(during);
+  await t.step("distributing", async () => {
+    const { api, store } = newStore();
+    api.put(SECRET, secret(dapr));
+    const loaded = await store.load();
+    const state = parseRotationState(loaded!.rotation!.stateJson);
+    assert.equal(state.phase, "distributing");
+    assert.equal(daprRotationTime(state.distributedAt), unb64(dapr["rotation.distributed-at"]));
+    assert.equal(
+      daprRotationTime(state.oldRootNotAfter),
+      unb64(dapr["rotation.old-root-not-after"]),
+    );
+    assert.equal(state.signingAt, undefined);
+    assert.equal(state.reason, undefined, "none of sentry's own fields");
+    assert.deepEqual({ ...loaded, rotation: { ...loaded!.rotation, stateJson: "" } }, {
+      ...during,
+      rotation: { ...during.rotation, stateJson: "" },
+    });
+    // The next write continues from it (compare-and-swap against what was read).
+    await store.replace(before, loaded!);
+    assert.deepEqual(await store.load(), before);
+  });
+  await t.step("signing, Dapr's Go zero time and a stale sentry state ignored", async () => {
+    const { api, store } = newStore();
+    api.put(
+      SECRET,
+      secret({
+        ...dapr,
+        "rotation.phase": b64("signing"),
+        "rotation.signing-at": b64("2026-01-01T00:00:00Z"),
+        "rotation.sentry-state.json": b64(during.rotation!.stateJson), // says distributing
+      }),
+    );
+    const state = parseRotationState((await store.load())!.rotation!.stateJson);
+    assert.equal(state.phase, "signing");
+    assert.equal(state.signingAt?.toISOString(), "2026-01-01T00:00:00.000Z");
+    assert.equal(state.switchAt, undefined, "sentry's planned times were for the old phase");
+  });
+  await t.step("malformed times are refused, naming the key", async () => {
+    const { api, store } = newStore();
+    api.put(SECRET, secret({ ...dapr, "rotation.distributed-at": b64("yesterday") }));
+    await assertLoads(
+      store,
+      /invalid root rotation in .*: rotation\.distributed-at is not an RFC 3339 time \("yesterday"\)/,
+    );
+  });
+  await t.step("rotation keys without rotation.phase are leftovers, ignored", async () => {
+    const { api, store } = newStore();
+    const { "rotation.phase": _phase, ...leftovers } = dapr;
+    api.put(SECRET, secret(leftovers));
+    const { rotation: _rotation, ...withoutRotation } = during;
+    assert.deepEqual(await store.load(), withoutRotation);
+  });
+});
+
+Deno.test("rotation.phase without rotation.new-issuer.key is refused as partial", async () => {
+  const { during } = await rotatingBundles();
+  const { api, store } = newStore();
+  const { "rotation.new-issuer.key": _key, ...partial } = rotationSecretData(during);
+  api.put(SECRET, secret(partial));
+  await assertLoads(
+    store,
+    /incomplete root rotation in Secret dapr-system\/dapr-trust-bundle: rotation\.phase says a rotation is in progress but rotation\.new-issuer\.key is missing/,
+  );
+  const { api: api2, store: alone } = newStore();
+  api2.put(SECRET, secret({ "rotation.phase": b64("distributing") }));
+  await assertLoads(alone, /it holds rotation\.phase but no trust bundle/);
+});
+
+Deno.test("watch calls back when only the rotation keys change", async () => {
+  const { before, during } = await rotatingBundles();
+  const { api, store } = newStore();
+  api.put(SECRET, secret(secretData(during)));
+  let changes = 0;
+  const watch = store.watch(() => changes++);
+  try {
+    for (let i = 0; i < 50 && api.watching === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    api.put(SECRET, secret(rotationSecretData(during)));
+    assert.equal(changes, 1);
+    api.put(SECRET, secret(secretData(before)));
+    assert.equal(changes, 2);
+  } finally {
+    watch.close();
+  }
+});
+
+/** Runs `fn` with a store on the fake API server, its client using `token` (default: admin). */
+async function withApiServer(
+  fn: (ctx: {
+    fake: FakeKubeApiServer;
+    store: KubeCredentialStore;
+    lines: string[];
+    useToken(token: string): Promise<KubeCredentialStore>;
+  }) => Promise<void>,
+): Promise<void> {
+  const fake = await FakeKubeApiServer.start();
+  const dir = await Deno.makeTempDir({ prefix: "kube-store-test-" });
+  const clients: KubeClient[] = [];
+  const lines: string[] = [];
+  const logger = new Logger({
+    level: "debug",
+    json: true,
+    scope: "test",
+    version: "test",
+    sink: (line) => lines.push(JSON.parse(line).msg),
+  });
+  const storeFor = async (token?: string) => {
+    const kubeconfig = await fake.writeKubeconfig(join(dir, `kubeconfig-${clients.length}`), {
+      token,
+    });
+    const connection = await loadKubeConfig({ kubeconfigPath: kubeconfig, env: {} });
+    const client = new KubeClient(connection, { maxAttempts: 1 });
+    clients.push(client);
+    return new KubeCredentialStore({
+      client,
+      namespace: NS,
+      keys: { caCrt: "ca.crt", issuerCrt: "issuer.crt", issuerKey: "issuer.key" },
+      logger,
+    });
+  };
+  try {
+    await fn({ fake, store: await storeFor(), lines, useToken: storeFor });
+  } finally {
+    for (const client of clients) client.close();
+    await fake.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Puts a pod (labelled as injected, or not) and, unless `anchors` is null, a trust ConfigMap. */
+function podAndAnchors(
+  fake: FakeKubeApiServer,
+  namespace: string,
+  options: { injected?: string; anchors?: string | null },
+): void {
+  fake.put("pods", namespace, {
+    metadata: {
+      name: `app-${crypto.randomUUID().slice(0, 8)}`,
+      labels: options.injected ? { "dapr.io/sidecar-injected": options.injected } : {},
+    },
+    spec: { containers: [{ name: "app", image: "app:latest" }] },
+  });
+  if (options.anchors !== null && options.anchors !== undefined) {
+    fake.put("configmaps", namespace, {
+      metadata: { name: "dapr-trust-bundle" },
+      data: { "ca.crt": options.anchors },
+    });
+  }
+}
+
+/** Re-encodes PEM certificates with other line breaks: same DER, other text. */
+function rewrapped(pem: string): string {
+  return decodePem(pem).map((block) =>
+    `-----BEGIN CERTIFICATE-----\r\n${
+      block.der.toString("base64")
+    }\r\n-----END CERTIFICATE-----\r\n`
+  ).join("");
+}
+
+Deno.test("lagging: namespaces with sidecars whose trust ConfigMap lacks the new root", async () => {
+  const { before, during } = await rotatingBundles();
+  const newRoot = during.rotation!.caCrt;
+  await withApiServer(async ({ fake, store }) => {
+    fake.put("configmaps", NS, {
+      metadata: { name: "dapr-trust-bundle" },
+      data: { "ca.crt": during.caCrt },
+    });
+    podAndAnchors(fake, "app-current", { injected: "true", anchors: rewrapped(during.caCrt) });
+    podAndAnchors(fake, "app-stale", { injected: "true", anchors: before.caCrt });
+    podAndAnchors(fake, "app-missing", { injected: "true", anchors: null });
+    // No sidecar here: a stale copy does not hold the rotation up.
+    podAndAnchors(fake, "no-dapr", { anchors: before.caCrt });
+    podAndAnchors(fake, "not-injected", { injected: "false", anchors: before.caCrt });
+    assert.deepEqual(await store.lagging(newRoot), ["app-missing", "app-stale"]);
+    const list = fake.requests.find((request) => request.path === "/api/v1/pods");
+    assert.ok(list, "pods listed across all namespaces");
+
+    // Sentry's own namespace always counts.
+    fake.put("configmaps", NS, { metadata: { name: "dapr-trust-bundle" }, data: {} });
+    assert.deepEqual(await store.lagging(newRoot), ["app-missing", "app-stale", NS]);
+  });
+});
+
+/** Dapr's chart rules for dapr-sentry (v1.18.3): pods cluster-wide, its objects in its namespace. */
+function chartRbac(options: { pods: boolean }): unknown[] {
+  return [
+    {
+      kind: "ClusterRole",
+      metadata: { name: "dapr-sentry" },
+      rules: options.pods
+        ? [{ apiGroups: [""], resources: ["pods"], verbs: ["list", "get", "watch"] }]
+        : [],
+    },
+    {
+      kind: "ClusterRoleBinding",
+      metadata: { name: "dapr-sentry" },
+      subjects: [{ kind: "ServiceAccount", name: "dapr-sentry", namespace: NS }],
+      roleRef: { kind: "ClusterRole", name: "dapr-sentry" },
+    },
+    {
+      kind: "Role",
+      metadata: { name: "dapr-sentry", namespace: NS },
+      rules: [{
+        apiGroups: [""],
+        resources: ["configmaps"],
+        verbs: ["get", "update"],
+        resourceNames: ["dapr-trust-bundle"],
+      }],
+    },
+    {
+      kind: "RoleBinding",
+      metadata: { name: "dapr-sentry", namespace: NS },
+      subjects: [{ kind: "ServiceAccount", name: "dapr-sentry", namespace: NS }],
+      roleRef: { kind: "Role", name: "dapr-sentry" },
+    },
+  ];
+}
+
+Deno.test("lagging: what RBAC forbids is skipped with one warning naming the permission", async (t) => {
+  const { before, during } = await rotatingBundles();
+  const newRoot = during.rotation!.caCrt;
+  await t.step("ConfigMaps outside sentry's namespace (Dapr's chart)", async () => {
+    await withApiServer(async ({ fake, lines, useToken }) => {
+      fake.restrictToken("sentry-token", grantFor(chartRbac({ pods: true }), NS, "dapr-sentry"));
+      const store = await useToken("sentry-token");
+      fake.put("configmaps", NS, {
+        metadata: { name: "dapr-trust-bundle" },
+        data: { "ca.crt": during.caCrt },
+      });
+      podAndAnchors(fake, "app-stale", { injected: "true", anchors: before.caCrt });
+      assert.deepEqual(await store.lagging(newRoot), []);
+      assert.deepEqual(await store.lagging(newRoot), []);
+      const warnings = lines.filter((line) => line.includes("cannot check"));
+      assert.equal(warnings.length, 1, lines.join("\n"));
+      assert.match(warnings[0], /forbids sentry to get configmaps in app-stale \(403 Forbidden\)/);
+    });
+  });
+  await t.step("listing pods", async () => {
+    await withApiServer(async ({ fake, lines, useToken }) => {
+      fake.restrictToken("sentry-token", grantFor(chartRbac({ pods: false }), NS, "dapr-sentry"));
+      const store = await useToken("sentry-token");
+      fake.put("configmaps", NS, {
+        metadata: { name: "dapr-trust-bundle" },
+        data: { "ca.crt": before.caCrt },
+      });
+      podAndAnchors(fake, "app-stale", { injected: "true", anchors: before.caCrt });
+      assert.deepEqual(await store.lagging(newRoot), [NS], "sentry's own copy is still checked");
+      const warnings = lines.filter((line) => line.includes("cannot check"));
+      assert.equal(warnings.length, 1, lines.join("\n"));
+      assert.match(warnings[0], /list pods in all namespaces \(only dapr-system was checked\)/);
+    });
+  });
 });
