@@ -11,6 +11,7 @@ import { INSPECT_COMMAND, runInspect } from "./inspect.ts";
 import { MINT_COMMAND, runMint } from "./mint.ts";
 import { RENEW_COMMAND, runRenew } from "./renew.ts";
 import { REQUEST_COMMAND, runRequest } from "./request.ts";
+import { ROTATE_COMMAND, runRotate } from "./rotate.ts";
 import { runServe, SERVE_SUMMARY, serveFlagsHelp } from "./serve.ts";
 import { VERSION } from "../util/version.ts";
 
@@ -33,6 +34,7 @@ export const COMMANDS: readonly Command[] = [
   entry(INSPECT_COMMAND, runInspect),
   entry(EXPIRY_COMMAND, runExpiry),
   entry(RENEW_COMMAND, runRenew),
+  entry(ROTATE_COMMAND, runRotate),
   entry(REQUEST_COMMAND, runRequest),
 ];
 

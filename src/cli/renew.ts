@@ -30,6 +30,8 @@ import { readPemInput } from "./files.ts";
 import { openStore, STORE_FLAGS } from "./store-flags.ts";
 import { JWT_FLAGS } from "./jwt-flags.ts";
 import { renewJwt } from "./renew-jwt.ts";
+import { storeArguments } from "./rotate.ts";
+import { rotationOf } from "../ca/root-rotation.ts";
 
 /** `sentry renew`. */
 export const RENEW_COMMAND: CommandSpec = {
@@ -43,12 +45,18 @@ export const RENEW_COMMAND: CommandSpec = {
 
 Without --root, a new issuer key and certificate are issued under the current root. That needs
 the root key: ca.key in the store (sentry init --keep-root-key) or --root-key FILE. Sidecars
-keep working: their trust anchors do not change.
+keep working: their trust anchors do not change. A new issuer never outlives its root: when
+the root expires before --issuer-ttl, the output says so, and the root must be replaced
+('sentry rotate start').
 
 With --root, a new root and issuer replace the old ones. ca.crt then holds the new root
 followed by the old roots that are still valid, so that sidecars given the new ca.crt still
 trust peers with old certificates; sidecars must get the new ca.crt (restart or re-inject
-them) before they trust certificates from the new issuer.
+them) before they trust certificates from the new issuer. 'sentry rotate start' replaces the
+root without restarts (both roots are served first, signing switches later).
+
+Refused while a root rotation is in progress ('sentry rotate status'): let it complete, or
+abort it first.
 
 The store is updated with compare-and-swap: if it changed since it was read, nothing is
 written. A running sentry picks the new bundle up within seconds, without a restart.
@@ -150,6 +158,11 @@ function currentIdentity(pem: BundlePem): { trustDomain?: string; namespace?: st
   return block ? daprIdentityOf(parseCertificate(block.der).subject) : {};
 }
 
+/** Days from `now` to `date`, one decimal. */
+function daysUntil(date: Date, now: Date): string {
+  return ((date.getTime() - now.getTime()) / 86_400_000).toFixed(1);
+}
+
 /** Runs `sentry renew`. */
 export function runRenew(argv: readonly string[], io: CommandIO): Promise<number> {
   return runCommand(RENEW_COMMAND, argv, io, async (parsed) => {
@@ -165,6 +178,15 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
       throw new Error(`${store.description} holds no trust bundle to renew (use 'sentry init')`);
     }
 
+    const rotation = rotationOf(current);
+    if (rotation) {
+      throw new Error(
+        `a root rotation is in progress in ${store.description} (phase ${rotation.phase}); ` +
+          `nothing was written: let it complete ('sentry rotate status'), or give it up with ` +
+          `'sentry rotate abort' before signing switches`,
+      );
+    }
+
     const identity = currentIdentity(current);
     const trustDomain = flags.string("trust-domain") || identity.trustDomain;
     const namespace = flags.string("namespace") || identity.namespace || io.env.NAMESPACE ||
@@ -175,6 +197,8 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
     const now = io.now();
     const issuerOptions = { trustDomain, namespace, algorithm, now, skewMs: 0, ttlMs: issuerTtlMs };
     let next: BundlePem;
+    /** The root's NotAfter when it cuts the new issuer short of --issuer-ttl. */
+    let clampedTo: Date | undefined;
     if (rotateRoot) {
       const root = generateRoot({ trustDomain, algorithm, now, ttlMs: rootTtlMs, skewMs: 0 });
       const oldRoots = flags.bool("drop-old-roots") ? [] : decodePem(current.caCrt)
@@ -212,6 +236,9 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
         ...current,
         ...issueIssuer(root, issuerOptions),
       };
+      if (root.certificate.notAfter.getTime() < now.getTime() + issuerTtlMs) {
+        clampedTo = root.certificate.notAfter;
+      }
     }
     const trust = validateBundle(next, now, store.names);
     await store.replace(next, current);
@@ -222,8 +249,19 @@ export function runRenew(argv: readonly string[], io: CommandIO): Promise<number
       issuerNotAfter: trust.issuerNotAfter.toISOString(),
       rootNotAfter: trust.rootNotAfter.toISOString(),
       anchors: trust.anchors.length,
+      issuerClampedToRoot: clampedTo !== undefined,
       nextSteps: rotateRoot
         ? "distribute the new ca.crt as the sidecars' trust anchors (DAPR_TRUST_ANCHORS), then restart or re-inject them; a running sentry picks up the new bundle by itself"
+        : clampedTo
+        ? `the new issuer is cut short: it expires with the root at ${clampedTo.toISOString()} ` +
+          `(${daysUntil(clampedTo, now)} days), not after --issuer-ttl ${
+            flags.string("issuer-ttl")
+          }; an issuer never outlives its root, so renewing it cannot go past that: replace the ` +
+          `root before then with 'sentry rotate start${
+            storeArguments(parsed)
+          }' while a sentry serves the store (no restarts), or serve with --rotation-enabled. ` +
+          `Until then a running sentry picks up the new issuer by itself and sidecars keep ` +
+          `their trust anchors`
         : "nothing: a running sentry picks up the new issuer by itself and sidecars keep their trust anchors",
     };
     if (flags.bool("json")) {
