@@ -280,3 +280,32 @@ export async function rotateJwtKey(
     notBefore,
   };
 }
+
+/**
+ * Withdraws a next key that has not started signing (a root rotation given up before its
+ * switch): `jwt.key` keeps only the current key and the next key leaves the JWKS. Refuses once
+ * the next key's time has come (tokens signed with it may be out).
+ */
+export function withdrawNextJwtKey(
+  texts: JwtTexts,
+  options: { now: Date; names?: { key: string; jwks: string } },
+): JwtTexts {
+  const names = options.names ?? { key: "jwt.key", jwks: "jwks.json" };
+  const chain = parseJwtKeyChain(texts.keyPem, names.key);
+  if (!chain.next) return texts;
+  if (options.now.getTime() >= chain.next.notBefore.getTime()) {
+    throw new JwtKeyError(
+      `${names.key}: the next key signs since ${chain.next.notBefore.toISOString()}: ` +
+        `too late to withdraw it`,
+    );
+  }
+  const next = spkiOf(parseJwtSigningKey(chain.next.pem, names.key));
+  const members = jwksMembers(texts.jwksJson, names.jwks);
+  const remaining = members.filter((member) => !memberSpki(member)?.equals(next));
+  return {
+    keyPem: formatJwtKeyChain({ current: chain.current }),
+    jwksJson: remaining.length === members.length
+      ? texts.jwksJson
+      : JSON.stringify({ keys: remaining }),
+  };
+}

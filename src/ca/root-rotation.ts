@@ -37,7 +37,7 @@ import {
 
 export type { RotationPem };
 import { createCaCertificate, daprIdentityOf, ROOT_KEY_USAGES } from "./profiles.ts";
-import { pruneJwtKeys, rotateJwtKey } from "./jwt-rotation.ts";
+import { pruneJwtKeys, rotateJwtKey, withdrawNextJwtKey } from "./jwt-rotation.ts";
 import * as der from "../x509/der.ts";
 import {
   type CaKeyAlgorithm,
@@ -436,8 +436,11 @@ export async function startRotation(
   };
 }
 
-/** Gives up a rotation that has not switched signing yet: anchors back to the old set. */
-export function abortRotation(pem: BundlePem): BundlePem {
+/**
+ * Gives up a rotation that has not switched signing yet: anchors back to the old set, and the
+ * next JWT key it published withdrawn.
+ */
+export function abortRotation(pem: BundlePem, now: Date = new Date()): BundlePem {
   const state = rotationOf(pem);
   if (!state || !pem.rotation) throw new RotationError("no root rotation is in progress");
   if (state.phase !== "distributing") {
@@ -451,7 +454,11 @@ export function abortRotation(pem: BundlePem): BundlePem {
     !cert.der.equals(newRoot.der)
   );
   const { rotation: _dropped, ...rest } = pem;
-  return { ...rest, caCrt: encodeCertificates(anchors.map((cert) => cert.der)) };
+  return {
+    ...rest,
+    caCrt: encodeCertificates(anchors.map((cert) => cert.der)),
+    ...(pem.jwt ? { jwt: withdrawNextJwtKey(pem.jwt, { now }) } : {}),
+  };
 }
 
 function switchSigning(

@@ -445,7 +445,7 @@ async function abort(
   parsed: ParsedFlags,
   settings: RotationSettings,
 ): Promise<number> {
-  const next = abortRotation(current);
+  const next = abortRotation(current, io.now());
   await replaceOrExplain(store, next, current, "abort");
   const status = await rotationStatus(store, next, io.now(), settings, true);
   if (parsed.values.json as boolean) {

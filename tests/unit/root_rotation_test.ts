@@ -247,6 +247,9 @@ Deno.test("JWT keys rotate with the root: published at the start, signing from t
   assert.ok(chain.next, "a next JWT key is stored");
   assert.equal(chain.next.notBefore.getTime(), rotationOf(distributing)!.switchAt!.getTime());
   assert.equal(JSON.parse(distributing.jwt!.jwksJson).keys.length, 2, "both keys published");
+  const aborted = abortRotation(distributing, t0);
+  assert.equal(aborted.jwt!.keyPem, original.jwt!.keyPem, "abort withdraws the next JWT key");
+  assert.equal(JSON.parse(aborted.jwt!.jwksJson).keys.length, 1);
   const switched = await planRotation(distributing, later(t0, 10 * MINUTE), SETTINGS);
   if (!("next" in switched)) throw new Error(`no bundle in a ${switched.kind} step`);
   const completeAt = rotationOf(switched.next)!.completeAt!;
