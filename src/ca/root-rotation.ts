@@ -224,13 +224,28 @@ export function formatRotationState(state: RotationState): string {
   ) + "\n";
 }
 
-/** When signing switches: the planned time, else Dapr's distributed_at + propagation window. */
+/**
+ * When signing switches: the time fixed by `sentry rotate start`, else as Dapr does
+ * `distributed_at` + the propagation window in force (so a changed window applies to a rotation
+ * in progress) — never after `oldExpiry`, when the old issuer or root can sign no more.
+ */
 export function switchTime(
   state: RotationState,
   settings: Pick<RotationSettings, "propagationWindowMs">,
+  oldExpiry?: Date,
 ): Date {
-  return state.switchAt ??
-    new Date(state.distributedAt.getTime() + settings.propagationWindowMs);
+  const planned = state.switchAt?.getTime() ??
+    state.distributedAt.getTime() + settings.propagationWindowMs;
+  return new Date(Math.min(planned, oldExpiry?.getTime() ?? Infinity));
+}
+
+/** The earliest NotAfter of the root and the issuer path signing now. */
+function signingExpiry(pem: BundlePem): Date {
+  const view = viewBundle(pem);
+  return new Date(Math.min(
+    view.root.notAfter.getTime(),
+    ...view.chain.slice(0, view.pathLength).map((cert) => cert.notAfter.getTime()),
+  ));
 }
 
 /**
@@ -398,21 +413,16 @@ export async function startRotation(
     skewMs: settings.skewMs,
     ttlMs: settings.rootTtlMs,
   });
-  const oldExpiry = Math.min(
-    view.root.notAfter.getTime(),
-    ...view.chain.slice(0, view.pathLength).map((cert) => cert.notAfter.getTime()),
-  );
-  const switchAt = new Date(
-    Math.max(now.getTime(), Math.min(now.getTime() + settings.propagationWindowMs, oldExpiry)),
-  );
   const state: RotationState = {
     phase: "distributing",
     distributedAt: now,
     oldRootNotAfter: view.root.notAfter,
     reason,
-    switchAt,
     oldRootSha256: sha256(view.root.der),
   };
+  // An operator's start fixes the switch time it prints; the server's follows the window.
+  const switchAt = switchTime(state, settings, signingExpiry(pem));
+  if (reason === "manual") state.switchAt = switchAt;
   let jwt = pem.jwt;
   if (jwt) {
     const rotated = await rotateJwtKey(jwt, {
@@ -552,7 +562,7 @@ export async function planRotation(
 ): Promise<RotationStep> {
   const state = rotationOf(pem);
   if (state?.phase === "distributing") {
-    const switchAt = switchTime(state, settings);
+    const switchAt = switchTime(state, settings, signingExpiry(pem));
     if (now < switchAt) {
       return {
         kind: "none",

@@ -101,7 +101,7 @@ Deno.test("a whole cycle: anchors old -> old+new -> new, issuer switches only af
     assert.equal(distributing.issuerKey, original.issuerKey);
     const state = rotationOf(distributing)!;
     assert.equal(state.phase, "distributing");
-    assert.equal(state.switchAt!.getTime(), t0.getTime() + SETTINGS.propagationWindowMs);
+    assert.equal(state.switchAt, undefined, "the server's rotation follows the window in force");
     assert.equal(state.distributedAt.getTime(), t0.getTime());
     assert.equal(state.signingAt, undefined);
     assert.match(distributing.rotation!.stateJson, /"signing_at": "0001-01-01T00:00:00Z"/);
@@ -217,14 +217,24 @@ Deno.test("abort restores the old anchors before the switch, and is refused afte
 Deno.test("signing switches before the old issuer expires even if the window is longer", async () => {
   const t0 = new Date();
   const original = oldBundle(t0);
-  const distributing = await startRotation(
-    original,
-    t0,
-    { ...SETTINGS, propagationWindowMs: 48 * HOUR },
-    "expiry",
-  );
+  const long = { ...SETTINGS, propagationWindowMs: 48 * HOUR };
+  const manual = await startRotation(original, t0, long, "manual");
   const { issuer } = viewBundle(original);
-  assert.equal(rotationOf(distributing)!.switchAt!.getTime(), issuer.notAfter.getTime());
+  assert.equal(rotationOf(manual)!.switchAt!.getTime(), issuer.notAfter.getTime());
+  const automatic = await startRotation(original, t0, long, "expiry");
+  const waiting = await planRotation(automatic, t0, long);
+  assert.equal((waiting as { nextAt: Date }).nextAt.getTime(), issuer.notAfter.getTime());
+  nextOf(await planRotation(automatic, issuer.notAfter, long), "switch");
+});
+
+Deno.test("a changed propagation window applies to the server's rotation, not to an operator's", async () => {
+  const t0 = new Date();
+  const original = oldBundle(t0);
+  const automatic = await startRotation(original, t0, SETTINGS, "expiry");
+  const shorter = { ...SETTINGS, propagationWindowMs: 2 * MINUTE };
+  nextOf(await planRotation(automatic, later(t0, 2 * MINUTE), shorter), "switch");
+  const manual = await startRotation(original, t0, SETTINGS, "manual");
+  assert.equal((await planRotation(manual, later(t0, 2 * MINUTE), shorter)).kind, "none");
 });
 
 Deno.test("automatic off: nothing starts, a rotation in progress still finishes", async () => {
@@ -245,7 +255,7 @@ Deno.test("JWT keys rotate with the root: published at the start, signing from t
   const distributing = await startRotation(original, t0, SETTINGS, "expiry");
   const chain = parseJwtKeyChain(distributing.jwt!.keyPem);
   assert.ok(chain.next, "a next JWT key is stored");
-  assert.equal(chain.next.notBefore.getTime(), rotationOf(distributing)!.switchAt!.getTime());
+  assert.equal(chain.next.notBefore.getTime(), t0.getTime() + SETTINGS.propagationWindowMs);
   assert.equal(JSON.parse(distributing.jwt!.jwksJson).keys.length, 2, "both keys published");
   const aborted = abortRotation(distributing, t0);
   assert.equal(aborted.jwt!.keyPem, original.jwt!.keyPem, "abort withdraws the next JWT key");
