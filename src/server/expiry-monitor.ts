@@ -13,6 +13,8 @@
  * @module
  */
 import type { Logger } from "../observability/logger.ts";
+import type { TrustBundle } from "../ca/bundle.ts";
+import { viewBundle } from "../ca/root-rotation.ts";
 import type { CaState } from "./ca-state.ts";
 
 const DAY_MS = 86_400_000;
@@ -55,6 +57,18 @@ export function issuerOutlivesRootWarning(
     `root expires, so rotate the root (and issuer) before then`;
 }
 
+/**
+ * NotAfter of the anchor the issuer chains to: during a root rotation the anchors also hold
+ * the other root (the old one, once signing switched), whose earlier expiry is no reason to warn.
+ */
+function signingRootNotAfter(bundle: TrustBundle): Date {
+  try {
+    return viewBundle(bundle.pem).root.notAfter;
+  } catch {
+    return bundle.rootNotAfter; // validated bundles chain; keep the earliest anchor otherwise
+  }
+}
+
 /** Periodic expiry checks of the bundle in use. */
 export class ExpiryMonitor {
   readonly #warnBeforeMs: number;
@@ -84,12 +98,13 @@ export class ExpiryMonitor {
     let outlook: string | undefined | null = null; // asked for at most once, when needed
     if (this.#orderChecked !== bundle) {
       this.#orderChecked = bundle;
-      const outlives = issuerOutlivesRootWarning(bundle.issuerNotAfter, bundle.rootNotAfter);
+      const rootNotAfter = signingRootNotAfter(bundle);
+      const outlives = issuerOutlivesRootWarning(bundle.issuerNotAfter, rootNotAfter);
       if (outlives) {
         warnings.push(outlives);
         this.logger.warn(outlives, {
           issuer_not_after: bundle.issuerNotAfter.toISOString(),
-          root_not_after: bundle.rootNotAfter.toISOString(),
+          root_not_after: rootNotAfter.toISOString(),
         });
       }
     }

@@ -477,8 +477,8 @@ export class SentryServer {
       this.#oidc?.setJwks(bundle.jwt?.jwksJson);
       void this.#publish();
     });
+    this.#rotation?.start(); // first: its outlook (and any warning about it) comes before
     this.#expiry.start();
-    this.#rotation?.start();
     logger.debug("watching configuration and credentials for changes");
   }
 

@@ -1,9 +1,13 @@
 /**
  * ExpiryMonitor with a movable clock: no warning far from expiry, a warning per certificate
- * inside 30 days, "expired" after NotAfter.
+ * inside 30 days, "expired" after NotAfter; with root rotation driven, what will happen is
+ * appended; an issuer outliving the root it chains to is warned about, but not the old root of
+ * a rotation that has switched signing.
  */
 import assert from "node:assert/strict";
 import { testTrustBundle } from "../helpers/trust_bundle.ts";
+import { type BundlePem, generateBundle, validateBundle } from "../../src/ca/bundle.ts";
+import { planRotation, type RotationSettings, startRotation } from "../../src/ca/root-rotation.ts";
 import { DEFAULT_SETTINGS } from "../../src/config/configuration.ts";
 import { Logger } from "../../src/observability/logger.ts";
 import { CaState } from "../../src/server/ca-state.ts";
@@ -148,4 +152,54 @@ Deno.test("with rotation driven, each expiry warning says what will happen after
   asked = 0;
   assert.deepEqual(quiet.check(), []);
   assert.equal(asked, 0, "not asked when nothing expires soon");
+});
+
+Deno.test("during a root rotation the old root's earlier expiry is no 'issuer outlives' alarm", async () => {
+  const now = new Date("2030-01-01T00:00:00Z");
+  const old = generateBundle({
+    trustDomain: "cluster.local",
+    namespace: "dapr-system",
+    algorithm: "ecdsa-p256",
+    now,
+    ttlMs: 2 * 3_600_000,
+    skewMs: 0,
+  });
+  const settings: RotationSettings = {
+    triggerWindowMs: 720 * 3_600_000,
+    propagationWindowMs: 0,
+    workloadTtlMs: 60_000,
+    completionMarginMs: 60_000,
+    skewMs: 0,
+    algorithm: "ecdsa-p256",
+    rootTtlMs: 365 * DAY,
+    trustDomain: "cluster.local",
+    namespace: "dapr-system",
+  };
+  const started = await startRotation(old, now, settings, "manual");
+  const step = await planRotation(started, now, settings);
+  assert.equal(step.kind, "switch");
+  // Signing with the new one-year issuer while the two-hour old root is still an anchor.
+  const signing = validateBundle((step as { next: BundlePem }).next, now);
+  assert.ok(signing.issuerNotAfter > signing.rootNotAfter, "the earliest anchor is the old root");
+  const insecure = new InsecureValidator();
+  const state = new CaState(signing, DEFAULT_SETTINGS, {
+    defaultWire: insecure.wire,
+    enabled: new Map([[insecure.wire, insecure]]),
+  });
+  const lines: string[] = [];
+  const logger = new Logger({
+    level: "info",
+    json: true,
+    scope: "test",
+    version: "0",
+    sink: (l) => lines.push(l),
+  });
+  const warnings = new ExpiryMonitor(state, logger, () => now).check();
+  assert.deepEqual(
+    warnings.filter((warning) => warning.startsWith("issuer certificate outlives the root")),
+    [],
+  );
+  assert.deepEqual(warnings, [
+    "Dapr root certificate expiration warning: certificate expires in 0 days and 2 hours",
+  ], "the old root's expiry is still reported");
 });
