@@ -220,7 +220,7 @@ export class RootRotationDriver {
       if (await this.#waitingForCopies(current, step, phase, now)) return;
       await store.replace(step.next, current);
       this.#lastProblem = undefined;
-      this.#status = { phase: rotationOf(step.next)?.phase, checkedAt: now };
+      this.#status = await this.#statusOf(step.next, now);
       this.#written(step);
       await this.#options.reload();
     } catch (error) {
@@ -275,14 +275,33 @@ export class RootRotationDriver {
     return true;
   }
 
-  /** Logs a written step, counts a phase change. */
+  /**
+   * The status after writing `next`: while a rotation is in progress, what its next step waits
+   * for, as planned (those plans make no keys); else nothing known until the next check.
+   */
+  async #statusOf(next: BundlePem, now: Date): Promise<RotationStatus> {
+    const phase = rotationOf(next)?.phase;
+    if (!phase) return { checkedAt: now };
+    try {
+      const step = await planRotation(next, now, this.rotationSettings());
+      if (step.kind === "none") {
+        return { phase, waitingFor: step.waitingFor, nextAt: step.nextAt, checkedAt: now };
+      }
+    } catch {
+      // the next check plans again and logs what is wrong
+    }
+    return { phase, checkedAt: now };
+  }
+
+  /** Logs a written step (with when the next one is due), counts a phase change. */
   #written(step: WriteStep): void {
     const metricPhase = PHASE_OF_STEP[step.kind];
-    const state = rotationOf(step.next);
     const fields: Record<string, string> = { step: step.kind };
     if (metricPhase) fields.phase = metricPhase;
-    if (state?.switchAt && state.phase === "distributing") fields.switch_at = at(state.switchAt);
-    if (state?.completeAt) fields.complete_at = at(state.completeAt);
+    const { phase, nextAt } = this.#status;
+    if (nextAt && phase) {
+      fields[phase === "distributing" ? "switch_at" : "complete_at"] = at(nextAt);
+    }
     this.#options.logger.info(step.message, fields);
     if (metricPhase) this.#options.metrics.rootCertRotation.inc({ phase: metricPhase });
   }
@@ -306,14 +325,16 @@ export class RootRotationDriver {
     const when = (date: Date) => date <= now ? "at the next check" : `at ${at(date)}`;
     try {
       const state = rotationOf(pem);
+      // The last check's plan is exact (it knows when the old CA expires); before it, the rule.
+      const planned = state && this.#status.phase === state.phase ? this.#status.nextAt : undefined;
       if (state?.phase === "distributing") {
         return `root rotation in progress: distributing, signing switches to the new issuer ${
-          when(switchTime(state, settings))
+          when(planned ?? switchTime(state, settings))
         }`;
       }
       if (state?.phase === "signing") {
         return `root rotation in progress: signing, the old root leaves the trust anchors ${
-          when(completionTime(state, settings))
+          when(planned ?? completionTime(state, settings))
         }`;
       }
       if (!this.#options.enabled) return undefined;

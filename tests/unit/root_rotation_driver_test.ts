@@ -235,6 +235,9 @@ Deno.test("a whole cycle: start, switch after the window, complete; metric and o
   );
   assert.deepEqual(await rotationCounts(h.metrics), { distributing: 1, signing: 1 });
   assert.equal(h.reloads, 2);
+  const switched = h.at("info").find((line) => line.phase === "signing")!;
+  assert.equal(switched.complete_at, new Date(T0.getTime() + 16 * MINUTE).toISOString());
+  assert.equal(h.driver.status().nextAt?.getTime(), T0.getTime() + 16 * MINUTE);
 
   // complete_at = switch + workload TTL (5m) + check interval (1m).
   await h.checkAt(15 * MINUTE);
