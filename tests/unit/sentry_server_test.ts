@@ -456,17 +456,26 @@ Deno.test("a start that cannot finish throws the reason and leaves nothing liste
 });
 
 Deno.test("a settings snapshot overtaken by a newer one while building is not applied", async () => {
-  // The first snapshot's JWKS validator reads its key set from a FIFO: it stays unbuilt until
-  // the test writes to it, after a newer snapshot has been applied.
+  // The first snapshot's JWKS validator fetches its key set from a local server that holds the
+  // answer back: it stays unbuilt until the test releases it, after a newer snapshot applied.
   const { settings, options } = harness();
   const server = await SentryServer.start(options);
-  const dir = await Deno.makeTempDir();
-  const fifo = `${dir}/jwks.json`;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const jwk = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
+    format: "jwk",
+  });
+  const jwks = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async () => {
+    await released;
+    return Response.json({ keys: [{ ...jwk, kid: "k1", alg: "ES256" }] });
+  });
   try {
-    assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
     const slow: MtlsSettings = {
       ...DEFAULT_SETTINGS,
-      tokenValidators: [{ name: "jwks", options: { source: fifo } }],
+      tokenValidators: [{
+        name: "jwks",
+        options: { source: `http://127.0.0.1:${jwks.addr.port}/jwks.json` },
+      }],
     };
     const newer: MtlsSettings = { ...DEFAULT_SETTINGS, workloadCertTtlMs: 3_600_000 };
     settings.handlers!.onUpdate(slow);
@@ -474,15 +483,13 @@ Deno.test("a settings snapshot overtaken by a newer one while building is not ap
     for (let i = 0; i < 100 && server.state.settings !== newer; i++) await settle();
     assert.equal(server.state.settings, newer);
 
-    const jwk = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
-      format: "jwk",
-    });
-    await Deno.writeTextFile(fifo, JSON.stringify({ keys: [{ ...jwk, kid: "k1", alg: "ES256" }] }));
+    release();
     for (let i = 0; i < 10; i++) await settle();
     assert.equal(server.state.settings, newer, "the older snapshot replaced the newer one");
     assert.equal(server.state.validators.defaultWire, WireValidator.INSECURE);
   } finally {
+    release();
     await server.stop(0);
-    await Deno.remove(dir, { recursive: true });
+    await jwks.shutdown();
   }
 });

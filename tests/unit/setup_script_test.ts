@@ -75,7 +75,11 @@ Deno.test({
       assert.match(result.stderr, /apt-get could not install: python3-grpcio\n/);
       assert.match(result.stderr, /missing python3-grpcio python3-cryptography;/);
       assert.doesNotMatch(result.stderr, /missing[^;]*openssl/, "openssl was installed");
-      assert.doesNotMatch(result.stderr, /missing[^;]*kubectl/, `kubectl not linked: ${result.stderr}`);
+      assert.doesNotMatch(
+        result.stderr,
+        /missing[^;]*kubectl/,
+        `kubectl not linked: ${result.stderr}`,
+      );
       const linked = await Deno.readLink(join(linkDir, "kubectl"));
       assert.match(linked, /sentry-kube\/v[\d.]+\/kubectl$/);
       const version = await new Deno.Command(join(linkDir, "kubectl"), {
