@@ -23,6 +23,9 @@ export type FailureReason =
  */
 export type ConnectionRefusal = "max_connections" | "handshake_timeout";
 
+/** The root rotation counter's name (Dapr PR 9797). */
+const ROTATION_METRIC = "dapr_sentry_rootcert_rotation_total";
+
 /**
  * A root rotation phase change, as the `phase` label of `dapr_sentry_rootcert_rotation_total`
  * (Dapr's development branch): `distributing` (a rotation started), `signing` (signing
@@ -76,13 +79,17 @@ export class SentryMetrics {
     "dapr_sentry_issuercert_changed_total",
     "The number of issuer cert updates, when issuer cert or key is changed.",
   );
-  /** No series until the first phase change (as Dapr's). */
-  readonly rootCertRotation = this.#counter(
-    "dapr_sentry_rootcert_rotation_total",
-    "The number of root certificate rotation phase changes written by this sentry, by phase " +
-      "(distributing, signing, complete).",
-    ["phase"],
-  );
+  /**
+   * Registered at the first phase change: until then `/metrics` does not name it at all (as
+   * Dapr's, whose tests check that a sentry that never rotated shows no such metric).
+   */
+  readonly rootCertRotation = new Counter({
+    name: ROTATION_METRIC,
+    help: "The number of root certificate rotation phase changes written by this sentry, by " +
+      "phase (distributing, signing, complete).",
+    labelNames: ["phase"],
+    registers: [],
+  });
   readonly configReloads = this.#counter(
     "dapr_sentry_config_reload_total",
     "The number of mTLS configuration changes applied without a restart.",
@@ -119,6 +126,14 @@ export class SentryMetrics {
 
   #counter(name: string, help: string, labelNames: string[] = []): Counter {
     return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  /** Records a root rotation phase change written by this sentry. */
+  rotationPhase(phase: string): void {
+    if (!this.registry.getSingleMetric(ROTATION_METRIC)) {
+      this.registry.registerMetric(this.rootCertRotation);
+    }
+    this.rootCertRotation.inc({ phase });
   }
 
   /** Records a failed request. */

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { sameBundlePem, type TrustBundle } from "../ca/bundle.ts";
+import { type BundlePem, sameBundlePem, type TrustBundle } from "../ca/bundle.ts";
 import { type JwtKeyOptions, validateServingBundle } from "../ca/jwt-bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
@@ -52,17 +52,21 @@ export class CredentialReloader {
     this.#watch = this.store.watch(() => void this.reload());
   }
 
-  /** Loads the store now and swaps the bundle in if it is new and valid; runs one at a time. */
-  reload(): Promise<void> {
-    this.#running = this.#running.then(() => this.#reloadOnce());
+  /**
+   * Loads the store now and swaps the bundle in if it is new and valid; runs one at a time.
+   * `written`: the bundle this process just stored (a rotation step), used without reading it
+   * back, so that it serves as soon as the write returns.
+   */
+  reload(written?: BundlePem): Promise<void> {
+    this.#running = this.#running.then(() => this.#reloadOnce(written));
     return this.#running;
   }
 
   /** One reload, given up after {@link timeoutMs} so that a stuck one never blocks the next. */
-  async #reloadOnce(): Promise<void> {
+  async #reloadOnce(written?: BundlePem): Promise<void> {
     let candidate: TrustBundle | undefined;
     try {
-      candidate = await withTimeout(this.#loadCandidate(), this.timeoutMs);
+      candidate = await withTimeout(this.#loadCandidate(written), this.timeoutMs);
     } catch (error) {
       this.#problem(
         error instanceof ReloadTimeout
@@ -78,8 +82,8 @@ export class CredentialReloader {
   }
 
   /** The stored bundle, validated, if it differs from the one in use (undefined otherwise). */
-  async #loadCandidate(): Promise<TrustBundle | undefined> {
-    const stored = await this.store.load();
+  async #loadCandidate(written?: BundlePem): Promise<TrustBundle | undefined> {
+    const stored = written ?? await this.store.load();
     if (!stored) {
       this.#problem(`the trust bundle disappeared from ${this.store.description}`);
       return undefined;
@@ -99,11 +103,12 @@ export class CredentialReloader {
     this.#lastProblem = undefined;
     const previous = this.state.bundle;
     this.state.setBundle(candidate);
-    this.metrics.issuerCertChanged.inc();
-    this.metrics.setBundleExpiry(candidate.issuerNotAfter, candidate.rootNotAfter);
     const rootChanged = previous.anchorsPem !== candidate.anchorsPem;
     const issuerChanged = previous.issuerChainPem !== candidate.issuerChainPem ||
       previous.pem.issuerKey !== candidate.pem.issuerKey;
+    // Dapr counts issuer changes only (a root rotation adds one, at its switch).
+    if (issuerChanged) this.metrics.issuerCertChanged.inc();
+    this.metrics.setBundleExpiry(candidate.issuerNotAfter, candidate.rootNotAfter);
     this.logger.info(
       `trust bundle reloaded from ${this.store.description}` +
         (rootChanged

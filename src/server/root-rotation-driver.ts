@@ -68,8 +68,8 @@ export interface RootRotationDriverOptions extends RotationOptions {
   namespace: string;
   /** JWT-SVID lifetime when JWT issuing is on (old JWT keys leave the JWKS after it). */
   jwtTtlMs?: number;
-  /** Swaps the stored bundle in now (the credential reloader's reload). */
-  reload: () => Promise<void>;
+  /** Swaps the bundle just stored in now (the credential reloader's reload). */
+  reload: (written: BundlePem) => Promise<void>;
 }
 
 /** What the last check found. */
@@ -218,11 +218,11 @@ export class RootRotationDriver {
         return;
       }
       if (await this.#waitingForCopies(current, step, phase, now)) return;
-      await store.replace(step.next, current);
+      const stored = await store.replace(step.next, current);
+      await this.#options.reload(stored); // serve it as soon as it is stored
       this.#lastProblem = undefined;
       this.#status = await this.#statusOf(step.next, now);
       this.#written(step);
-      await this.#options.reload();
     } catch (error) {
       const message = (error as Error).message;
       if (error instanceof StoreConflictError) {
@@ -303,7 +303,7 @@ export class RootRotationDriver {
       fields[phase === "distributing" ? "switch_at" : "complete_at"] = at(nextAt);
     }
     this.#options.logger.info(step.message, fields);
-    if (metricPhase) this.#options.metrics.rootCertRotation.inc({ phase: metricPhase });
+    if (metricPhase) this.#options.metrics.rotationPhase(metricPhase);
   }
 
   /** Logs `message` unless it is the same as the last problem logged. */

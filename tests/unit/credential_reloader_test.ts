@@ -401,3 +401,25 @@ Deno.test("a reload that never ends is given up, and the next reload runs", asyn
   await reloader.reload();
   assert.equal(swaps.length, 1);
 });
+
+Deno.test("only an issuer change counts in issuercert_changed_total; a written bundle serves without a read", async () => {
+  const { store, state, swaps, metrics, reloader } = setup(A1);
+  reloader.start();
+  // The anchors gain a root (a rotation's distributing phase): swapped, not an issuer change.
+  const withSecondRoot: BundlePem = { ...A1, caCrt: A1.caCrt + B.caCrt };
+  store.change(withSecondRoot);
+  await settle();
+  assert.equal(state.bundle.pem.caCrt, withSecondRoot.caCrt);
+  assert.equal(swaps.length, 1);
+  assert.equal(await counterValue(metrics), 0, "anchors only: no issuer change");
+  // reload(written) uses the bundle given, not the store (which still holds the old one here).
+  const renewed: BundlePem = {
+    ...withSecondRoot,
+    issuerCrt: A2.issuerCrt,
+    issuerKey: A2.issuerKey,
+  };
+  await reloader.reload(renewed);
+  assert.equal(state.bundle.pem.issuerCrt, A2.issuerCrt);
+  assert.equal(await counterValue(metrics), 1);
+  reloader.close();
+});

@@ -206,12 +206,21 @@ Deno.test("a whole cycle: start, switch after the window, complete; metric and o
   const store = new MemoryStore(old);
   const h = harness(store);
   assert.deepEqual(await rotationCounts(h.metrics), {}, "no series before the first change");
+  assert.doesNotMatch(
+    await h.metrics.registry.metrics(),
+    /dapr_sentry_rootcert_rotation_total/,
+    "not even HELP/TYPE lines before the first change (Dapr's nottriggered case)",
+  );
 
   await h.checkAt(0);
   assert.equal(phaseOf(store), "distributing");
   assert.equal(certCount(store.stored!.caCrt), 2, "anchors: old + new");
   assert.equal(store.stored!.issuerCrt, old.issuerCrt, "signing stays with the old issuer");
   assert.deepEqual(await rotationCounts(h.metrics), { distributing: 1 });
+  assert.match(
+    await h.metrics.registry.metrics(),
+    /^dapr_sentry_rootcert_rotation_total\{phase="distributing"\} 1$/m,
+  );
   assert.equal(h.reloads, 1, "this replica reloads at once after its write");
   const started = h.at("info").filter((line) => line.msg.startsWith("root rotation"));
   assert.equal(started.length, 1);
