@@ -58,8 +58,8 @@ that is acceptable, or keep the root key offline and pass it to 'sentry renew --
     {
       name: "issuer-ttl",
       type: "string",
-      default: "365d",
-      help: "Lifetime of the issuer (at most the root's)",
+      default: "",
+      help: "Lifetime of the issuer, at most the root's (default: the root's)",
     },
     { name: "force", type: "bool", default: false, help: "Replace a bundle that is already there" },
     {
@@ -78,7 +78,9 @@ export function runInit(argv: readonly string[], io: CommandIO): Promise<number>
     const flags = flagValues(parsed);
     const trustDomain = flags.string("trust-domain");
     const rootTtlMs = ttlFlag("root-ttl", flags.string("root-ttl"));
-    const issuerTtlMs = ttlFlag("issuer-ttl", flags.string("issuer-ttl"));
+    const issuerTtlMs = flags.given("issuer-ttl")
+      ? ttlFlag("issuer-ttl", flags.string("issuer-ttl"))
+      : rootTtlMs;
     if (issuerTtlMs > rootTtlMs) {
       throw new UsageError("--issuer-ttl must not be longer than --root-ttl");
     }

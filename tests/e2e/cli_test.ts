@@ -143,6 +143,12 @@ Deno.test("init never overwrites without --force, and never touches a partial bu
     ])).code,
     2,
   );
+  // --root-ttl alone: the issuer follows it (it used to be refused, the issuer's 365d default
+  // being longer than the root).
+  await ok(["init", "--issuer-credentials", join(work, "short"), "--root-ttl", "2m"]);
+  const notAfter = async (file: string) =>
+    (await openssl(["x509", "-in", join(work, "short", file), "-noout", "-enddate"])).trim();
+  assert.equal(await notAfter("issuer.crt"), await notAfter("ca.crt"));
 });
 
 Deno.test("mint builds a root, an intermediate and leaves that openssl verifies", async () => {
