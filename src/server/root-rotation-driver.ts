@@ -3,8 +3,8 @@
  * after start) it loads the store, asks {@link planRotation} what is due, and writes the next
  * bundle with the store's compare-and-swap, so that among several replicas exactly one write
  * of each step wins and the others follow through their store watch. Before signing switches
- * and before the old root leaves the anchors, it waits for every copied trust bundle to carry
- * the new root (`store.lagging`, Kubernetes namespaces). After its own write it reloads at once,
+ * it waits for the trust bundle it publishes to carry the new root, and before the old root
+ * leaves the anchors for every copy of it (`store.lagging`, Kubernetes namespaces). After its own write it reloads at once,
  * so this replica serves the new bundle without waiting for the watch.
  *
  * With `--rotation-enabled` off it still runs, with `{automatic: false}`: a rotation started by
@@ -88,7 +88,9 @@ export interface RotationStatus {
 type WriteStep = Exclude<RotationStep, { kind: "none" }>;
 
 /** A store that can tell which copies of the trust bundle lack a root (Kubernetes). */
-type LaggingStore = CredentialStore & { lagging?(newRootPem: string): Promise<string[]> };
+type LaggingStore = CredentialStore & {
+  lagging?(newRootPem: string, options?: { ownNamespaceOnly?: boolean }): Promise<string[]>;
+};
 
 /** The metric label of each step that changes the phase. */
 const PHASE_OF_STEP: Partial<Record<RotationStep["kind"], RotationMetricPhase>> = {
@@ -259,7 +261,12 @@ export class RootRotationDriver {
     const verb = WAITING_VERB[step.kind];
     const lagging = (this.#options.store as LaggingStore).lagging;
     if (!verb || !lagging || !current.rotation) return false;
-    const namespaces = await lagging.call(this.#options.store, current.rotation.caCrt);
+    // Before the switch, sentry's own published anchors must carry the new root (copies
+    // elsewhere need not: the bridge keeps old-anchored sidecars working); before the old root
+    // leaves, every copy must (Dapr's rule).
+    const namespaces = await lagging.call(this.#options.store, current.rotation.caCrt, {
+      ownNamespaceOnly: step.kind === "switch",
+    });
     if (namespaces.length === 0) {
       this.#lastLagging = "";
       return false;

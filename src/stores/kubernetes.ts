@@ -502,12 +502,19 @@ export class KubeCredentialStore implements CredentialStore {
         `${this.description} changed since it was read; nothing was written: run again`,
       );
     }
+    const withJwt = (pem: BundlePem) =>
+      pem.jwt || !current.jwt ? pem : { ...pem, jwt: current.jwt };
+    // New trust anchors reach the ConfigMap (what pods mount) before the Secret says they are
+    // in force, as Dapr does; a failed Secret write puts back what the Secret holds.
+    const anchorsChange = bundle.caCrt !== current.caCrt;
+    if (anchorsChange) await this.publish(withJwt(bundle), { ahead: true });
     try {
       await this.#options.client.replace(
         `${this.#secretPath}/${TRUST_BUNDLE_NAME}`,
         this.#secretBody(bundle),
       );
     } catch (error) {
+      if (anchorsChange) await this.#republishStored();
       if (isConflict(error)) {
         throw new StoreConflictError(
           `${this.description} changed while writing (409 Conflict); nothing was written: run again`,
@@ -515,8 +522,21 @@ export class KubeCredentialStore implements CredentialStore {
       }
       return storeError(error, `cannot write ${this.description}`);
     }
-    await this.publish(bundle.jwt || !current.jwt ? bundle : { ...bundle, jwt: current.jwt });
+    await this.publish(withJwt(bundle));
     return bundle;
+  }
+
+  /** Publishes what the Secret holds now (after a failed write); failures are only logged. */
+  async #republishStored(): Promise<void> {
+    try {
+      const stored = await this.load();
+      if (stored) await this.publish(stored);
+    } catch (error) {
+      this.#options.logger?.warn(
+        `cannot put back the trust anchors of ${this.description} in its ConfigMap: ` +
+          `${(error as Error).message}`,
+      );
+    }
   }
 
   /** The ConfigMap data for `bundle`: `current` with its anchors and JWKS brought in line. */
@@ -530,9 +550,10 @@ export class KubeCredentialStore implements CredentialStore {
   /**
    * Makes the ConfigMap's trust anchors equal to the bundle's, and its `jwks.json` the bundle's
    * JWKS (removed when the bundle has none, as Dapr does), creating the ConfigMap when absent;
-   * retries a few times on concurrent updates. The Secret is the source of truth.
+   * retries a few times on concurrent updates. The Secret is the source of truth; `ahead`: the
+   * bundle is about to be written to it (new anchors go out first).
    */
-  async publish(bundle: BundlePem): Promise<void> {
+  async publish(bundle: BundlePem, options: { ahead?: boolean } = {}): Promise<void> {
     const { client, keys, namespace, logger } = this.#options;
     const what = `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME}`;
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -553,6 +574,8 @@ export class KubeCredentialStore implements CredentialStore {
         logger?.info(
           !current
             ? `created ${what} with the trust anchors`
+            : options.ahead
+            ? `published the new trust anchors in ${what} ahead of ${this.description}`
             : current.data?.[keys.caCrt] !== bundle.caCrt
             ? `repaired ${what}: its ${keys.caCrt} differed from ${this.description}`
             : `${bundle.jwt ? "published" : "removed"} ${this.#jwtKeys.jwks} in ${what}`,
@@ -572,25 +595,32 @@ export class KubeCredentialStore implements CredentialStore {
    * every namespace with a pod labelled `dapr.io/sidecar-injected=true`; a missing ConfigMap
    * lags. Where RBAC forbids listing pods or reading a ConfigMap (Dapr's chart grants neither
    * outside sentry's namespace), only what can be read is checked, with one warning naming the
-   * missing permission.
+   * missing permission. `ownNamespaceOnly`: sentry's own ConfigMap only (before signing
+   * switches: the anchors sentry publishes must carry the new root; copies are checked before
+   * the old root leaves).
    */
-  async lagging(newRootPem: string): Promise<string[]> {
+  async lagging(
+    newRootPem: string,
+    options: { ownNamespaceOnly?: boolean } = {},
+  ): Promise<string[]> {
     const { client, namespace, keys } = this.#options;
     const forbidden: string[] = [];
     const namespaces = new Set([namespace]);
-    try {
-      const pods = await client.list<KubeObject>("/api/v1/pods", {
-        labelSelector: `${SIDECAR_INJECTED_LABEL}=true`,
-      });
-      for (const pod of pods.items) {
-        const podNamespace = pod.metadata.namespace;
-        if (pod.metadata.labels?.[SIDECAR_INJECTED_LABEL] === "true" && podNamespace) {
-          namespaces.add(podNamespace);
+    if (!options.ownNamespaceOnly) {
+      try {
+        const pods = await client.list<KubeObject>("/api/v1/pods", {
+          labelSelector: `${SIDECAR_INJECTED_LABEL}=true`,
+        });
+        for (const pod of pods.items) {
+          const podNamespace = pod.metadata.namespace;
+          if (pod.metadata.labels?.[SIDECAR_INJECTED_LABEL] === "true" && podNamespace) {
+            namespaces.add(podNamespace);
+          }
         }
+      } catch (error) {
+        if (!isForbidden(error)) return storeError(error, "cannot list the pods with sidecars");
+        forbidden.push(`list pods in all namespaces (only ${namespace} was checked)`);
       }
-    } catch (error) {
-      if (!isForbidden(error)) return storeError(error, "cannot list the pods with sidecars");
-      forbidden.push(`list pods in all namespaces (only ${namespace} was checked)`);
     }
     const lagging: string[] = [];
     for (const at of [...namespaces].sort()) {

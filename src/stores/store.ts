@@ -83,7 +83,7 @@ export interface CredentialStore {
    * Namespaces whose copy of the trust anchors does not have this root yet; the rotation does
    * not complete while any lag. Stores without copies in other places omit it.
    */
-  lagging?(newRootPem: string): Promise<string[]>;
+  lagging?(newRootPem: string, options?: { ownNamespaceOnly?: boolean }): Promise<string[]>;
   /** Releases connections and timers (token renewal, polling). */
   close?(): void;
 }

@@ -381,10 +381,16 @@ Deno.test("replace writes nothing and throws StoreConflictError when the Secret 
         assert.match(error.message, c.message);
         return true;
       });
-      assert.deepEqual(api.accepted, [], "nothing written");
-      if (c.raced) assert.equal(storedBundle(api)?.["ca.crt"], c.raced.caCrt, "the other writer's");
-      else assert.deepEqual(api.read(SECRET), before);
-      assert.deepEqual(api.read(CONFIGMAP)?.data, { "ca.crt": anchors });
+      if (c.raced) {
+        assert.equal(storedBundle(api)?.["ca.crt"], c.raced.caCrt, "the other writer's");
+        // B's anchors went to the ConfigMap ahead of the Secret PUT that lost the race: they are
+        // replaced by what the Secret holds, the other writer's.
+        assert.deepEqual(api.read(CONFIGMAP)?.data, { "ca.crt": c.raced.caCrt });
+      } else {
+        assert.deepEqual(api.accepted, [], "nothing written");
+        assert.deepEqual(api.read(SECRET), before);
+        assert.deepEqual(api.read(CONFIGMAP)?.data, { "ca.crt": anchors });
+      }
     });
   }
 });
@@ -594,6 +600,13 @@ Deno.test("API failures: outages are StoreUnavailableError, refusals StoreError;
           return true;
         });
         assert.ok(api.calls.some((call) => call.refused), "the scripted failure happened");
+        if (op.name === "replace: PUT") {
+          // The new anchors went to the ConfigMap ahead of the Secret (as Dapr does); after the
+          // failed Secret write the ConfigMap holds the Secret's anchors again.
+          assert.deepEqual(api.read(SECRET), before.secret, "the Secret unchanged");
+          assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], A.caCrt);
+          return;
+        }
         assert.deepEqual(api.accepted, []);
         assert.deepEqual(
           { secret: api.read(SECRET), configMap: api.read(CONFIGMAP) },
@@ -1026,4 +1039,16 @@ Deno.test("lagging: what RBAC forbids is skipped with one warning naming the per
       assert.match(warnings[0], /list pods in all namespaces \(only dapr-system was checked\)/);
     });
   });
+});
+
+Deno.test("new trust anchors reach the ConfigMap before the Secret (as Dapr writes them)", async () => {
+  const { api, store } = newStore();
+  api.put(SECRET, secret(secretData(A)));
+  api.put(CONFIGMAP, configMap({ "ca.crt": A.caCrt }));
+  await store.replace({ ...A, caCrt: A.caCrt + B.caCrt }, A);
+  assert.deepEqual(api.accepted.map((call) => `${call.method} ${call.path}`), [
+    `PUT ${CONFIGMAP}`,
+    `PUT ${SECRET}`,
+  ]);
+  assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], A.caCrt + B.caCrt);
 });
