@@ -62,6 +62,20 @@ export class CredentialReloader {
     return this.#running;
   }
 
+  /**
+   * Validates `pem` as it would be served (undefined when it signs as the bundle in force
+   * does), without swapping anything: with {@link adopt}, a writer puts a bundle in service the
+   * moment its write returns.
+   */
+  prepare(pem: BundlePem): Promise<TrustBundle | undefined> {
+    return this.#validated(pem);
+  }
+
+  /** Puts a bundle from {@link prepare} in service now, unless one like it already is. */
+  adopt(bundle: TrustBundle): void {
+    this.#swap(bundle);
+  }
+
   /** One reload, given up after {@link timeoutMs} so that a stuck one never blocks the next. */
   async #reloadOnce(written?: BundlePem): Promise<void> {
     let candidate: TrustBundle | undefined;
@@ -88,20 +102,27 @@ export class CredentialReloader {
       this.#problem(`the trust bundle disappeared from ${this.store.description}`);
       return undefined;
     }
-    if (sameBundlePem(stored, this.state.bundle.pem, { signingOnly: true })) {
+    return await this.#validated(stored);
+  }
+
+  /** `pem` validated for serving, or undefined when it signs as the bundle in force does. */
+  async #validated(pem: BundlePem): Promise<TrustBundle | undefined> {
+    if (sameBundlePem(pem, this.state.bundle.pem, { signingOnly: true })) {
       this.#lastProblem = undefined;
       return undefined;
     }
     // The algorithm in force: RS256 when sentry generated the key, as in Dapr.
     const jwt = this.jwt &&
       { ...this.jwt, algorithm: this.state.bundle.jwt?.algorithm ?? this.jwt.algorithm };
-    return await validateServingBundle(stored, this.now(), this.store.names, jwt);
+    return await validateServingBundle(pem, this.now(), this.store.names, jwt);
   }
 
   /** Puts `candidate` in service. */
   #swap(candidate: TrustBundle): void {
     this.#lastProblem = undefined;
     const previous = this.state.bundle;
+    // A reload that raced a writer's adopt() finds the same bundle already in service.
+    if (sameBundlePem(candidate.pem, previous.pem, { signingOnly: true })) return;
     this.state.setBundle(candidate);
     const rootChanged = previous.anchorsPem !== candidate.anchorsPem;
     const issuerChanged = previous.issuerChainPem !== candidate.issuerChainPem ||

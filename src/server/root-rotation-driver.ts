@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { BundlePem } from "../ca/bundle.ts";
+import { type BundlePem, sameBundlePem } from "../ca/bundle.ts";
 import {
   completionTime,
   issuerRenewalAt,
@@ -27,6 +27,7 @@ import {
   switchTime,
 } from "../ca/root-rotation.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
+import type { CredentialReloader } from "./credential-reloader.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { RotationMetricPhase, SentryMetrics } from "../observability/metrics.ts";
 import {
@@ -68,8 +69,8 @@ export interface RootRotationDriverOptions extends RotationOptions {
   namespace: string;
   /** JWT-SVID lifetime when JWT issuing is on (old JWT keys leave the JWKS after it). */
   jwtTtlMs?: number;
-  /** Swaps the bundle just stored in now (the credential reloader's reload). */
-  reload: (written: BundlePem) => Promise<void>;
+  /** Puts the bundles it writes in service (the credential reloader). */
+  serving: Pick<CredentialReloader, "prepare" | "adopt" | "reload">;
 }
 
 /** What the last check found. */
@@ -220,8 +221,12 @@ export class RootRotationDriver {
         return;
       }
       if (await this.#waitingForCopies(current, step, phase, now)) return;
+      // Validated before the write, served the moment the write returns (Dapr's tests read the
+      // state file and ask for a certificate at once).
+      const ready = await this.#options.serving.prepare(step.next);
       const stored = await store.replace(step.next, current);
-      await this.#options.reload(stored); // serve it as soon as it is stored
+      if (ready && sameBundlePem(stored, step.next)) this.#options.serving.adopt(ready);
+      else await this.#options.serving.reload(stored);
       this.#lastProblem = undefined;
       this.#status = await this.#statusOf(step.next, now);
       this.#written(step);

@@ -262,7 +262,7 @@ export class SentryServer {
       trustDomain: options.trustDomain,
       namespace: options.namespace,
       jwtTtlMs: options.jwt?.ttlMs,
-      reload: (written) => this.#credentials.reload(written),
+      serving: this.#credentials,
     });
   }
 

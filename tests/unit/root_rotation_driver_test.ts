@@ -14,6 +14,7 @@ import {
   DEFAULT_BUNDLE_NAMES,
   generateBundle,
   sameBundlePem,
+  type TrustBundle,
 } from "../../src/ca/bundle.ts";
 import { rotationOf, startRotation, viewBundle } from "../../src/ca/root-rotation.ts";
 import { DEFAULT_SETTINGS, type MtlsSettings } from "../../src/config/configuration.ts";
@@ -161,9 +162,15 @@ function harness(
     rootTtlMs: 365 * 24 * HOUR,
     trustDomain: "example.org",
     namespace: "dapr-system",
-    reload: () => {
-      reloads++;
-      return Promise.resolve();
+    serving: {
+      // What the driver serves is the credential reloader's business (its own tests): here,
+      // each bundle written is put in service once.
+      prepare: () => Promise.resolve({} as TrustBundle),
+      adopt: () => void reloads++,
+      reload: () => {
+        reloads++;
+        return Promise.resolve();
+      },
     },
     ...options,
   });
