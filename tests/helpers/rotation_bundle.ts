@@ -1,7 +1,7 @@
 /**
- * Real bundles with a root rotation in progress, for the credential-store tests: a generated
- * bundle and the bundle {@link startRotation} makes of it (new root and issuer kept as the
- * rotation parts).
+ * Real bundles for the root rotation tests: one about to expire, and one with a rotation in
+ * progress ({@link startRotation} of it: new root and issuer kept as the rotation parts), with
+ * the rotation settings those tests share.
  *
  * @module
  */
@@ -25,6 +25,25 @@ export const ROTATION_TEST_SETTINGS: RotationSettings = {
 };
 
 /**
+ * A Dapr-profile bundle (trust domain example.org) whose root and issuer expire two hours after
+ * `now`: inside the default 720 h trigger window at once. NotBefore back-dated by `skewMs`
+ * (default 15 min); the root key is kept when asked.
+ */
+export function expiringBundle(
+  options: { now?: Date; keepRootKey?: boolean; skewMs?: number } = {},
+): BundlePem {
+  return generateBundle({
+    trustDomain: "example.org",
+    namespace: "dapr-system",
+    algorithm: "ecdsa-p256",
+    now: options.now ?? new Date(),
+    ttlMs: 2 * HOUR,
+    skewMs: options.skewMs ?? 15 * MINUTE,
+    keepRootKey: options.keepRootKey,
+  });
+}
+
+/**
  * A generated bundle (`before`, with the root key when `keepRootKey`) and the same bundle with
  * a rotation started at `now` (`during`: anchors old + new, rotation parts set; with
  * `keepRootKey`, the rotation keeps the new root's key too).
@@ -33,15 +52,7 @@ export async function rotatingBundles(
   options: { keepRootKey?: boolean; now?: Date } = {},
 ): Promise<{ before: BundlePem; during: BundlePem }> {
   const now = options.now ?? new Date();
-  const before = generateBundle({
-    trustDomain: "example.org",
-    namespace: "dapr-system",
-    algorithm: "ecdsa-p256",
-    now,
-    ttlMs: 2 * HOUR,
-    skewMs: 15 * MINUTE,
-    keepRootKey: options.keepRootKey,
-  });
+  const before = expiringBundle({ now, keepRootKey: options.keepRootKey });
   const during = await startRotation(before, now, ROTATION_TEST_SETTINGS, "manual");
   return { before, during };
 }

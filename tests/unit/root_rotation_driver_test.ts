@@ -9,6 +9,7 @@
  * `--rotation-*` flags.
  */
 import assert from "node:assert/strict";
+import { expiringBundle } from "../helpers/rotation_bundle.ts";
 import {
   type BundlePem,
   DEFAULT_BUNDLE_NAMES,
@@ -111,15 +112,8 @@ interface Line {
 }
 
 /** A bundle whose root expires in two hours: inside the 720h trigger window at once. */
-function expiringBundle(now = T0): BundlePem {
-  return generateBundle({
-    trustDomain: "example.org",
-    namespace: "dapr-system",
-    algorithm: "ecdsa-p256",
-    now,
-    ttlMs: 2 * HOUR,
-    skewMs: 0,
-  });
+function expiring(now = T0): BundlePem {
+  return expiringBundle({ now, skewMs: 0 });
 }
 
 /**
@@ -209,7 +203,7 @@ function certCount(pem: string): number {
 const phaseOf = (store: MemoryStore) => rotationOf(store.stored!)?.phase ?? "none";
 
 Deno.test("a whole cycle: start, switch after the window, complete; metric and one line each", async () => {
-  const old = expiringBundle();
+  const old = expiring();
   const store = new MemoryStore(old);
   const h = harness(store);
   assert.deepEqual(await rotationCounts(h.metrics), {}, "no series before the first change");
@@ -276,7 +270,7 @@ Deno.test("a whole cycle: start, switch after the window, complete; metric and o
 });
 
 Deno.test("a conflict is no error: the next check follows the other replica's rotation", async () => {
-  const old = expiringBundle();
+  const old = expiring();
   const store = new MemoryStore(old);
   const h = harness(store);
   // Another replica starts a rotation between this one's load and its write.
@@ -303,7 +297,7 @@ Deno.test("a conflict is no error: the next check follows the other replica's ro
 });
 
 Deno.test("lagging trust-bundle copies defer the switch and the completion, one warning per set", async () => {
-  const store = new MemoryStore(expiringBundle());
+  const store = new MemoryStore(expiring());
   const h = harness(store, {}, store);
   await h.checkAt(0);
   assert.equal(phaseOf(store), "distributing");
@@ -346,7 +340,7 @@ Deno.test("lagging trust-bundle copies defer the switch and the completion, one 
 });
 
 Deno.test("an unreachable store or an unusable state is logged once and retried", async () => {
-  const store = new MemoryStore(expiringBundle());
+  const store = new MemoryStore(expiring());
   const h = harness(store);
   store.failNextLoad = new StoreUnavailableError("connection refused");
   await h.checkAt(0);
@@ -371,7 +365,7 @@ Deno.test("an unreachable store or an unusable state is logged once and retried"
 });
 
 Deno.test("rotation off: nothing starts on its own, a stored rotation still advances", async () => {
-  const old = expiringBundle();
+  const old = expiring();
   const store = new MemoryStore(old);
   const h = harness(store, { enabled: false });
   h.driver.start();
@@ -397,7 +391,7 @@ Deno.test("rotation off: nothing starts on its own, a stored rotation still adva
 });
 
 Deno.test("a propagation window shorter than the workload TTL is raised to it, warned once", async () => {
-  const store = new MemoryStore(expiringBundle());
+  const store = new MemoryStore(expiring());
   const h = harness(store, { propagationWindowMs: MINUTE });
   await h.checkAt(0);
   await h.checkAt(MINUTE);
@@ -419,7 +413,7 @@ Deno.test("a propagation window shorter than the workload TTL is raised to it, w
 });
 
 Deno.test("start() checks at once and then every interval; close() stops it", async () => {
-  const store = new MemoryStore(expiringBundle());
+  const store = new MemoryStore(expiring());
   let loads = 0;
   const counting: CredentialStore = {
     ...withoutLagging(store),
@@ -442,7 +436,7 @@ Deno.test("start() checks at once and then every interval; close() stops it", as
 });
 
 Deno.test("outlook: when the automatic rotation starts, and the phase once it runs", async () => {
-  const store = new MemoryStore(expiringBundle());
+  const store = new MemoryStore(expiring());
   const h = harness(store);
   assert.equal(h.driver.outlook(), "automatic root rotation starts at the next check");
   const farStore = new MemoryStore(generateBundle({

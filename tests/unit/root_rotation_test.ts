@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
-import { type BundlePem, generateBundle, validateBundle } from "../../src/ca/bundle.ts";
+import { type BundlePem, validateBundle } from "../../src/ca/bundle.ts";
 import { createWorkloadCertificate } from "../../src/ca/profiles.ts";
 import {
   abortRotation,
@@ -27,33 +27,16 @@ import { parseJwtKeyChain } from "../../src/ca/jwt-rotation.ts";
 import { spkiOf } from "../../src/x509/keys.ts";
 import { encodeCertificates } from "../../src/x509/pem.ts";
 import { verifyChain } from "../helpers/openssl.ts";
+import { expiringBundle, ROTATION_TEST_SETTINGS } from "../helpers/rotation_bundle.ts";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 
-const SETTINGS: RotationSettings = {
-  triggerWindowMs: 720 * HOUR,
-  propagationWindowMs: 10 * MINUTE,
-  workloadTtlMs: 5 * MINUTE,
-  completionMarginMs: MINUTE,
-  skewMs: 15 * MINUTE,
-  algorithm: "ecdsa-p256",
-  rootTtlMs: 365 * 24 * HOUR,
-  trustDomain: "example.org",
-  namespace: "dapr-system",
-};
+const SETTINGS: RotationSettings = ROTATION_TEST_SETTINGS;
 
 /** A Dapr-profile bundle whose root expires in two hours (well inside the trigger window). */
 function oldBundle(now: Date, keepRootKey = false): BundlePem {
-  return generateBundle({
-    trustDomain: "example.org",
-    namespace: "dapr-system",
-    algorithm: "ecdsa-p256",
-    now,
-    ttlMs: 2 * HOUR,
-    skewMs: 15 * MINUTE,
-    keepRootKey,
-  });
+  return expiringBundle({ now, keepRootKey });
 }
 
 /** The bundle a step writes, after checking its kind. */
