@@ -2,88 +2,45 @@
  * Automatic root CA rotation in the real server (the bundled program) on the fs store, with
  * short windows: a root made by `sentry init --root-ttl 2m` is inside the trigger window at
  * once, `--rotation-propagation-window 6s`, `--rotation-check-interval 1s` and a Configuration
- * with workloadCertTTL 3s. Watched from outside, as an operator would: ca.crt goes 1 -> 2 -> 1
- * certificates, Dapr's rotation-* files appear and disappear, SignCertificate answers switch
- * issuer only once the propagation window is over, a leaf issued after the switch verifies
- * with `openssl verify` against only the old root (through the bridge) and against only the
- * new root, and `dapr_sentry_rootcert_rotation_total{phase}` counts each phase once. A server
- * killed (SIGKILL) while distributing resumes after a restart with the same new root.
+ * with workloadCertTTL 3s (tests/helpers/rotation_e2e.ts). Watched from outside, as an operator
+ * would: ca.crt goes 1 -> 2 -> 1 certificates, Dapr's rotation-* files appear and disappear,
+ * SignCertificate answers switch issuer only once the propagation window is over, a leaf issued
+ * after the switch verifies with `openssl verify` against only the old root (through the
+ * bridge) and against only the new root, and `dapr_sentry_rootcert_rotation_total{phase}`
+ * counts each phase once. A server killed (SIGKILL) in each phase (distributing, signing, right
+ * after complete) and restarted resumes where it was: the same new root, each step written
+ * once, and no new rotation after completion.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { eventually } from "../helpers/eventually.ts";
 import { signOnce } from "../helpers/grpc_client.ts";
-import { metric, metricsText } from "../helpers/metrics.ts";
 import { verifyChain } from "../helpers/openssl.ts";
-import { type RunningSentry, runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  anchorsOf,
+  certificates,
+  countLines,
+  exists,
+  expiringBundle,
+  firstCertificate,
+  fsPhase,
+  issuerOf,
+  printTimeline,
+  PROPAGATION_MS,
+  read,
+  readIfExists,
+  Recorder,
+  rootNames,
+  rotations,
+  rotationState,
+  sequence,
+  signUntilSwitched,
+  startRotating,
+  waitForComplete,
+  waitForDistributing,
+} from "../helpers/rotation_e2e.ts";
+import { type RunningSentry, tempDir } from "../helpers/sentry_process.ts";
 
-const PROPAGATION_MS = 6_000;
-const ROTATION_FILES = [
-  "rotation-state.json",
-  "rotation-ca.crt",
-  "rotation-issuer.crt",
-  "rotation-issuer.key",
-];
-const CONFIG = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: default\n" +
-  'spec:\n  mtls:\n    enabled: true\n    workloadCertTTL: "3s"\n    allowedClockSkew: "0s"\n';
-
-const CERTIFICATES = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g;
-const certificates = (pem: string): string[] => pem.match(CERTIFICATES) ?? [];
-/** The first certificate of a PEM text (fails when there is none). */
-function firstCertificate(pem: string): string {
-  const [first] = certificates(pem);
-  assert.ok(first, "a PEM CERTIFICATE block");
-  return first;
-}
-
-/** A credentials directory with a root (and issuer) that expire in two minutes. */
-async function expiringBundle(): Promise<{ dir: string; config: string }> {
-  const dir = await tempDir("sentry-rotation-");
-  const init = await runSentry([
-    "init",
-    "--issuer-credentials",
-    dir,
-    "--trust-domain",
-    "cluster.local",
-    "--root-ttl",
-    "2m",
-    "--issuer-ttl",
-    "2m",
-  ]);
-  assert.equal(init.code, 0, init.stderr);
-  const config = join(dir, "..", `${dir.split("/").pop()}-config.yaml`);
-  await Deno.writeTextFile(config, CONFIG);
-  return { dir, config };
-}
-
-function startRotating(dir: string, config: string): Promise<RunningSentry> {
-  return startSentry({
-    dir,
-    args: [
-      `--config=${config}`,
-      "--rotation-enabled",
-      "-rotation-propagation-window=6s",
-      "-rotation-check-interval",
-      "1s",
-    ],
-  });
-}
-
-const read = (dir: string, name: string) => Deno.readTextFile(join(dir, name));
-
-async function exists(dir: string, name: string): Promise<boolean> {
-  try {
-    await Deno.stat(join(dir, name));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** `rotation-state.json` as written (Dapr's field names). */
-async function rotationState(dir: string): Promise<Record<string, string>> {
-  return JSON.parse(await read(dir, "rotation-state.json"));
-}
+const PHASES = ["distributing", "signing", "complete"];
 
 /** One SignCertificate call trusting the anchors in ca.crt now: the leaf chain PEM. */
 async function sign(sentry: RunningSentry, work: string): Promise<string> {
@@ -91,67 +48,19 @@ async function sign(sentry: RunningSentry, work: string): Promise<string> {
   return response.workloadCertificate.toString();
 }
 
-/** The issuer certificate of a signed chain (the PEM block after the leaf). */
-const issuerOf = (chainPem: string) => certificates(chainPem)[1];
-
-/** `dapr_sentry_rootcert_rotation_total{phase=...}`, or 0 when the series is absent. */
-async function rotations(sentry: RunningSentry, phase: string): Promise<number> {
-  const text = await metricsText(sentry.metricsPort);
-  const name = `dapr_sentry_rootcert_rotation_total{phase="${phase}"}`;
-  return text.split("\n").some((line) => line.startsWith(name + " ")) ? metric(text, name) : 0;
-}
-
-/** Waits for the distributing phase: ca.crt old + new, the rotation files in place. */
-async function waitForDistributing(dir: string): Promise<void> {
-  await eventually("rotation-state.json (distributing)", async () => {
-    if (!await exists(dir, "rotation-state.json")) return false;
-    return (await rotationState(dir)).phase === "distributing";
-  });
-  for (const name of ROTATION_FILES) assert.ok(await exists(dir, name), `${name} is written`);
-  assert.equal(certificates(await read(dir, "ca.crt")).length, 2, "ca.crt: old + new roots");
-}
-
-/**
- * Signs every 250 ms until a certificate comes from the new issuer; asserts that none did
- * before the propagation window ended. Returns that certificate chain.
- */
-async function signUntilSwitched(
+/** Signs until the new issuer answers (see {@link signUntilSwitched}). */
+function signUntilNewIssuer(
   sentry: RunningSentry,
   work: string,
   oldIssuer: string,
   distributedAt: Date,
 ): Promise<string> {
-  const deadline = Date.now() + 30_000;
-  let oldSeen = 0;
-  while (Date.now() < deadline) {
-    const chain = await sign(sentry, work);
-    const receivedAt = Date.now();
-    if (issuerOf(chain) === oldIssuer) {
-      oldSeen++;
-    } else {
-      assert.ok(
-        receivedAt >= distributedAt.getTime() + PROPAGATION_MS,
-        `new issuer only after the propagation window (${
-          receivedAt - distributedAt.getTime()
-        } ms after distributing began)`,
-      );
-      assert.ok(oldSeen > 0, "the old issuer signed while distributing");
-      return chain;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error(`signing did not switch to the new issuer:\n${sentry.logs()}`);
+  return signUntilSwitched(() => sign(sentry, work), oldIssuer, distributedAt, sentry.logs);
 }
 
-/** Waits for completion: ca.crt holds only the new root, the rotation files are gone. */
-async function waitForComplete(dir: string, newRoot: string): Promise<void> {
-  await eventually(
-    "rotation complete (ca.crt = the new root)",
-    async () =>
-      (await read(dir, "ca.crt")) === newRoot && !await exists(dir, "rotation-state.json"),
-    20_000,
-  );
-  for (const name of ROTATION_FILES) assert.ok(!await exists(dir, name), `${name} is removed`);
+/** What the directory holds at one moment: the phase and ca.crt. */
+async function fsSnapshot(dir: string) {
+  return { phase: await fsPhase(dir), anchors: await readIfExists(dir, "ca.crt") ?? "" };
 }
 
 Deno.test("a whole rotation: anchors 1 -> 2 -> 1, issuer switches after the window, bridge", async () => {
@@ -159,6 +68,8 @@ Deno.test("a whole rotation: anchors 1 -> 2 -> 1, issuer switches after the wind
   const work = await tempDir();
   const oldRoot = await read(dir, "ca.crt");
   const oldIssuer = firstCertificate(await read(dir, "issuer.crt"));
+  const recorder = new Recorder(() => fsSnapshot(dir));
+  await recorder.start();
   const sentry = await startRotating(dir, config);
   try {
     assert.match(
@@ -172,7 +83,7 @@ Deno.test("a whole rotation: anchors 1 -> 2 -> 1, issuer switches after the wind
     const newRoot = await read(dir, "rotation-ca.crt");
     assert.equal(await read(dir, "ca.crt"), oldRoot + newRoot);
 
-    const leaf = await signUntilSwitched(sentry, work, oldIssuer, distributedAt);
+    const leaf = await signUntilNewIssuer(sentry, work, oldIssuer, distributedAt);
     assert.equal(issuerOf(leaf), firstCertificate(await read(dir, "rotation-issuer.crt")));
     const signing = await rotationState(dir);
     assert.equal(signing.phase, "signing");
@@ -187,16 +98,34 @@ Deno.test("a whole rotation: anchors 1 -> 2 -> 1, issuer switches after the wind
 
     await waitForComplete(dir, newRoot);
     await verifyChain(work, newRoot, await sign(sentry, work), "sslserver");
-    for (const phase of ["distributing", "signing", "complete"]) {
-      await eventually(`${phase} counted once`, async () => (await rotations(sentry, phase)) === 1);
+    for (const phase of PHASES) {
+      await eventually(
+        `${phase} counted once`,
+        async () => (await rotations(sentry.metricsPort, phase)) === 1,
+      );
     }
-    const lines = sentry.logs().split("\n");
-    assert.equal(lines.filter((line) => /root rotation started/.test(line)).length, 1);
-    assert.equal(lines.filter((line) => /signing with the new issuer/.test(line)).length, 1);
-    assert.equal(lines.filter((line) => /root rotation complete/.test(line)).length, 1);
-    assert.doesNotMatch(sentry.logs(), /issuer certificate outlives the root/);
-    assert.match(sentry.logs(), /expiration warning: .*\(automatic root rotation starts at/);
+    const logs = sentry.logs();
+    assert.equal(countLines(logs, /root rotation started/), 1);
+    assert.equal(countLines(logs, /signing with the new issuer/), 1);
+    assert.equal(countLines(logs, /root rotation complete/), 1);
+    assert.doesNotMatch(logs, /issuer certificate outlives the root/);
+    assert.match(logs, /expiration warning: .*\(automatic root rotation starts at/);
+    const changes = await recorder.stop();
+    const roots = { old: oldRoot, new: newRoot };
+    printTimeline(
+      "fs store, one cycle:",
+      changes,
+      (s) => `${s.phase}, ca.crt = ${rootNames(s.anchors, roots)}`,
+    );
+    assert.deepEqual(sequence(changes, (s) => s.anchors), [oldRoot, oldRoot + newRoot, newRoot]);
+    assert.deepEqual(sequence(changes, (s) => s.phase), [
+      "none",
+      "distributing",
+      "signing",
+      "none",
+    ]);
   } finally {
+    await recorder.stop();
     assert.equal(await sentry.stop(), 0, sentry.logs());
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(config);
@@ -204,35 +133,29 @@ Deno.test("a whole rotation: anchors 1 -> 2 -> 1, issuer switches after the wind
   }
 });
 
-Deno.test("killed while distributing, a restarted server resumes with the same new root", async () => {
+/**
+ * Runs a first server until `waitFor` (a phase reached), SIGKILLs it, starts a second one on
+ * the same directory and hands both to `check`; cleans up. `check` asserts the resume.
+ */
+async function killAndRestart(
+  waitFor: (dir: string) => Promise<void>,
+  check: (run: {
+    dir: string;
+    work: string;
+    oldIssuer: string;
+    restart: () => Promise<RunningSentry>;
+  }) => Promise<void>,
+): Promise<void> {
   const { dir, config } = await expiringBundle();
   const work = await tempDir();
   const oldIssuer = firstCertificate(await read(dir, "issuer.crt"));
   const first = await startRotating(dir, config);
   let second: RunningSentry | undefined;
   try {
-    await waitForDistributing(dir);
-    const newRoot = await read(dir, "rotation-ca.crt");
-    const distributedAt = new Date((await rotationState(dir)).distributed_at);
+    await waitFor(dir);
     assert.notEqual(await first.stop("SIGKILL"), 0);
-    assert.ok(
-      Date.now() < distributedAt.getTime() + PROPAGATION_MS,
-      "killed before signing switched (the test was too slow to prove a resume)",
-    );
-
-    second = await startRotating(dir, config);
-    assert.equal((await rotationState(dir)).phase, "distributing", "resumed, not restarted");
-    const leaf = await signUntilSwitched(second, work, oldIssuer, distributedAt);
-    assert.equal(await read(dir, "rotation-ca.crt"), newRoot, "the same new root");
-    await verifyChain(work, newRoot, leaf, "sslclient");
-    await waitForComplete(dir, newRoot);
-    assert.equal(await rotations(second, "distributing"), 0, "the first process started it");
-    await eventually(
-      "signing and complete counted",
-      async () =>
-        (await rotations(second!, "signing")) === 1 && (await rotations(second!, "complete")) === 1,
-    );
-    assert.doesNotMatch(second.logs(), /root rotation started/);
+    const restart = async () => second = await startRotating(dir, config);
+    await check({ dir, work, oldIssuer, restart });
   } finally {
     await first.stop("SIGKILL");
     if (second) assert.equal(await second.stop(), 0, second.logs());
@@ -240,4 +163,89 @@ Deno.test("killed while distributing, a restarted server resumes with the same n
     await Deno.remove(config);
     await Deno.remove(work, { recursive: true });
   }
+}
+
+Deno.test("killed while distributing, a restarted server resumes with the same new root", async () => {
+  await killAndRestart(waitForDistributing, async ({ dir, work, oldIssuer, restart }) => {
+    const newRoot = await read(dir, "rotation-ca.crt");
+    const distributedAt = new Date((await rotationState(dir)).distributed_at);
+    assert.ok(
+      Date.now() < distributedAt.getTime() + PROPAGATION_MS,
+      "killed before signing switched (the test was too slow to prove a resume)",
+    );
+    const second = await restart();
+    assert.equal((await rotationState(dir)).phase, "distributing", "resumed, not restarted");
+    const leaf = await signUntilNewIssuer(second, work, oldIssuer, distributedAt);
+    assert.equal(await read(dir, "rotation-ca.crt"), newRoot, "the same new root");
+    await verifyChain(work, newRoot, leaf, "sslclient");
+    await waitForComplete(dir, newRoot);
+    assert.equal(await rotations(second.metricsPort, "distributing"), 0, "the first started it");
+    await eventually(
+      "signing and complete counted",
+      async () =>
+        (await rotations(second.metricsPort, "signing")) === 1 &&
+        (await rotations(second.metricsPort, "complete")) === 1,
+    );
+    assert.doesNotMatch(second.logs(), /root rotation started/);
+  });
+});
+
+Deno.test("killed while signing, a restarted server keeps the switch and completes once", async () => {
+  const waitForSigning = (dir: string) =>
+    eventually("rotation-state.json (signing)", async () => (await fsPhase(dir)) === "signing");
+  await killAndRestart(waitForSigning, async ({ dir, work, oldIssuer, restart }) => {
+    const newRoot = await read(dir, "rotation-ca.crt");
+    const newIssuer = firstCertificate(await read(dir, "rotation-issuer.crt"));
+    const state = await rotationState(dir);
+    assert.ok(
+      Date.now() < new Date(state.complete_at).getTime(),
+      "killed before completion was due (the test was too slow to prove a resume)",
+    );
+
+    const second = await restart();
+    assert.deepEqual(await rotationState(dir), state, "the same signing state, not re-switched");
+    assert.equal(issuerOf(await sign(second, work)), newIssuer, "signs with the new issuer");
+    await waitForComplete(dir, newRoot);
+    const leaf = await sign(second, work);
+    assert.equal(issuerOf(leaf), newIssuer);
+    assert.notEqual(issuerOf(leaf), oldIssuer);
+    await verifyChain(work, newRoot, leaf, "sslserver");
+    await eventually(
+      "complete counted",
+      async () => (await rotations(second.metricsPort, "complete")) === 1,
+    );
+    assert.equal(await rotations(second.metricsPort, "distributing"), 0);
+    assert.equal(await rotations(second.metricsPort, "signing"), 0, "the switch happened once");
+    assert.doesNotMatch(second.logs(), /root rotation started|signing with the new issuer/);
+    assert.equal(countLines(second.logs(), /root rotation complete/), 1);
+  });
+});
+
+Deno.test("killed right after completion, a restarted server serves the new root and starts no rotation", async () => {
+  let newRoot = "";
+  const waitForCompletion = async (dir: string) => {
+    await waitForDistributing(dir);
+    newRoot = await read(dir, "rotation-ca.crt");
+    await eventually(
+      "rotation complete",
+      async () => (await readIfExists(dir, "ca.crt")) === newRoot,
+      20_000,
+    );
+  };
+  await killAndRestart(waitForCompletion, async ({ dir, work, restart }) => {
+    const issuer = await read(dir, "issuer.crt");
+    const second = await restart();
+    // Several checks later: nothing was written, no rotation began.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(await read(dir, "ca.crt"), newRoot);
+    assert.equal(await read(dir, "issuer.crt"), issuer);
+    for (const name of ["rotation-state.json", "rotation-ca.crt"]) {
+      assert.ok(!await exists(dir, name), `no ${name} after completion`);
+    }
+    const response = await signOnce(second.grpcPort, newRoot, work);
+    assert.deepEqual(certificates(anchorsOf(response)), [newRoot], "anchors: the new root only");
+    assert.equal(issuerOf(response.workloadCertificate.toString()), firstCertificate(issuer));
+    for (const phase of PHASES) assert.equal(await rotations(second.metricsPort, phase), 0);
+    assert.doesNotMatch(second.logs(), /root rotation (started|complete)|new issuer/);
+  });
 });
