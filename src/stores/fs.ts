@@ -36,7 +36,12 @@ import { type BundlePem, type JwtKeyPem, type RotationPem, sameBundlePem } from 
 import { DEFAULT_JWT_NAMES, type JwtNames } from "../ca/jwt-keys.ts";
 import { ROTATION_FILE_NAMES } from "../ca/root-rotation.ts";
 import { watchFiles } from "../config/file-watcher.ts";
-import { type CredentialStore, StoreConflictError, StoreError } from "./store.ts";
+import {
+  type CredentialStore,
+  StoreConflictError,
+  StoreError,
+  StoreUnavailableError,
+} from "./store.ts";
 import { FileRefusedError, readSmallFile } from "../util/bounded-read.ts";
 import { errorCode, fileErrorReason } from "../util/file-errors.ts";
 
@@ -162,6 +167,64 @@ function isAbandoned(name: string, prefix: string): boolean {
     return false;
   } catch (error) {
     return errorCode(error) === "ESRCH";
+  }
+}
+
+/** The lock file that makes a replacement's read-compare-write one step across processes. */
+export const LOCK_NAME = ".sentry-lock";
+/** A lock older than this is a killed writer's, whoever it was (a replacement takes ms). */
+const LOCK_STALE_MS = 10_000;
+/** How long a replacement waits for another process's lock before giving up. */
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * Runs `work` holding the lock file `path` (created exclusively; its content names this
+ * process). A lock whose writer is gone (same host, pid gone) or that is older than
+ * {@link LOCK_STALE_MS} is removed; a live one is waited for, up to {@link LOCK_WAIT_MS}.
+ */
+async function withLock<T>(path: string, work: () => Promise<T>): Promise<T> {
+  const owner = ownName("");
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  try {
+    while (true) {
+      try {
+        await writeNewFile(path, owner, 0o600, (handle, text) => handle.writeFile(text));
+        break;
+      } catch (error) {
+        if (errorCode(error) !== "EEXIST") throw naming(path, error);
+      }
+      const holder = await readIfExists(path).catch(() => undefined);
+      if (holder !== undefined && (isAbandoned(holder.trim(), "") || await isOlder(path))) {
+        // Removed only if it still names the same holder (a fresh lock is left alone).
+        if (await readIfExists(path).catch(() => undefined) === holder) {
+          await rm(path, { force: true });
+        }
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new StoreUnavailableError(
+          `${path} is held by another writer (${holder?.trim() ?? "gone"}) for more than ` +
+            `${LOCK_WAIT_MS / 1000}s; nothing was written`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 20));
+    }
+    try {
+      return await work();
+    } finally {
+      await rm(path, { force: true });
+    }
+  } finally {
+    writing.delete(owner);
+  }
+}
+
+/** Whether `path` was last modified more than {@link LOCK_STALE_MS} ago (false if gone). */
+async function isOlder(path: string): Promise<boolean> {
+  try {
+    return Date.now() - (await stat(path)).mtimeMs > LOCK_STALE_MS;
+  } catch {
+    return false;
   }
 }
 
@@ -751,7 +814,13 @@ export class FsCredentialStore implements CredentialStore {
    * no `jwt`. Rotation files are written when they differ (over leftovers; the state last) and
    * removed (the state first) when `bundle` has no `rotation`: that ends a rotation.
    */
-  async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
+  replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
+    // Read, compare and write as one step across processes (replicas sharing the directory,
+    // the CLI beside a running server): without it two writers can both pass the comparison.
+    return withLock(join(this.#stagingRoot, LOCK_NAME), () => this.#replace(bundle, expected));
+  }
+
+  async #replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
     const current = await this.load();
     if (!current || !sameBundlePem(current, expected)) {
       throw new StoreConflictError(

@@ -230,10 +230,15 @@ export class KubeCredentialStore implements CredentialStore {
     return await this.#load(true);
   }
 
-  async #load(mayRetry: boolean): Promise<BundlePem | null> {
+  /**
+   * {@link load}; `read.secret` is set to the Secret object this call read (the shared
+   * `#secret` may be replaced meanwhile by a concurrent load, e.g. a watch-triggered reload).
+   */
+  async #load(mayRetry: boolean, read: { secret?: KubeObject } = {}): Promise<BundlePem | null> {
     const { keys, namespace } = this.#options;
     const secret = await this.#get(this.#secretPath, this.description);
     this.#secret = secret;
+    read.secret = secret;
     const data = secret?.data ?? {};
     const decode = (key: string) =>
       typeof data[key] === "string" ? Buffer.from(data[key], "base64").toString("utf8") : "";
@@ -277,7 +282,7 @@ export class KubeCredentialStore implements CredentialStore {
       if (configMap?.data?.[keys.caCrt]?.trim()) {
         // Another replica may have created the Secret (then the ConfigMap) between the two
         // reads at first boot: read the Secret again once before refusing.
-        if (mayRetry) return await this.#load(false);
+        if (mayRetry) return await this.#load(false, read);
         throw emptied(
           `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME} holds trust anchors (${keys.caCrt})`,
         );
@@ -421,10 +426,9 @@ export class KubeCredentialStore implements CredentialStore {
    * keys kept, `ca.key` set or removed with the bundle, the JWT keys set when the bundle has
    * them, the rotation keys set or removed with the bundle), or a new one when none exists.
    */
-  #secretBody(bundle: BundlePem): KubeObject {
+  #secretBody(bundle: BundlePem, current: KubeObject | undefined = this.#secret): KubeObject {
     const { keys, namespace } = this.#options;
     const encode = (text: string) => Buffer.from(text, "utf8").toString("base64");
-    const current = this.#secret;
     const data: Record<string, string> = {
       ...(current?.data ?? {}),
       [keys.caCrt]: encode(bundle.caCrt),
@@ -495,7 +499,10 @@ export class KubeCredentialStore implements CredentialStore {
    * its resourceVersion); a `bundle` without `rotation` removes the rotation keys.
    */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
-    const current = await this.load();
+    // The PUT carries the resourceVersion of the Secret compared here, never a newer one a
+    // concurrent load cached meanwhile: that would write over another replica's change.
+    const read: { secret?: KubeObject } = {};
+    const current = await this.#load(true, read);
     const same = current !== null && sameBundlePem(current, expected);
     if (!same) {
       throw new StoreConflictError(
@@ -507,11 +514,11 @@ export class KubeCredentialStore implements CredentialStore {
     // New trust anchors reach the ConfigMap (what pods mount) before the Secret says they are
     // in force, as Dapr does; a failed Secret write puts back what the Secret holds.
     const anchorsChange = bundle.caCrt !== current.caCrt;
-    if (anchorsChange) await this.publish(withJwt(bundle), { ahead: true });
+    if (anchorsChange) await this.publish(withJwt(bundle), { aheadOf: current.caCrt });
     try {
       await this.#options.client.replace(
         `${this.#secretPath}/${TRUST_BUNDLE_NAME}`,
-        this.#secretBody(bundle),
+        this.#secretBody(bundle, read.secret),
       );
     } catch (error) {
       if (anchorsChange) await this.#republishStored();
@@ -550,14 +557,18 @@ export class KubeCredentialStore implements CredentialStore {
   /**
    * Makes the ConfigMap's trust anchors equal to the bundle's, and its `jwks.json` the bundle's
    * JWKS (removed when the bundle has none, as Dapr does), creating the ConfigMap when absent;
-   * retries a few times on concurrent updates. The Secret is the source of truth; `ahead`: the
-   * bundle is about to be written to it (new anchors go out first).
+   * retries a few times on concurrent updates. The Secret is the source of truth; `aheadOf`: the
+   * bundle is about to be written to it (new anchors go out first), replacing these anchors —
+   * when the ConfigMap no longer holds them, another writer came first and nothing is written.
    */
-  async publish(bundle: BundlePem, options: { ahead?: boolean } = {}): Promise<void> {
+  async publish(bundle: BundlePem, options: { aheadOf?: string } = {}): Promise<void> {
     const { client, keys, namespace, logger } = this.#options;
     const what = `ConfigMap ${namespace}/${TRUST_BUNDLE_NAME}`;
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.#get(this.#configMapPath, what);
+      // Ahead of a Secret write, only over the anchors that write replaces: another writer got
+      // there first, and its anchors stay (our Secret write will then fail its own check).
+      if (options.aheadOf !== undefined && current?.data?.[keys.caCrt] !== options.aheadOf) return;
       const jwksInLine = current?.data?.[this.#jwtKeys.jwks] === bundle.jwt?.jwksJson;
       if (current?.data?.[keys.caCrt] === bundle.caCrt && jwksInLine) return;
       // Update the ConfigMap as read (Helm's metadata and other keys kept), or create one.
@@ -574,7 +585,7 @@ export class KubeCredentialStore implements CredentialStore {
         logger?.info(
           !current
             ? `created ${what} with the trust anchors`
-            : options.ahead
+            : options.aheadOf !== undefined
             ? `published the new trust anchors in ${what} ahead of ${this.description}`
             : current.data?.[keys.caCrt] !== bundle.caCrt
             ? `repaired ${what}: its ${keys.caCrt} differed from ${this.description}`

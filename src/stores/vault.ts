@@ -107,7 +107,11 @@ export class VaultCredentialStore implements CredentialStore {
     return await this.#load(true);
   }
 
-  async #load(mayRetry: boolean): Promise<BundlePem | null> {
+  /**
+   * {@link load}; `read.version` is set to the version this call read (the shared `#version`
+   * may be replaced meanwhile by a concurrent load, e.g. a watch-triggered reload).
+   */
+  async #load(mayRetry: boolean, read: { version?: number } = {}): Promise<BundlePem | null> {
     const response = await this.#request("GET", this.#dataPath);
     if (response.status === 404) {
       const metadata = response.body?.data?.metadata;
@@ -117,8 +121,11 @@ export class VaultCredentialStore implements CredentialStore {
       // once before concluding that every version was destroyed.
       const meta = await this.#request("GET", this.#metadataPath);
       const current = meta.status === 200 ? Number(meta.body?.data?.current_version ?? 0) : 0;
-      if (current > 0) return mayRetry ? await this.#load(false) : this.#refuseGone(current, true);
+      if (current > 0) {
+        return mayRetry ? await this.#load(false, read) : this.#refuseGone(current, true);
+      }
       this.#version = 0;
+      read.version = 0;
       return null;
     }
     const data = response.body?.data?.data;
@@ -140,6 +147,7 @@ export class VaultCredentialStore implements CredentialStore {
     const jwt = this.#jwtOf(data, version);
     const rotation = this.#rotationOf(data, version);
     this.#version = version;
+    read.version = version;
     return {
       caCrt: data[KEYS.caCrt],
       issuerCrt: data[KEYS.issuerCrt],
@@ -275,14 +283,17 @@ export class VaultCredentialStore implements CredentialStore {
    * (rotation parts included); a `bundle` without `rotation` removes the stored one.
    */
   async replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem> {
-    const current = await this.load();
+    // Check-and-set against the version compared here, never a newer one a concurrent load
+    // cached meanwhile: that would write over another replica's change.
+    const read: { version?: number } = {};
+    const current = await this.#load(true, read);
     const same = current !== null && sameBundlePem(current, expected);
-    if (!same || this.#version === undefined) {
+    if (!same || read.version === undefined) {
       throw new StoreConflictError(
         `${this.description} changed since it was read; nothing was written: run again`,
       );
     }
-    if (!(await this.#write(bundle, this.#version, current.jwt))) {
+    if (!(await this.#write(bundle, read.version, current.jwt))) {
       throw new StoreConflictError(
         `${this.description} changed while writing (check-and-set); nothing was written: run again`,
       );

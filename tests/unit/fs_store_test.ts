@@ -15,6 +15,7 @@ import { join } from "node:path";
 import {
   FsCredentialStore,
   type FsStoreOptions,
+  LOCK_NAME,
   ownerMark,
   STAGING_PREFIX,
   TEMPORARY_PREFIX,
@@ -430,4 +431,45 @@ Deno.test("a killed writer's rotation change is finished from its manifest", asy
   ];
   await leaveChange(files, { pid: await deadPid() });
   assert.deepEqual(await store.load(), during);
+});
+
+Deno.test("concurrent replacements of one bundle: exactly one wins, across store instances", async () => {
+  const first = await newStore();
+  await first.create(A);
+  // Five writers (separate store objects, as separate processes would have) all read A.
+  const writers = [
+    first,
+    ...Array.from({ length: 4 }, () =>
+      new FsCredentialStore({
+        directory: first.paths.caCrt.replace(/\/ca\.crt$/, ""),
+        caFilename: "ca.crt",
+        issuerCertFilename: "issuer.crt",
+        issuerKeyFilename: "issuer.key",
+      })),
+  ];
+  const results = await Promise.allSettled(
+    writers.map((store, i) =>
+      store.replace({ ...A, caCrt: `ca-${i}\n`, issuerCrt: `issuer-${i}\n` }, A)
+    ),
+  );
+  const won = results.flatMap((result, i) => result.status === "fulfilled" ? [i] : []);
+  assert.equal(won.length, 1, JSON.stringify(results.map((r) => r.status)));
+  for (const result of results) {
+    if (result.status === "rejected") assert.ok(result.reason instanceof StoreConflictError);
+  }
+  const stored = await first.load();
+  assert.equal(stored?.caCrt, `ca-${won[0]}\n`);
+  assert.equal(stored?.issuerCrt, `issuer-${won[0]}\n`, "one writer's files, never a mix");
+  assert.ok(!listDir(first.paths.caCrt.replace(/\/ca\.crt$/, "")).includes(LOCK_NAME), "released");
+});
+
+Deno.test("a killed writer's lock is taken over at once", async () => {
+  const store = await newStore();
+  await store.create(A);
+  const directory = store.paths.caCrt.replace(/\/ca\.crt$/, "");
+  await Deno.writeTextFile(join(directory, LOCK_NAME), `${ownerMark(await deadPid())}0123456789ab`);
+  const started = performance.now();
+  await store.replace(B, A);
+  assert.ok(performance.now() - started < 2000, "not waited for");
+  assert.equal((await store.load())?.caCrt, B.caCrt);
 });

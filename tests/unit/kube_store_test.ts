@@ -1052,3 +1052,39 @@ Deno.test("new trust anchors reach the ConfigMap before the Secret (as Dapr writ
   ]);
   assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], A.caCrt + B.caCrt);
 });
+
+Deno.test("replace sends the Secret it compared, even when a concurrent load cached a newer one", async () => {
+  const { api, store } = newStore();
+  api.put(SECRET, secret(secretData(A)));
+  api.put(CONFIGMAP, configMap({ "ca.crt": A.caCrt }));
+  // While our replace waits on the ConfigMap, another replica writes C and our own watch-
+  // triggered reload reads it (caching the newer resourceVersion).
+  let reloaded: Promise<unknown> = Promise.resolve();
+  api.before("GET", CONFIGMAP, () => {
+    api.put(SECRET, secret(secretData(C)));
+    reloaded = store.load();
+  });
+  await assert.rejects(
+    store.replace({ ...A, caCrt: A.caCrt + B.caCrt }, A),
+    /changed while writing \(409 Conflict\)/,
+  );
+  await reloaded;
+  assert.equal(storedBundle(api)?.["ca.crt"], C.caCrt, "the other replica's write stands");
+  assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], C.caCrt, "its anchors published back");
+});
+
+Deno.test("anchors go ahead to the ConfigMap only over the anchors being replaced", async () => {
+  const { api, store } = newStore();
+  api.put(SECRET, secret(secretData(A)));
+  // Another writer already published its anchors ahead of its own Secret write.
+  api.put(CONFIGMAP, configMap({ "ca.crt": C.caCrt }));
+  api.before("PUT", SECRET, () => api.put(SECRET, secret(secretData(C))));
+  await assert.rejects(store.replace({ ...A, caCrt: A.caCrt + B.caCrt }, A), /409 Conflict/);
+  assert.ok(
+    !api.accepted.some((call) =>
+      call.path === CONFIGMAP && call.body?.data?.["ca.crt"]?.includes(B.caCrt)
+    ),
+    "our anchors never reached the ConfigMap",
+  );
+  assert.equal(api.read(CONFIGMAP)?.data?.["ca.crt"], C.caCrt);
+});
