@@ -233,7 +233,7 @@ Deno.test("--anchors: success exits 0, the wrong anchor exits 1 with the reason"
   assert.match(failed.stdout, /^Chain: NOT verified against 1 anchor in /m);
   assert.match(
     failed.stderr,
-    /^sentry inspect: .*chain\.pem: chain does not verify against .*root\.crt: certificate #2 \(O=cluster\.local\) is not signed by any of the 1 anchors: the signature does not verify\n$/,
+    /^sentry inspect: .*chain\.pem: chain does not verify against .*root\.crt: certificate #2 \(O=cluster\.local\) is not signed by any of the 1 anchors: both are named "O=cluster\.local", but the signature does not verify with the key of the anchor "O=cluster\.local": a different CA with the same name \(authority key ID [0-9A-F:]+ vs subject key ID [0-9A-F:]+\)\n$/,
   );
   const json = await inspect(["--json", "--anchors", strangerPath, chainPath], 1);
   const chain = JSON.parse(json.stdout).chain;
