@@ -6,7 +6,10 @@
  *
  * @module
  */
+import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 
 const REPO = fromFileUrl(new URL("../../", import.meta.url));
@@ -45,26 +48,52 @@ function isolation(env: Record<string, string> | undefined, cwd?: string) {
 /** Ports already handed out in this process, so that concurrent starts never share one. */
 const handedOut = new Set<number>();
 
-/** A free TCP port on 127.0.0.1 (bound once, then released), never the same twice here. */
+/**
+ * Ports handed out come from below Linux's ephemeral range (32768-60999): the kernel gives
+ * those to outgoing connections, which took a port between our probe and the program's bind
+ * (a Dapr scheduler's etcd peer port, once). Test workers claim each port with a marker file,
+ * so that two of them never hand out the same one at once.
+ */
+const PORT_RANGE = { first: 20_000, last: 32_767 };
+const CLAIMS = join(tmpdir(), "sentry-test-port-claims");
+/** A claim older than this is a finished run's. */
+const CLAIM_STALE_MS = 10 * 60_000;
+
+/** Claims `port` for this test worker (false when another worker holds a fresh claim). */
+function claim(port: number): boolean {
+  const marker = join(CLAIMS, String(port));
+  try {
+    writeFileSync(marker, String(Deno.pid), { flag: "wx" });
+    return true;
+  } catch {
+    try {
+      if (Date.now() - statSync(marker).mtimeMs > CLAIM_STALE_MS) rmSync(marker, { force: true });
+    } catch {
+      // gone meanwhile
+    }
+    return false;
+  }
+}
+
+/** A free TCP port (bound on all interfaces once, then released), never the same twice here. */
 export async function freePort(): Promise<number> {
+  mkdirSync(CLAIMS, { recursive: true });
   while (true) {
-    const port = await probePort();
-    if (!handedOut.has(port)) {
+    const port = PORT_RANGE.first +
+      Math.floor(Math.random() * (PORT_RANGE.last - PORT_RANGE.first + 1));
+    if (handedOut.has(port) || !claim(port)) continue;
+    if (await canBind(port)) {
       handedOut.add(port);
       return port;
     }
   }
 }
 
-function probePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
   });
 }
 
