@@ -20,6 +20,7 @@ import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateKey, opensslServerTls } from "./openssl.ts";
+import { Daemon, waitFor } from "./daemon.ts";
 import { freePort, tempDir } from "./sentry_process.ts";
 
 const BUILD_SCRIPT = fileURLToPath(new URL("../kube/build.sh", import.meta.url));
@@ -120,67 +121,6 @@ export function kubeBinaries(): Promise<string> {
     return new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
   })();
   return built;
-}
-
-/** A child process whose output is kept (the last 64 KiB) for error messages. */
-class Daemon {
-  readonly #child: Deno.ChildProcess;
-  #output = "";
-  readonly #drained: Promise<unknown>;
-  readonly exited: Promise<Deno.CommandStatus>;
-
-  constructor(readonly name: string, command: string, args: string[]) {
-    this.#child = new Deno.Command(command, {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.exited = this.#child.status;
-    const keep = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-        this.#output = (this.#output + text).slice(-65536);
-      }
-    };
-    this.#drained = Promise.all([keep(this.#child.stdout), keep(this.#child.stderr)]);
-  }
-
-  /** The tail of its output. */
-  tail(lines = 40): string {
-    return this.#output.split("\n").slice(-lines).join("\n");
-  }
-
-  /** SIGTERM, then SIGKILL after 10 s; waits for the exit and the end of the output. */
-  async stop(): Promise<void> {
-    let exited = false;
-    this.exited.then(() => exited = true);
-    try {
-      this.#child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    const timer = setTimeout(() => {
-      if (!exited) {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch { /* already gone */ }
-      }
-    }, 10_000);
-    await this.exited;
-    clearTimeout(timer);
-    await this.#drained;
-  }
-}
-
-/** Polls `probe` every 250 ms until true; throws `failure()` after `timeoutMs` or when it throws. */
-async function waitFor(
-  probe: () => Promise<boolean>,
-  timeoutMs: number,
-  failure: () => string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(failure());
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 /**
