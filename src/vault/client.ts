@@ -66,6 +66,14 @@ interface TokenState {
   renewAt?: number;
 }
 
+/**
+ * Whether a Vault version string is Vault Community Edition, which has no namespaces: `1.x.y`
+ * (with an optional `-pre` part) and no `+ent` build (Enterprise and HCP carry `+ent`).
+ */
+export function vaultWithoutNamespaces(version: string): boolean {
+  return /^v?1\.\d+\.\d+(-[\w.]+)?$/.test(version.trim());
+}
+
 /** Most redirects followed for one request (standby to active node). */
 const MAX_REDIRECTS = 2;
 /** Default bound on one request. */
@@ -79,6 +87,8 @@ export class VaultClient {
   #closed = false;
   /** Number of Kubernetes logins performed (for logs and tests). */
   logins = 0;
+  /** Set once the server was found to honour `X-Vault-Namespace` (or none is configured). */
+  #namespaceChecked = false;
 
   /** Nothing is sent until the first request. */
   constructor(options: VaultClientOptions) {
@@ -101,11 +111,14 @@ export class VaultClient {
     path: string,
     body: unknown,
     token: string | undefined,
+    withNamespace = true,
   ): Promise<VaultResponse> {
     const url = new URL(`/v1/${path.replace(/^\/+/, "")}`, this.#options.address);
     const headers: Record<string, string> = { accept: "application/json" };
     if (token) headers["x-vault-token"] = token;
-    if (this.#options.namespace) headers["x-vault-namespace"] = this.#options.namespace;
+    if (withNamespace && this.#options.namespace) {
+      headers["x-vault-namespace"] = this.#options.namespace;
+    }
     if (body !== undefined) headers["content-type"] = "application/json";
     let response: HttpResponse;
     try {
@@ -268,6 +281,7 @@ export class VaultClient {
    * anything else.
    */
   async request(method: string, path: string, body?: unknown): Promise<VaultResponse> {
+    if (!this.#namespaceChecked) await this.#checkNamespaceSupport();
     let response = await this.#send(method, path, body, await this.#currentToken());
     if (response.status === 403 && this.#options.auth.kind === "kubernetes") {
       this.#token = undefined;
@@ -277,6 +291,35 @@ export class VaultClient {
       return response;
     }
     throw this.#error(method, path, response);
+  }
+
+  /**
+   * With a namespace configured, refuses a server that would ignore it: Vault Community Edition
+   * (a `1.x` version without `+ent`) has no namespaces and silently serves every request from
+   * the root namespace, so the bundle would be read and written where another sentry's may live.
+   * The version comes from `sys/seal-status` (no token needed). Other servers (Enterprise,
+   * OpenBao) are trusted to honour the header. Asked once; a failed ask is retried next time.
+   */
+  async #checkNamespaceSupport(): Promise<void> {
+    const namespace = this.#options.namespace;
+    if (!namespace) {
+      this.#namespaceChecked = true;
+      return;
+    }
+    const status = await this.#send("GET", "sys/seal-status", undefined, undefined, false);
+    if (status.status !== 200) throw this.#error("GET", "sys/seal-status", status);
+    const version = String(status.body?.version ?? "");
+    if (vaultWithoutNamespaces(version)) {
+      throw new VaultError(
+        400,
+        [],
+        `Vault at ${this.#options.address} is version ${version}, which has no namespaces ` +
+          `(an Enterprise feature): it would ignore X-Vault-Namespace "${namespace}" and keep ` +
+          `the bundle in the root namespace. Remove --vault-namespace (and $VAULT_NAMESPACE), ` +
+          `or point --vault-addr at a server with namespaces`,
+      );
+    }
+    this.#namespaceChecked = true;
   }
 
   /** Stops renewing the token. */

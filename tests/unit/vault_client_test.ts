@@ -18,6 +18,7 @@ import {
   type VaultClientOptions,
   VaultError,
   type VaultResponse,
+  vaultWithoutNamespaces,
 } from "../../src/vault/client.ts";
 import { opensslServerTls, type ServerTls } from "../helpers/openssl.ts";
 
@@ -529,13 +530,19 @@ const SCENARIOS: Scenario[] = [
     }],
   },
   {
-    name: "X-Vault-Namespace on every request, logins included",
+    name:
+      "X-Vault-Namespace on every request, logins included (after the server's version says it has namespaces)",
     auth: K8S,
     namespace: "team-a/prod",
     calls: [{
       method: "GET",
       path: KV_PATH,
       exchanges: [
+        {
+          expect: "GET /v1/sys/seal-status",
+          token: null,
+          reply: { status: 200, body: { sealed: false, version: "1.17.3+ent" } },
+        },
         {
           expect: "POST /v1/auth/kubernetes/login",
           token: null,
@@ -546,6 +553,26 @@ const SCENARIOS: Scenario[] = [
       outcome: { response: { status: 200, body: KV_READ } },
     }],
     logins: 1,
+  },
+  {
+    name:
+      "a namespace with Vault Community Edition (no namespaces: it would ignore the header) is refused before anything is read; asked again on the next request",
+    auth: TOKEN,
+    namespace: "team-a",
+    calls: [1, 2].map(() => ({
+      method: "GET",
+      path: KV_PATH,
+      exchanges: [{
+        expect: "GET /v1/sys/seal-status",
+        token: null,
+        reply: { status: 200, body: { sealed: false, version: "1.21.0" } },
+      }],
+      outcome: vaultError(
+        400,
+        /version 1\.21\.0, which has no namespaces \(an Enterprise feature\): it would ignore X-Vault-Namespace "team-a"/,
+        false,
+      ),
+    })),
   },
   {
     name: "kubernetes: login with role and service-account JWT, then the token; 403 logs in again",
@@ -899,7 +926,11 @@ Deno.test("VaultClient against scripted Vault answers, table-driven", async (t) 
             assert.deepEqual(vault.remaining(), [], `call ${index}: requests not sent`);
             for (const seen of vault.seen.slice(before)) {
               assert.equal(seen.headers["accept"], "application/json", seen.line);
-              assert.equal(seen.headers["x-vault-namespace"], scenario.namespace, seen.line);
+              // sys/seal-status is a root-namespace path: asked without the header.
+              const namespace = seen.line.startsWith("GET /v1/sys/seal-status")
+                ? undefined
+                : scenario.namespace;
+              assert.equal(seen.headers["x-vault-namespace"], namespace, seen.line);
               if (seen.body !== "") {
                 assert.equal(seen.headers["content-type"], "application/json", seen.line);
                 assert.equal(Number(seen.headers["content-length"]), Buffer.byteLength(seen.body));
@@ -1132,5 +1163,14 @@ Deno.test("TLS: Vault's CA from --vault-cacert is trusted; without it the certif
     }
   } finally {
     await vault.close();
+  }
+});
+
+Deno.test("vaultWithoutNamespaces: Vault Community Edition versions only", () => {
+  for (const version of ["1.21.0", "1.15.2", "v1.9.10", "1.22.0-beta1"]) {
+    assert.equal(vaultWithoutNamespaces(version), true, version);
+  }
+  for (const version of ["1.21.0+ent", "1.15.2+ent.hsm", "2.6.2", "2.3.0-beta20250601", ""]) {
+    assert.equal(vaultWithoutNamespaces(version), false, version);
   }
 });
