@@ -49,6 +49,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -99,6 +100,13 @@ export interface FakeVaultOptions {
   rootToken?: string;
   /** Version reported by `sys/health` (default `1.17.0`). */
   version?: string;
+  /**
+   * Model Vault Enterprise namespaces (default true): `X-Vault-Namespace` selects the namespace
+   * KV data, policies, roles and tokens belong to. With false the fake behaves as Vault OSS
+   * (the conformance test's Vault v1.21.0): the header is ignored, every request lands in the
+   * root namespace, and the `namespace` options of the helpers are ignored too.
+   */
+  namespaces?: boolean;
 }
 
 /** Options of {@link FakeVault.createToken}. */
@@ -232,13 +240,22 @@ export interface FaultFilter {
 }
 
 type Json = Record<string, unknown>;
-type Operation = "read" | "list" | "create" | "update" | "delete" | "patch";
+type Operation = "read" | "list" | "create" | "update" | "delete" | "patch" | "header";
+
+/** The plugin's `created_by`/`deleted_by`/`last_updated_by`: who, and by which operation. */
+interface Actor {
+  actor: string;
+  operation: string;
+  client_id: string;
+}
 
 interface VersionState {
   data: Json | null;
   created: string;
   deletion: string;
   destroyed: boolean;
+  createdBy: Actor | null;
+  deletedBy: Actor | null;
 }
 
 interface KeyState {
@@ -249,6 +266,7 @@ interface KeyState {
   created: string;
   updated: string;
   custom: Record<string, string> | null;
+  lastUpdatedBy: Actor | null;
   versions: Map<number, VersionState>;
 }
 
@@ -263,8 +281,10 @@ interface TokenState {
   namespace: string;
   policies: string[];
   renewable: boolean;
-  /** Seconds; 0 = never expires. */
+  /** Seconds at creation (`creation_ttl`); 0 = never expires. */
   ttl: number;
+  /** Seconds of the last issue or renewal: what a renewal without increment asks for. */
+  leaseTtl: number;
   maxTtl: number;
   issuedAt: number;
   lastRenewal?: number;
@@ -318,6 +338,8 @@ interface Route {
 const SYSTEM_MAX_TTL = 768 * 3600;
 const ACL_DENIED = "1 error occurred:\n\t* permission denied\n\n";
 const UNSUPPORTED_OPERATION = "1 error occurred:\n\t* unsupported operation\n\n";
+/** An unknown, revoked or expired token (a missing one is plain `permission denied`). */
+const INVALID_TOKEN = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n";
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const DEFAULT_POLICY: PolicyRule[] = [
   { path: "auth/token/lookup-self", capabilities: ["read"] },
@@ -339,15 +361,17 @@ function rfc3339(ms: number): string {
   );
 }
 
-/** Go's `time.Duration.String()` for whole seconds. */
-function goDuration(seconds: number): string {
+/**
+ * A duration of whole seconds as Vault v1.21's TTL warnings print it: Go's units without the
+ * zero ones (`1h`, `2m`, `3m20s`, `775h58m1s`, `0s`).
+ */
+function vaultDuration(seconds: number): string {
   const s = Math.max(0, Math.floor(seconds));
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const rest = s % 60;
-  if (h > 0) return `${h}h${m}m${rest}s`;
-  if (m > 0) return `${m}m${rest}s`;
-  return `${rest}s`;
+  const text = `${h ? `${h}h` : ""}${m ? `${m}m` : ""}${rest ? `${rest}s` : ""}`;
+  return text || "0s";
 }
 
 /** Vault's `parseutil.ParseDurationSecond`: seconds as a number or string, or a Go duration. */
@@ -387,6 +411,14 @@ function parseBool(text: string): boolean | undefined {
   return undefined;
 }
 
+/** mapstructure's weak decoding of a string (`TypeString`): numbers, booleans as `1`/`0`. */
+function weakString(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (typeof value === "number") return String(value);
+  if (typeof value === "boolean") return value ? "1" : "0";
+  return "";
+}
+
 /** mapstructure's weak decoding of an integer (`cas`, versions). */
 function weakInt(value: unknown): number | undefined {
   if (typeof value === "number" && Number.isInteger(value)) return value;
@@ -395,8 +427,11 @@ function weakInt(value: unknown): number | undefined {
   return undefined;
 }
 
-/** Vault's `TypeCommaIntSlice`: `[1,2]`, `"1,2"` or `3`. */
-function intSlice(value: unknown): number[] | undefined {
+/**
+ * Vault's `TypeCommaIntSlice`: `[1,2]`, `"1,2"` or `3`; a string is mapstructure's error for the
+ * first item that is not an integer.
+ */
+function intSlice(value: unknown): number[] | string {
   if (value === undefined || value === null) return [];
   const items = Array.isArray(value)
     ? value
@@ -404,12 +439,43 @@ function intSlice(value: unknown): number[] | undefined {
     ? value.split(",").filter((s) => s.trim() !== "")
     : [value];
   const out: number[] = [];
-  for (const item of items) {
+  for (const [index, item] of items.entries()) {
     const n = weakInt(item);
-    if (n === undefined) return undefined;
+    if (n === undefined) {
+      return `cannot parse '[${index}]' as int: strconv.ParseInt: parsing ${
+        JSON.stringify(String(item))
+      }: invalid syntax`;
+    }
     out.push(n);
   }
   return out;
+}
+
+/** mapstructure's kind of a JSON value as Vault decodes it (numbers are `json.Number` strings). */
+function goKind(value: unknown): string {
+  if (typeof value === "boolean") return "bool";
+  if (Array.isArray(value)) return "slice";
+  if (value !== null && typeof value === "object") return "map";
+  return "string";
+}
+
+/**
+ * mapstructure's error decoding `value` into a map for `field`, or undefined when it decodes
+ * (objects; a list decodes item by item, `'[i]' expected a map`).
+ */
+function mapError(field: string, value: unknown): string | undefined {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return undefined;
+  let where = "";
+  let got = value;
+  if (Array.isArray(value)) {
+    const index = value.findIndex((item) => goKind(item) !== "map");
+    if (index < 0) return undefined;
+    where = `[${index}]`;
+    got = value[index];
+  }
+  return `error converting input for field "${field}": '${where}' expected a map, got '${
+    goKind(got)
+  }'`;
 }
 
 function normalizeNamespace(namespace: string | undefined): string {
@@ -486,6 +552,21 @@ function capabilitiesOf(rules: PolicyRule[], path: string, list: boolean): Set<s
   return chosen;
 }
 
+/** RFC 7386 JSON merge patch of `patch` into `target` (a new value; null members delete). */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== "object" || Array.isArray(patch)) {
+    return structuredClone(patch);
+  }
+  const out: Json = target !== null && typeof target === "object" && !Array.isArray(target)
+    ? structuredClone(target as Json)
+    : {};
+  for (const [name, value] of Object.entries(patch as Json)) {
+    if (value === null) delete out[name];
+    else out[name] = mergePatch(out[name], value);
+  }
+  return out;
+}
+
 /** Claims of a JWT, or an empty object when it is not one. */
 function jwtClaims(jwt: string): Json {
   try {
@@ -516,6 +597,7 @@ export class FakeVault {
   readonly #sockets = new Set<Socket>();
   readonly #timers = new Set<{ timer: ReturnType<typeof setTimeout>; resolve: () => void }>();
   readonly #version: string;
+  readonly #namespaces: boolean;
   readonly #kvMounts = new Map<string, KvMountOptions>();
   readonly #kubernetesMounts = new Set<string>(["kubernetes"]);
   readonly #kv = new Map<string, KvTable>();
@@ -541,6 +623,7 @@ export class FakeVault {
     this.#server = server;
     this.url = url;
     this.#version = options.version ?? "1.17.0";
+    this.#namespaces = options.namespaces ?? true;
     for (const mount of ["secret", ...(options.kvMounts ?? [])]) {
       const config = typeof mount === "string" ? { path: mount } : mount;
       this.#kvMounts.set(trimSlashes(config.path), { ...config, path: trimSlashes(config.path) });
@@ -556,6 +639,7 @@ export class FakeVault {
       policies: ["root"],
       renewable: false,
       ttl: 0,
+      leaseTtl: 0,
       maxTtl: 0,
       issuedAt: Date.now(),
       expireAt: null,
@@ -612,7 +696,7 @@ export class FakeVault {
 
   /** Creates a token (a `hvs.` service token) and returns it. See {@link TokenOptions}. */
   createToken(options: TokenOptions = {}): string {
-    const namespace = normalizeNamespace(options.namespace);
+    const namespace = this.#ns(options.namespace);
     const policies = this.#policyNames(options.policies ?? ["root"], namespace, {
       noDefault: options.noDefaultPolicy,
     });
@@ -672,7 +756,7 @@ export class FakeVault {
 
   /** Defines (or replaces) the named policy `name` in a namespace (root by default). */
   setPolicy(name: string, rules: PolicyRule[], options: { namespace?: string } = {}): void {
-    const namespace = normalizeNamespace(options.namespace);
+    const namespace = this.#ns(options.namespace);
     const table = this.#policies.get(namespace) ?? new Map<string, PolicyRule[]>();
     table.set(name.toLowerCase(), rules.map((r) => ({ ...r, path: r.path.replace(/^\/+/, "") })));
     this.#policies.set(namespace, table);
@@ -681,7 +765,7 @@ export class FakeVault {
   /** Configures a Kubernetes auth role `name`. */
   addKubernetesRole(name: string, options: KubernetesRoleOptions): void {
     const mount = trimSlashes(options.mount ?? "kubernetes");
-    const namespace = normalizeNamespace(options.namespace);
+    const namespace = this.#ns(options.namespace);
     this.#kubernetesMounts.add(mount);
     this.#roles.set(`${namespace}\0${mount}\0${name}`, {
       jwt: options.jwt,
@@ -791,7 +875,8 @@ export class FakeVault {
       throw new Error("check-and-set parameter did not match the current version");
     }
     table.keys.set(name, key);
-    return this.#addVersion(table, key, structuredClone(data)).version;
+    const by = this.#actor(this.#tokens.get(this.rootToken)!, key.current ? "update" : "create");
+    return this.#addVersion(table, key, structuredClone(data), by).version;
   }
 
   /** The metadata of a KV secret, or undefined if it has none. */
@@ -819,6 +904,10 @@ export class FakeVault {
     const latest = key?.versions.get(key.current);
     if (!latest || latest.destroyed || latest.deletion !== "") return false;
     latest.deletion = rfc3339(Date.now());
+    latest.deletedBy = key!.lastUpdatedBy = this.#actor(
+      this.#tokens.get(this.rootToken)!,
+      "delete",
+    );
     return true;
   }
 
@@ -833,6 +922,20 @@ export class FakeVault {
   }
 
   // ---------------------------------------------------------------- internals: state
+
+  /** `created_by`/`deleted_by`/`last_updated_by` of a request made with `token`. */
+  #actor(token: TokenState, operation: string): Actor {
+    return {
+      actor: token.displayName,
+      operation,
+      client_id: createHash("sha256").update(token.accessor).digest("base64"),
+    };
+  }
+
+  /** The namespace a request or helper option selects ("" = root; always root without namespaces). */
+  #ns(namespace: string | undefined): string {
+    return this.#namespaces ? normalizeNamespace(namespace) : "";
+  }
 
   #policyNames(
     policies: (string | PolicyRule)[],
@@ -877,6 +980,7 @@ export class FakeVault {
     const now = Date.now();
     const state: TokenState = {
       ...fields,
+      leaseTtl: fields.ttl,
       id: `hvs.${randomString(24)}${suffix}`,
       accessor: `${randomString(24)}${suffix}`,
       issuedAt: now,
@@ -891,7 +995,7 @@ export class FakeVault {
     const mount = trimSlashes(location.mount ?? "secret");
     const options = this.#kvMounts.get(mount);
     if (!options) throw new Error(`FakeVault: no KV v2 mount ${mount}`);
-    const id = `${normalizeNamespace(location.namespace)}\0${mount}`;
+    const id = `${this.#ns(location.namespace)}\0${mount}`;
     let table = this.#kv.get(id);
     if (!table) {
       table = {
@@ -919,14 +1023,28 @@ export class FakeVault {
       created: "",
       updated: "",
       custom: null,
+      lastUpdatedBy: null,
       versions: new Map(),
     };
   }
 
   /** The plugin's `KeyMetadata.AddVersion`, with its sliding window of max versions. */
-  #addVersion(table: KvTable, key: KeyState, data: Json): { version: number; state: VersionState } {
+  #addVersion(
+    table: KvTable,
+    key: KeyState,
+    data: Json,
+    by: Actor,
+  ): { version: number; state: VersionState } {
     const created = rfc3339(Date.now());
-    const state: VersionState = { data, created, deletion: "", destroyed: false };
+    const state: VersionState = {
+      data,
+      created,
+      deletion: "",
+      destroyed: false,
+      createdBy: by,
+      deletedBy: null,
+    };
+    key.lastUpdatedBy = by;
     key.current++;
     key.versions.set(key.current, state);
     key.updated = created;
@@ -1001,10 +1119,9 @@ export class FakeVault {
     };
   }
 
-  /** `logical.RespondWithStatusCode`: the envelope (without mount_type) as a raw body. */
+  /** `logical.RespondWithStatusCode`: the envelope (with an empty mount_type) as a raw body. */
   #raw(call: Call, status: number, fields: { data?: unknown; warnings?: string[] }) {
-    const { mount_type: _ignored, ...body } = this.#envelope(call, fields);
-    this.#send(call, status, JSON.stringify(body));
+    this.#send(call, status, JSON.stringify(this.#envelope(call, { ...fields, mountType: "" })));
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -1059,7 +1176,13 @@ export class FakeVault {
           ? this.#error(reply, failure.status!)
           : this.#error(reply, failure.status!, failure.message);
       }
-      if (!url.pathname.startsWith("/v1/") || vaultPath === "") return this.#error(reply, 404);
+      if (!url.pathname.startsWith("/v1/")) {
+        // Vault's HTTP mux: Go's http.NotFound.
+        record.status = 404;
+        res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+        res.end("404 page not found\n");
+        return;
+      }
 
       if (vaultPath === "sys/health") return this.#health(reply, method, url.searchParams);
       if (vaultPath === "sys/seal-status") {
@@ -1101,27 +1224,53 @@ export class FakeVault {
         case "DELETE":
           op = "delete";
           break;
+        case "PATCH": {
+          op = "patch";
+          // Vault checks the media type before anything else (mime.ParseMediaType).
+          const type = (header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+          if (type === "") return this.#error(reply, 400, "mime: no media type");
+          if (type !== "application/merge-patch+json") {
+            return this.#error(
+              reply,
+              415,
+              `PATCH requires Content-Type of application/merge-patch+json, provided ${type}`,
+            );
+          }
+          break;
+        }
+        case "OPTIONS":
+        case "HEAD":
+          // Vault's HeaderOperation: no route supports it, no policy grants it.
+          op = "header";
+          break;
         default:
           return this.#error(reply, 405);
       }
       if (op === "list" && !vaultPath.endsWith("/")) vaultPath += "/";
 
       let body: Json = {};
-      if (op === "update" && rawBody.trim() !== "") {
+      if ((op === "update" || op === "patch") && rawBody.trim() !== "") {
         let parsed: unknown;
         try {
           parsed = JSON.parse(rawBody);
-        } catch (error) {
-          return this.#error(reply, 400, `failed to parse JSON input: ${(error as Error).message}`);
+        } catch {
+          // Go's decoder error text differs from JavaScript's; the status is Vault's.
+          const bad = rawBody.trim().replace(/^[{\s]+/, "").charAt(0);
+          return this.#error(
+            reply,
+            500,
+            `invalid character '${bad}' looking for beginning of value`,
+          );
         }
-        if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+        if (parsed !== null && (typeof parsed !== "object" || Array.isArray(parsed))) {
+          const kind = Array.isArray(parsed) ? "array" : typeof parsed;
           return this.#error(
             reply,
             400,
-            "failed to parse JSON input: json: cannot unmarshal into map[string]interface {}",
+            `error parsing JSON: failed to parse JSON input: json: cannot unmarshal ${kind} into Go value of type map[string]interface {}`,
           );
         }
-        body = parsed as Json;
+        body = (parsed ?? {}) as Json;
       }
 
       const call: Call = {
@@ -1130,7 +1279,7 @@ export class FakeVault {
         record,
         requestId: crypto.randomUUID(),
         vaultPath,
-        namespace,
+        namespace: this.#ns(namespace),
         tokenId,
         op,
         query: url.searchParams,
@@ -1145,10 +1294,13 @@ export class FakeVault {
   #dispatch(call: Call): void {
     const route = this.#route(call);
     if (!route?.unauthenticated) {
-      const token = call.tokenId ? this.#tokens.get(call.tokenId) : undefined;
+      if (!call.tokenId) return this.#error(call, 403, "permission denied");
+      const token = this.#tokens.get(call.tokenId);
       const now = Date.now();
+      if (!token || (token.expireAt !== null && token.expireAt <= now)) {
+        return this.#error(call, 403, INVALID_TOKEN);
+      }
       if (
-        !token || (token.expireAt !== null && token.expireAt <= now) ||
         !(token.namespace === "" || call.namespace === token.namespace ||
           call.namespace.startsWith(`${token.namespace}/`))
       ) {
@@ -1157,6 +1309,9 @@ export class FakeVault {
       call.token = token;
       if (route?.exists && call.op === "update") call.op = route.exists() ? "update" : "create";
       if (!this.#allowed(token, call)) return this.#error(call, 403, ACL_DENIED);
+    } else if (!route.ops.includes(call.op)) {
+      // Unauthenticated paths (logins) answer without go-multierror's wrapping.
+      return this.#error(call, 405, "unsupported operation");
     }
     if (!route) {
       return this.#error(
@@ -1255,10 +1410,11 @@ export class FakeVault {
     const body: Json = {
       initialized: this.#initialized,
       sealed,
-      standby,
+      // A sealed Vault reports itself standby, and its replication modes unknown.
+      standby: standby || sealed,
       performance_standby: perfStandby,
-      replication_performance_mode: "disabled",
-      replication_dr_mode: "disabled",
+      replication_performance_mode: sealed ? "unknown" : "disabled",
+      replication_dr_mode: sealed ? "unknown" : "disabled",
       server_time_utc: Math.floor(Date.now() / 1000),
       version: this.#version,
       enterprise: false,
@@ -1314,6 +1470,7 @@ export class FakeVault {
 
   #lookupSelf(call: Call): void {
     const token = call.token!;
+    const root = token.path === "auth/token/root";
     const now = Date.now();
     this.#send(
       call,
@@ -1329,7 +1486,8 @@ export class FakeVault {
           expire_time: token.expireAt === null ? null : rfc3339(token.expireAt),
           explicit_max_ttl: token.maxTtl === SYSTEM_MAX_TTL || token.ttl === 0 ? 0 : token.maxTtl,
           id: token.id,
-          issue_time: rfc3339(token.issuedAt),
+          // The root token made by sys/init has neither issue_time nor renewable.
+          ...(root ? {} : { issue_time: rfc3339(token.issuedAt) }),
           ...(token.lastRenewal === undefined ? {} : {
             last_renewal: rfc3339(token.lastRenewal),
             last_renewal_time: Math.floor(token.lastRenewal / 1000),
@@ -1339,7 +1497,7 @@ export class FakeVault {
           orphan: token.orphan,
           path: token.path,
           policies: [...token.policies],
-          renewable: token.renewable,
+          ...(root ? {} : { renewable: token.renewable }),
           ttl: token.expireAt === null ? 0 : Math.max(0, Math.floor((token.expireAt - now) / 1000)),
           type: "service",
         },
@@ -1352,30 +1510,39 @@ export class FakeVault {
     if (token.expireAt === null) return this.#error(call, 400, "invalid lease ID");
     if (!token.renewable) return this.#error(call, 400, "lease is not renewable");
     let increment = 0;
-    if (call.body.increment !== undefined) {
-      const parsed = parseDurationSeconds(call.body.increment);
-      if (parsed === undefined) {
-        return this.#error(
+    const raw = call.body.increment;
+    if (raw !== undefined && raw !== null) {
+      const parsed = parseDurationSeconds(raw);
+      const invalid = (why: string) =>
+        this.#error(
           call,
           400,
-          `error converting input ${JSON.stringify(call.body.increment)} for field "increment"`,
+          `Field validation failed: error converting input for field "increment": ${why}`,
         );
+      if (parsed === undefined) {
+        return invalid(`time: invalid duration ${JSON.stringify(String(raw))}`);
       }
-      increment = parsed;
+      if (parsed < 0) return invalid(`cannot provide negative value '${String(raw)}'`);
+      increment = Math.floor(parsed);
     }
+    // sdk/logical CalculateTTL: whole seconds (now and issue time truncated), the max TTL is the
+    // explicit one if lower than the system's, no increment renews for the lease's last TTL.
     const now = Date.now();
-    let ttl = increment > 0 ? increment : token.ttl;
+    const nowSeconds = Math.floor(now / 1000);
+    const maxTtl = Math.min(SYSTEM_MAX_TTL, token.maxTtl > 0 ? token.maxTtl : SYSTEM_MAX_TTL);
+    let ttl = increment > 0 ? increment : token.leaseTtl > 0 ? token.leaseTtl : SYSTEM_MAX_TTL;
+    const maxValid = Math.floor(token.issuedAt / 1000) + maxTtl - nowSeconds;
+    if (maxValid < 0) return this.#error(call, 400, "past the max TTL, cannot renew");
     const warnings: string[] = [];
-    const limit = token.issuedAt + token.maxTtl * 1000;
-    if (now + ttl * 1000 > limit) {
-      const capped = Math.max(0, Math.floor((limit - now) / 1000));
+    if (maxValid - ttl < 0) {
       warnings.push(
-        `TTL of ${JSON.stringify(goDuration(ttl))} exceeded the effective max_ttl of ${
-          JSON.stringify(goDuration(capped))
+        `TTL of ${JSON.stringify(vaultDuration(ttl))} exceeded the effective max_ttl of ${
+          JSON.stringify(vaultDuration(maxValid))
         }; TTL value is capped accordingly`,
       );
-      ttl = capped;
+      ttl = maxValid;
     }
+    token.leaseTtl = ttl;
     token.expireAt = now + ttl * 1000;
     token.lastRenewal = now;
     token.renewals++;
@@ -1393,8 +1560,8 @@ export class FakeVault {
   // ---------------------------------------------------------------- Kubernetes auth
 
   #login(call: Call, mount: string): void {
-    const role = typeof call.body.role === "string" ? call.body.role : "";
-    const jwt = typeof call.body.jwt === "string" ? call.body.jwt : "";
+    const role = weakString(call.body.role);
+    const jwt = weakString(call.body.jwt);
     const attempt: KubernetesLogin = { mount, role, namespace: call.namespace, jwt, ok: false };
     this.loginAttempts.push(attempt);
     if (role === "") return this.#error(call, 400, "missing role");
@@ -1473,7 +1640,7 @@ export class FakeVault {
     }
     if (api === "data" && key !== "" && !key.endsWith("/")) {
       return {
-        ops: ["read", "create", "update", "delete"],
+        ops: ["read", "create", "update", "delete", "patch"],
         exists: () => table.keys.has(key),
         handle: (c) => {
           if (c.op === "read") return this.#kvRead(c, table, key);
@@ -1482,9 +1649,11 @@ export class FakeVault {
             const latest = state?.versions.get(state.current);
             if (latest && !latest.destroyed && latest.deletion === "") {
               latest.deletion = rfc3339(Date.now());
+              latest.deletedBy = state!.lastUpdatedBy = this.#actor(c.token!, "delete");
             }
             return this.#send(c, 204);
           }
+          if (c.op === "patch") return this.#kvPatch(c, table, key);
           this.#kvWrite(c, table, key);
         },
       };
@@ -1525,11 +1694,11 @@ export class FakeVault {
         ops: ["update"],
         handle: (c) => {
           const versions = intSlice(c.body.versions);
-          if (versions === undefined) {
+          if (typeof versions === "string") {
             return this.#error(
               c,
               400,
-              `error converting input ${JSON.stringify(c.body.versions)} for field "versions"`,
+              `Field validation failed: error converting input for field "versions": 1 error(s) decoding:\n\n* ${versions}`,
             );
           }
           if (versions.length === 0) {
@@ -1550,8 +1719,11 @@ export class FakeVault {
               v.data = null;
             } else if (api === "undelete") {
               v.deletion = "";
+              v.deletedBy = null;
+              state.lastUpdatedBy = this.#actor(c.token!, "undelete");
             } else if (v.deletion === "" || Date.parse(v.deletion) > now) {
               v.deletion = rfc3339(now);
+              v.deletedBy = state.lastUpdatedBy = this.#actor(c.token!, c.op);
             }
           }
           this.#send(c, 204);
@@ -1567,16 +1739,14 @@ export class FakeVault {
             warnings: ["Non-listing operations on the root of a K/V v2 mount are not supported."],
           });
         }
-        const verb = {
+        const verb = ({
           read: "get",
           list: "list",
           create: "put",
           update: "put",
           delete: "delete",
           patch: "patch",
-        }[
-          c.op
-        ];
+        } as Record<string, string>)[c.op];
         this.#raw(c, 404, {
           warnings: [
             "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv " +
@@ -1605,7 +1775,13 @@ export class FakeVault {
     if (param !== null && param !== "") {
       const n = weakInt(param);
       if (n === undefined) {
-        return this.#error(call, 400, `error converting input ${param} for field "version"`);
+        return this.#error(
+          call,
+          400,
+          `Field validation failed: error converting input for field "version": cannot parse '' as int: strconv.ParseInt: parsing ${
+            JSON.stringify(param)
+          }: invalid syntax`,
+        );
       }
       if (n > 0) version = n;
     }
@@ -1622,34 +1798,65 @@ export class FakeVault {
     );
   }
 
-  #kvWrite(call: Call, table: KvTable, key: string): void {
-    const data = call.body.data;
-    if (data === undefined || data === null) return this.#error(call, 400, "no data provided");
-    if (typeof data !== "object" || Array.isArray(data)) {
-      return this.#error(
-        call,
-        400,
-        `error converting input ${JSON.stringify(data)} for field "data": ` +
-          `'' expected a map, got '${Array.isArray(data) ? "slice" : typeof data}'`,
-      );
-    }
-    const state = table.keys.get(key) ?? this.#newKey();
+  /** `data` and `options` of a write or patch body, or the error Vault answers (400). */
+  #kvBody(call: Call): { data: Json; cas: unknown } | string {
+    let data = call.body.data;
+    if (data === undefined || data === null) return "no data provided";
+    const dataError = mapError("data", data);
+    if (dataError) return dataError;
+    if (Array.isArray(data)) data = Object.assign({}, ...data);
     const options = call.body.options;
-    const cas = options && typeof options === "object" && !Array.isArray(options) &&
-        "cas" in (options as Json)
-      ? (options as Json).cas
-      : undefined;
+    if (options !== undefined && options !== null) {
+      const optionsError = mapError("options", options);
+      if (optionsError) return optionsError;
+    }
+    const merged = Array.isArray(options) ? Object.assign({}, ...options) : options;
+    const cas = merged && "cas" in (merged as Json) ? (merged as Json).cas : undefined;
+    return { data: data as Json, cas };
+  }
+
+  /** The check-and-set error for writing over `state`, if any. */
+  #casError(table: KvTable, state: KeyState, cas: unknown): string | undefined {
     if (cas !== undefined) {
       const n = weakInt(cas);
-      if (n === undefined) return this.#error(call, 400, "error parsing check-and-set parameter");
-      if (n !== state.current) {
-        return this.#error(call, 400, "check-and-set parameter did not match the current version");
-      }
+      if (n === undefined) return "error parsing check-and-set parameter";
+      if (n !== state.current) return "check-and-set parameter did not match the current version";
     } else if (table.config.casRequired || state.casRequired) {
-      return this.#error(call, 400, "check-and-set parameter required for this call");
+      return "check-and-set parameter required for this call";
     }
+    return undefined;
+  }
+
+  #kvWrite(call: Call, table: KvTable, key: string): void {
+    const parsed = this.#kvBody(call);
+    if (typeof parsed === "string") return this.#error(call, 400, parsed);
+    const state = table.keys.get(key) ?? this.#newKey();
+    const casError = this.#casError(table, state, parsed.cas);
+    if (casError) return this.#error(call, 400, casError);
     table.keys.set(key, state);
-    const { version, state: v } = this.#addVersion(table, state, structuredClone(data as Json));
+    this.#kvWritten(call, table, state, structuredClone(parsed.data));
+  }
+
+  /** PATCH (JSON merge patch, RFC 7386) of the current version's data into a new version. */
+  #kvPatch(call: Call, table: KvTable, key: string): void {
+    const parsed = this.#kvBody(call);
+    if (typeof parsed === "string") return this.#error(call, 400, parsed);
+    const state = table.keys.get(key);
+    if (!state || state.current === 0) return this.#send(call, 404);
+    const casError = this.#casError(table, state, parsed.cas);
+    if (casError) return this.#error(call, 400, casError);
+    const current = state.versions.get(state.current);
+    if (!current || current.destroyed || current.deletion !== "") {
+      return this.#raw(call, 404, {
+        data: current ? this.#versionMetadata(state, state.current, current) : null,
+      });
+    }
+    this.#kvWritten(call, table, state, mergePatch(current.data ?? {}, parsed.data) as Json);
+  }
+
+  #kvWritten(call: Call, table: KvTable, state: KeyState, data: Json): void {
+    const by = this.#actor(call.token!, call.op);
+    const { version, state: v } = this.#addVersion(table, state, data, by);
     this.#send(
       call,
       200,
@@ -1670,7 +1877,9 @@ export class FakeVault {
     const versions: Json = {};
     for (const [n, v] of [...state.versions].sort((a, b) => a[0] - b[0])) {
       versions[String(n)] = {
+        created_by: v.createdBy,
         created_time: v.created,
+        deleted_by: v.deletedBy,
         deletion_time: v.deletion,
         destroyed: v.destroyed,
       };
@@ -1681,6 +1890,7 @@ export class FakeVault {
       current_version: state.current,
       custom_metadata: state.custom,
       delete_version_after: "0s",
+      last_updated_by: state.lastUpdatedBy,
       max_versions: state.maxVersions,
       oldest_version: state.oldest,
       updated_time: state.updated,
