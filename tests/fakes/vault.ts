@@ -3,47 +3,62 @@
  * 127.0.0.1 that answers Vault's REST API the way Vault does, so that a Vault client can be
  * tested against the status codes and bodies it will meet in production.
  *
- * What it reproduces (checked against Vault's sources: `http/logical.go`, `http/sys_health.go`,
- * the token store and expiration manager, and the `vault-plugin-secrets-kv` and
- * `vault-plugin-auth-kubernetes` plugins):
+ * What it reproduces (written from Vault's sources: `http/logical.go`, `http/sys_health.go`, the
+ * token store and expiration manager, the `vault-plugin-secrets-kv` and
+ * `vault-plugin-auth-kubernetes` plugins; and checked against a real Vault v1.21.0 by
+ * tests/e2e/vault_fake_conformance_test.ts, which sends the same raw requests to both):
  *
  * - Envelopes: successes are `{"request_id","lease_id":"","renewable":false,"lease_duration":0,
  *   "data","wrap_info":null,"warnings","auth","mount_type"}`; errors are `{"errors":[...]}` with
- *   Vault's texts: a missing, unknown or expired token is 403 `permission denied`; an ACL denial is
- *   403 in go-multierror's format (`1 error occurred:\n\t* permission denied\n\n`); a read of
- *   nothing is 404 `{"errors":[]}`; an unknown mount is 404 `no handler for route "<path>". route
- *   entry not found.`; a known path that does not support the operation is 405 in multierror
- *   format (`unsupported operation`); an HTTP method Vault does not map (HEAD, PATCH here,
- *   anything else) is 405 `{"errors":[]}`.
+ *   Vault's texts: a missing token is 403 `permission denied`, an unknown, revoked or expired one
+ *   403 `2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n`; an ACL denial is 403
+ *   in go-multierror's format (`1 error occurred:\n\t* permission denied\n\n`); a read of nothing
+ *   is 404 `{"errors":[]}`; an unknown mount is 404 `no handler for route "<path>". route entry
+ *   not found.`; a known path that does not support the operation is 405 in multierror format
+ *   (`unsupported operation`; plain on login paths). HEAD and OPTIONS are Vault's header
+ *   operation (405 unsupported operation for the root token, an ACL denial for others); PATCH
+ *   needs `Content-Type: application/merge-patch+json` (400 `mime: no media type`, else 415); a
+ *   method Vault does not map is 405 `{"errors":[]}`; a path outside `/v1/` is Go's plain-text
+ *   `404 page not found`. A body that is not JSON is 500, JSON that is not an object 400 `error
+ *   parsing JSON: ...`; field errors carry Vault's `Field validation failed: error converting
+ *   input for field ...` texts (`version`, `versions`, `increment`) and mapstructure's `'' expected
+ *   a map, got 'string'` for `data`/`options`.
  * - KV version 2 (`secret/` and any `kvMounts`): `data/` read (`?version=N`), write with
  *   check-and-set (`options.cas`, `cas_required` per mount or per key) and `max_versions`
- *   trimming (default 10), soft delete; `delete/`, `undelete/`, `destroy/` of versions;
- *   `metadata/` read, list (`?list=true`), write and delete; `config`. A deleted or destroyed
- *   version reads as 404 whose body is the whole envelope with `data: {"data": null,
- *   "metadata": {...}}`, as the plugin's `logical.RespondWithStatusCode` produces. Other paths in a
- *   KV v2 mount are 404 with the plugin's "Invalid path for a versioned K/V secrets engine"
- *   warning.
+ *   trimming (default 10), PATCH (JSON merge patch, `patch` capability), soft delete; `delete/`,
+ *   `undelete/`, `destroy/` of versions; `metadata/` read (with `created_by`, `deleted_by` and
+ *   `last_updated_by`: the token's display name, the operation, an opaque client ID), list
+ *   (`?list=true`), write and delete; `config`. A deleted or destroyed version reads as 404 whose
+ *   body is the whole envelope (`mount_type: ""`) with `data: {"data": null, "metadata": {...}}`,
+ *   as the plugin's `logical.RespondWithStatusCode` produces. Other paths in a KV v2 mount are 404
+ *   with the plugin's "Invalid path for a versioned K/V secrets engine" warning.
  * - Tokens (`X-Vault-Token` or `Authorization: Bearer`): TTL, explicit max TTL, renewability,
  *   named policies plus the built-in `default` policy (lookup-self, renew-self, revoke-self), ACL
  *   rules with `*` (trailing glob) and `+` (one segment) and Vault's rule priority, create versus
  *   update decided by an existence check as Vault does for KV `data/` and `metadata/`.
- *   `auth/token/lookup-self`, `auth/token/renew-self` (`increment`, capped by the max TTL with
- *   Vault's warning) and `auth/token/revoke-self`.
+ *   `auth/token/lookup-self` (the root token without `issue_time` and `renewable`, as `sys/init`
+ *   makes it), `auth/token/renew-self` (`increment`, else the last TTL granted; whole seconds,
+ *   capped by the max TTL with Vault's warning, `TTL of "1h" exceeded the effective max_ttl of
+ *   "2m"; ...`) and `auth/token/revoke-self`.
  * - Kubernetes auth (`auth/<mount>/login`, default mount `kubernetes`): `missing role`,
  *   `missing jwt`, `invalid role name "x"` (400), a refused JWT is 403 `permission denied`.
- * - Namespaces (`X-Vault-Namespace`): KV data, policies, roles and tokens belong to a namespace; a
- *   token works in its namespace and its children (ACL paths then relative to the token's
- *   namespace), never in a parent or a sibling (403).
- * - `sys/health` (200 active, 429 standby, 473 performance standby, 503 sealed, 501 not
- *   initialised, the `*code` and `standbyok`/`perfstandbyok` query parameters, HEAD) and
- *   `sys/seal-status`, both answered even while sealed.
+ * - Namespaces (`X-Vault-Namespace`, Vault Enterprise; on by default): KV data, policies, roles and
+ *   tokens belong to a namespace; a token works in its namespace and its children (ACL paths then
+ *   relative to the token's namespace), never in a parent or a sibling (403). With
+ *   `namespaces: false` it behaves as Vault OSS: the header is ignored and everything lives in
+ *   the root namespace.
+ * - `sys/health` (200 active, 429 standby, 473 performance standby, 503 sealed, reporting
+ *   `standby: true` and unknown replication modes as Vault does, 501 not initialised, the `*code`
+ *   and `standbyok`/`perfstandbyok` query parameters, HEAD) and `sys/seal-status`, both answered
+ *   even while sealed.
  * - Faults: sealed (503 `Vault is sealed` for everything else), standby (429, or 473 for a
  *   performance standby, `Vault is in standby mode`, or a 307 redirect to an active node as Vault
  *   does without request forwarding), injected failures, latency, and connections destroyed
  *   without an answer.
  *
- * Not reproduced: the `LIST` HTTP verb (Node's HTTP parser refuses it; use `GET ?list=true` as
- * Vault also allows), PATCH, response wrapping, leases of dynamic secrets, `delete_version_after`,
+ * Not reproduced: the `LIST` HTTP verb and made-up methods (Node's HTTP parser refuses them with
+ * 400; use `GET ?list=true` as Vault also allows), the exact text of Go's JSON decoder errors,
+ * PATCH of `metadata/`, response wrapping, leases of dynamic secrets, `delete_version_after`,
  * `subkeys/`, namespaces given as a path prefix, entities and identity policies.
  *
  * @module
