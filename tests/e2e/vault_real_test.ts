@@ -103,36 +103,80 @@ Deno.test("real Vault: first boot writes version 1 with cas 0, a restart writes 
   }
 });
 
-Deno.test("real Vault: three replicas started together on an empty path converge on one CA", async () => {
-  await using vault = await startRealVault();
-  const caFile = await vaultCaFile(vault);
+/** Each replica's CA is the one stored, every write was cas 0, and exactly one of them won. */
+async function convergedOnOne(vault: RealVault, grpcPorts: number[], logs: string[]) {
+  assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "one version stored");
+  const writes = await bundleWrites(vault);
+  assert.ok(writes.length >= 1 && writes.length <= 3, JSON.stringify(writes));
+  assert.ok(writes.every((write) => write.data?.options?.cas === 0), "create-only writes");
+  assert.equal(writes.filter((write) => write.error === undefined).length, 1, "one write won");
+  // Vault's audit log gives a refused check-and-set as "invalid request" (the HTTP answer, which
+  // sentry reads, says "check-and-set parameter did not match the current version").
+  const refused = writes.filter((write) => write.error !== undefined);
+  for (const lost of refused) assert.match(lost.error!, /invalid request/);
+  const ca = (await stored(vault)).data["ca.crt"];
   const work = await tempDir();
-  const env = { VAULT_TOKEN: vault.rootToken };
-  const replicas = await Promise.all(
-    [1, 2, 3].map(() => startSentry({ args: realVaultArgs(vault, caFile), env })),
+  for (const port of grpcPorts) await signOnce(port, ca, work); // each serves the stored CA
+  const said = (pattern: RegExp) => logs.filter((text) => pattern.test(text)).length;
+  assert.equal(said(/stored the new trust bundle/), 1, "one replica's write won");
+  assert.equal(
+    said(/another instance stored a trust bundle .* first: using it/),
+    refused.length,
+    "each refused replica adopted the winner's bundle",
   );
-  try {
-    assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "one version stored");
-    const writes = await bundleWrites(vault);
-    assert.ok(writes.length >= 1 && writes.length <= 3, JSON.stringify(writes));
-    assert.ok(writes.every((write) => write.data?.options?.cas === 0), "create-only writes");
-    const won = writes.filter((write) => write.error === undefined);
-    assert.equal(won.length, 1, "exactly one write won");
-    for (const lost of writes.filter((write) => write.error !== undefined)) {
-      assert.match(lost.error!, /check-and-set parameter did not match the current version/);
-    }
-    console.log(`${writes.length} cas-0 writes, ${writes.length - 1} refused by check-and-set`);
-    const ca = (await stored(vault)).data["ca.crt"];
-    for (const replica of replicas) {
-      assert.match(
-        replica.logs(),
-        /stored the new trust bundle|another instance stored a trust bundle|loaded trust bundle/,
+  assert.equal(said(/loaded trust bundle/), 3 - writes.length, "the others found it stored");
+  return writes.length;
+}
+
+Deno.test("real Vault: three replicas started together on an empty path converge on one CA", async (t) => {
+  await t.step("Vault unsealed", async () => {
+    await using vault = await startRealVault();
+    const caFile = await vaultCaFile(vault);
+    const env = { VAULT_TOKEN: vault.rootToken };
+    const replicas = await Promise.all(
+      [1, 2, 3].map(() => startSentry({ args: realVaultArgs(vault, caFile), env })),
+    );
+    try {
+      const writes = await convergedOnOne(
+        vault,
+        replicas.map((replica) => replica.grpcPort),
+        replicas.map((replica) => replica.logs()),
       );
-      await signOnce(replica.grpcPort, ca, work); // each serves the one stored CA
+      console.log(`${writes} cas-0 write(s), ${writes - 1} refused by check-and-set`);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
     }
-  } finally {
-    await Promise.all(replicas.map((replica) => replica.stop()));
-  }
+  });
+  // Waiting together for a sealed Vault, their retries come within milliseconds of each other
+  // once it is unsealed: the writes race for real.
+  await t.step("Vault sealed, then unsealed under them", async () => {
+    await using vault = await startRealVault();
+    const caFile = await vaultCaFile(vault);
+    await vault.seal();
+    const env = { VAULT_TOKEN: vault.rootToken };
+    const replicas = await Promise.all(
+      [1, 2, 3].map(() => spawnSentry(realVaultArgs(vault, caFile), env)),
+    );
+    try {
+      await eventually(
+        "all three wait for Vault",
+        () => replicas.every((replica) => /Vault is sealed/.test(replica.logs())),
+      );
+      await vault.unseal();
+      await eventually("all three serve", async () => {
+        const states = await Promise.all(replicas.map((replica) => replica.healthz()));
+        return states.every((status) => status === 200);
+      }, 20_000);
+      const writes = await convergedOnOne(
+        vault,
+        replicas.map((replica) => replica.grpcPort),
+        replicas.map((replica) => replica.logs()),
+      );
+      console.log(`${writes} cas-0 write(s), ${writes - 1} refused by check-and-set`);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+    }
+  });
 });
 
 Deno.test("real Vault: README's policy is all sentry needs (server, restart, renew, expiry); without the metadata rule the problem is named", async () => {
