@@ -33,7 +33,7 @@ import {
 } from "../helpers/vault_real_scenarios.ts";
 
 /** Flags that put a sentry run to completion (refused start-ups) on loopback and free ports. */
-export const ONE_SHOT_SERVER = [
+const ONE_SHOT_SERVER = [
   "--port=0",
   "--healthz-port=0",
   "--metrics-port=0",
@@ -288,4 +288,169 @@ Deno.test("real Vault: SIGTERM while sentry waits for a sealed Vault at start st
   const { code, forced } = await sentry.stop();
   assert.equal(forced, false, `SIGTERM did not stop it within 10 s:\n${sentry.logs()}`);
   assert.equal(code, 0, sentry.logs());
+});
+
+Deno.test("real Vault: a renewable 6 s token (explicit max 1 h) is renewed: 15 s later sentry still signs and picks up a new version", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  await vault.setPolicy("sentry", await readmePolicy()); // renew-self comes from `default`
+  const token = await vault.createToken({
+    policies: ["sentry"],
+    ttl: "6s",
+    explicitMaxTtl: "1h",
+    renewable: true,
+  });
+  const startedAt = Date.now();
+  const sentry = await startSentry({
+    args: realVaultArgs(vault, caFile),
+    env: { VAULT_TOKEN: token },
+  });
+  try {
+    const renewals = async () =>
+      (await auditedAt(vault, "auth/token/renew-self")).filter((entry) => !entry.error);
+    await eventually(
+      "15 s have passed, with renewals",
+      async () => Date.now() - startedAt >= 15_000 && (await renewals()).length >= 2,
+      30_000,
+    );
+    const lookup = await vault.must("POST", "auth/token/lookup", { token });
+    assert.ok(lookup.body.data.ttl > 0, "the token is alive past its first 6 s");
+    assert.ok(!(await vault.audited()).some((e) => /permission denied/.test(e.error ?? "")));
+    await signOnce(sentry.grpcPort, (await stored(vault)).data["ca.crt"], work);
+    await operatorVersionPickedUp(vault, sentry.grpcPort, work);
+    assert.doesNotMatch(sentry.logs(), /could not renew|permission denied/);
+  } finally {
+    await sentry.stop();
+  }
+});
+
+Deno.test("real Vault: a deleted or destroyed latest version is refused, never replaced by a new CA", async (t) => {
+  for (const how of ["deleted", "destroyed"] as const) {
+    await t.step(how, async () => {
+      await using vault = await startRealVault();
+      const caFile = await vaultCaFile(vault);
+      const env = { VAULT_TOKEN: vault.rootToken };
+      const first = await startSentry({ args: realVaultArgs(vault, caFile), env });
+      await first.stop();
+      const ca = (await stored(vault)).data["ca.crt"];
+      await vault.latest(BUNDLE_PATH, how === "deleted" ? "delete" : "destroy");
+      const refused = await runSentry([...realVaultArgs(vault, caFile), ...ONE_SHOT_SERVER], {
+        env,
+      });
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.match(
+        refused.stdout + refused.stderr,
+        new RegExp(`latest version \\(1\\) .* was ${how}: sentry will not generate a new CA`),
+      );
+      assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "no new version");
+      assert.equal((await bundleWrites(vault)).length, 1, "only the first boot wrote");
+      if (how === "deleted") {
+        await vault.latest(BUNDLE_PATH, "undelete");
+        const back = await startSentry({ args: realVaultArgs(vault, caFile), env });
+        try {
+          await signOnce(back.grpcPort, ca, await tempDir()); // the same CA
+          assert.equal(await vault.currentVersion(BUNDLE_PATH), 1);
+        } finally {
+          await back.stop();
+        }
+      }
+    });
+  }
+});
+
+Deno.test("real Vault: sealed at start is waited for (healthz 503); sealed mid-run keeps serving; after unseal a new version is picked up", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  await vault.seal();
+  const sentry = await spawnSentry(realVaultArgs(vault, caFile), { VAULT_TOKEN: vault.rootToken });
+  try {
+    await eventually(
+      "it waits for the sealed Vault",
+      async () =>
+        /credential store unavailable, retrying .*Vault is sealed/.test(sentry.logs()) &&
+        (await sentry.healthz()) === 503,
+    );
+    assert.equal(sentry.exitCode(), undefined);
+    await vault.unseal();
+    await eventually(
+      "it serves once Vault is unsealed",
+      async () => (await sentry.healthz()) === 200,
+      20_000,
+    );
+    const bundle = await stored(vault);
+    assert.equal(bundle.version, 1, "generated only after Vault answered");
+    assert.equal((await bundleWrites(vault)).length, 1);
+    await signOnce(sentry.grpcPort, bundle.data["ca.crt"], work);
+
+    await vault.seal();
+    await eventually(
+      "the outage is logged",
+      () => /Vault is sealed/.test(sentry.logs().split("serving the CA")[1] ?? ""),
+    );
+    for (let i = 0; i < 3; i++) await signOnce(sentry.grpcPort, bundle.data["ca.crt"], work);
+    assert.equal(await sentry.healthz(), 200, "still healthy while Vault is sealed");
+    await vault.unseal();
+    await operatorVersionPickedUp(vault, sentry.grpcPort, work);
+  } finally {
+    const { code, forced } = await sentry.stop();
+    assert.equal(forced, false);
+    assert.equal(code, 0);
+  }
+});
+
+Deno.test("real Vault: restarting the Vault server under a running sentry: it signs throughout and picks up a new version afterwards", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  const sentry = await startSentry({
+    args: realVaultArgs(vault, caFile),
+    env: { VAULT_TOKEN: vault.rootToken },
+  });
+  try {
+    const ca = (await stored(vault)).data["ca.crt"];
+    let restarting = true;
+    const failures: string[] = [];
+    let calls = 0;
+    const signing = (async () => {
+      while (restarting) {
+        try {
+          await signOnce(sentry.grpcPort, ca, work);
+        } catch (error) {
+          failures.push((error as Error).message);
+        }
+        calls++;
+      }
+    })();
+    try {
+      await vault.restart({ unseal: true });
+    } finally {
+      restarting = false;
+      await signing;
+    }
+    assert.deepEqual(failures, [], `${calls} sign calls during the restart`);
+    assert.ok(calls > 0);
+    console.log(`${calls} sign calls during the Vault restart, none failed`);
+    assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "the restart changed no version");
+    assert.equal((await bundleWrites(vault)).length, 1);
+    await operatorVersionPickedUp(vault, sentry.grpcPort, work);
+  } finally {
+    await sentry.stop();
+  }
+});
+
+Deno.test("real Vault: --vault-namespace against Vault Community Edition (no namespaces) is refused at start, naming the version", async () => {
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const refused = await runSentry(
+    [...realVaultArgs(vault, caFile, ["--vault-namespace", "team-a"]), ...ONE_SHOT_SERVER],
+    { env: { VAULT_TOKEN: vault.rootToken } },
+  );
+  const said = refused.stdout + refused.stderr;
+  assert.equal(refused.code, 1, said);
+  assert.match(said, /namespace/);
+  assert.match(said, /1\.21\.0/);
+  assert.equal(await vault.currentVersion(BUNDLE_PATH), 0, "nothing written in the root namespace");
+  assert.deepEqual(await auditedAt(vault, DATA_PATH), [], "the bundle was not even read");
 });
