@@ -454,3 +454,65 @@ Deno.test("real Vault: --vault-namespace against Vault Community Edition (no nam
   assert.equal(await vault.currentVersion(BUNDLE_PATH), 0, "nothing written in the root namespace");
   assert.deepEqual(await auditedAt(vault, DATA_PATH), [], "the bundle was not even read");
 });
+
+Deno.test("real Vault: Kubernetes auth against a real kube-apiserver (TokenReview) logs in, signs, and logs in again when its token expires", async () => {
+  await using kube = await startRealKubeApiServer();
+  await using vault = await startRealVault();
+  const caFile = await vaultCaFile(vault);
+  const work = await tempDir();
+  await vault.setPolicy("sentry", await readmePolicy());
+  await vault.must("POST", "sys/auth/kubernetes", { type: "kubernetes" });
+  // Nothing beyond host, CA and reviewer token: Vault >= 1.9 skips the issuer check
+  // (disable_iss_validation defaults to true) and the role's audience is sent in the TokenReview.
+  await vault.must("POST", "auth/kubernetes/config", {
+    kubernetes_host: kube.url,
+    kubernetes_ca_cert: kube.caPem,
+    token_reviewer_jwt: kube.adminToken,
+  });
+  // The login token lives 10 s and cannot be renewed past that: sentry must log in again.
+  await vault.must("POST", "auth/kubernetes/role/dapr-sentry", {
+    bound_service_account_names: ["dapr-sentry"],
+    bound_service_account_namespaces: ["dapr-system"],
+    audience: "vault",
+    token_policies: ["sentry"],
+    token_ttl: "10s",
+    token_max_ttl: "10s",
+  });
+  const jwtFile = join(work, "sa-token");
+  await Deno.writeTextFile(
+    jwtFile,
+    await kube.serviceAccountToken("dapr-system", "dapr-sentry", ["vault"]),
+  );
+  const logins = async () =>
+    (await auditedAt(vault, "auth/kubernetes/login")).filter((entry) => !entry.error);
+
+  const sentry = await startSentry({
+    args: realVaultArgs(vault, caFile, [
+      "--vault-k8s-role",
+      "dapr-sentry",
+      "--vault-k8s-token-file",
+      jwtFile,
+    ]),
+    env: {},
+  });
+  try {
+    assert.equal((await logins()).length, 1, "one login at start");
+    assert.equal((await logins())[0].data?.role, "dapr-sentry");
+    assert.match(sentry.logs(), /logged in to Vault at .* with Kubernetes role dapr-sentry/);
+    const bundle = await stored(vault);
+    assert.equal(bundle.version, 1);
+    await signOnce(sentry.grpcPort, bundle.data["ca.crt"], work);
+
+    await eventually(
+      "a second login once the first token expired",
+      async () => (await logins()).length >= 2,
+      30_000,
+    );
+    await signOnce(sentry.grpcPort, bundle.data["ca.crt"], work);
+    await operatorVersionPickedUp(vault, sentry.grpcPort, work);
+    const refusedLogins = (await auditedAt(vault, "auth/kubernetes/login")).filter((e) => e.error);
+    assert.deepEqual(refusedLogins, []);
+  } finally {
+    await sentry.stop();
+  }
+});
