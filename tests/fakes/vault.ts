@@ -113,7 +113,10 @@ export interface FakeVaultOptions {
   kubernetesMounts?: string[];
   /** The root token (random `hvs.` token by default). */
   rootToken?: string;
-  /** Version reported by `sys/health` (default `1.17.0`). */
+  /**
+   * Version reported by `sys/health` and `sys/seal-status`: default `1.17.0+ent` with
+   * namespaces (an Enterprise build, as the header's honouring implies), `1.17.0` without.
+   */
   version?: string;
   /**
    * Model Vault Enterprise namespaces (default true): `X-Vault-Namespace` selects the namespace
@@ -637,8 +640,8 @@ export class FakeVault {
   ) {
     this.#server = server;
     this.url = url;
-    this.#version = options.version ?? "1.17.0";
     this.#namespaces = options.namespaces ?? true;
+    this.#version = options.version ?? (this.#namespaces ? "1.17.0+ent" : "1.17.0");
     for (const mount of ["secret", ...(options.kvMounts ?? [])]) {
       const config = typeof mount === "string" ? { path: mount } : mount;
       this.#kvMounts.set(trimSlashes(config.path), { ...config, path: trimSlashes(config.path) });

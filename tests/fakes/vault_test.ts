@@ -1007,7 +1007,7 @@ Deno.test("sys/health: 200 active, 429 standby, 473 performance standby, 503 sea
     assert.equal(active.body.performance_standby, false);
     assert.equal(active.body.replication_performance_mode, "disabled");
     assert.equal(active.body.replication_dr_mode, "disabled");
-    assert.equal(active.body.version, "1.17.0");
+    assert.equal(active.body.version, "1.17.0+ent");
     assert.equal(typeof active.body.server_time_utc, "number");
     assert.equal(typeof active.body.cluster_id, "string");
     assert.equal(typeof active.body.cluster_name, "string");
