@@ -432,6 +432,11 @@ Deno.test("real Vault: restarting the Vault server under a running sentry: it si
     assert.deepEqual(failures, [], `${calls} sign calls during the restart`);
     assert.ok(calls > 0);
     console.log(`${calls} sign calls during the Vault restart, none failed`);
+    // Its polls saw the outage (refused connections, then a sealed Vault) and it kept serving.
+    await eventually(
+      "the outage is logged",
+      () => /is unreachable|Vault is sealed/.test(sentry.logs().split("serving the CA")[1] ?? ""),
+    );
     assert.equal(await vault.currentVersion(BUNDLE_PATH), 1, "the restart changed no version");
     assert.equal((await bundleWrites(vault)).length, 1);
     await operatorVersionPickedUp(vault, sentry.grpcPort, work);
