@@ -11,11 +11,8 @@ import process from "node:process";
 import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from "../x509/keys.ts";
 import { clusterDomainFromResolvConf } from "../ca/control-plane.ts";
 import { validateTrustDomain } from "../ca/spiffe.ts";
-import {
-  DEFAULT_CONFIGURATION_NAMES,
-  KubeSettingsSource,
-  StartupAbortedError,
-} from "../config/kube-settings-source.ts";
+import { DEFAULT_CONFIGURATION_NAMES, KubeSettingsSource } from "../config/kube-settings-source.ts";
+import { StartupAbortedError } from "../util/startup-aborted.ts";
 import { DefaultSettingsSource, FileSettingsSource } from "../config/settings-source.ts";
 import { KubernetesValidator } from "../identity/kubernetes.ts";
 import { fileLogSink, Logger, type LogSink, parseLogLevel } from "../observability/logger.ts";
@@ -367,9 +364,12 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       : parsed.given.has("config")
       ? new FileSettingsSource(configName, io.env)
       : new DefaultSettingsSource();
-    // A stop signal while start-up waits for the Kubernetes API ends the wait.
+    // A stop signal while start-up waits (for the Kubernetes API, for the store) ends the wait.
+    const startup = new AbortController();
     void stopSignal.received.then(() => {
-      if (!startedUp) settingsSource.close();
+      if (startedUp) return;
+      settingsSource.close();
+      startup.abort();
     });
     const serverOptions: SentryServerOptions = {
       trustDomain,
@@ -411,6 +411,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       rotation,
       logger,
       now: io.now,
+      startupSignal: startup.signal,
     };
     server = await SentryServer.start(serverOptions);
     startedUp = true;

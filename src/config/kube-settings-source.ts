@@ -8,6 +8,7 @@
 import { isNotFound, type KubeClient } from "../kubernetes/client.ts";
 import { KubeApiError, KubeRequestError } from "../kubernetes/errors.ts";
 import { Backoff } from "../util/backoff.ts";
+import { StartupAbortedError } from "../util/startup-aborted.ts";
 import { delay } from "../util/timers.ts";
 import { type ObjectWatch, watchObject } from "../kubernetes/object-watch.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -29,11 +30,6 @@ export interface StartupWait {
 function isOutage(error: unknown): boolean {
   if (error instanceof KubeRequestError) return true;
   return error instanceof KubeApiError && (error.status === 429 || error.status >= 500);
-}
-
-/** Thrown by {@link KubeSettingsSource.load} when {@link KubeSettingsSource.close} ends its wait. */
-export class StartupAbortedError extends Error {
-  override name = "StartupAbortedError";
 }
 
 /** A Configuration resource, watched through the Kubernetes API. */

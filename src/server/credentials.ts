@@ -29,6 +29,7 @@ import {
   StoreUnavailableError,
 } from "../stores/store.ts";
 import { Backoff } from "../util/backoff.ts";
+import { StartupAbortedError } from "../util/startup-aborted.ts";
 import { delay } from "../util/timers.ts";
 
 /** How long start-up waits for an unavailable store, and the longest pause between tries. */
@@ -39,20 +40,29 @@ export interface StartupRetry {
   sleep?: (ms: number) => Promise<void>;
   /** The monotonic clock (ms) the timeout is measured on (default `performance.now`). */
   now?: () => number;
+  /** Ends the wait (a stop signal during start-up): {@link StartupAbortedError} is thrown. */
+  signal?: AbortSignal;
 }
 
-const DEFAULT_RETRY: StartupRetry = { timeoutMs: 5 * 60_000, maxDelayMs: 10_000 };
+/** Start-up waits up to 5 minutes for the store, pausing at most 10 s between tries. */
+export const DEFAULT_STARTUP_RETRY: StartupRetry = { timeoutMs: 5 * 60_000, maxDelayMs: 10_000 };
 
-/** Runs `operation`, retrying StoreUnavailableError with doubling delays until the timeout. */
+/**
+ * Runs `operation`, retrying StoreUnavailableError with doubling delays until the timeout or
+ * until `retry.signal` aborts the wait.
+ */
 async function whileUnavailable<T>(
   operation: () => Promise<T>,
   logger: Logger,
   retry: StartupRetry,
 ): Promise<T> {
-  const { sleep = delay, now = () => performance.now() } = retry;
+  const { now = () => performance.now(), signal } = retry;
+  const sleep = retry.sleep ?? ((ms: number) => delay(ms, signal));
   const deadline = now() + retry.timeoutMs;
   const backoff = new Backoff({ initialMs: 250, maxMs: retry.maxDelayMs });
+  const aborted = () => new StartupAbortedError("stopped while waiting for the credential store");
   while (true) {
+    if (signal?.aborted) throw aborted();
     try {
       return await operation();
     } catch (error) {
@@ -60,6 +70,7 @@ async function whileUnavailable<T>(
       if (!(error instanceof StoreUnavailableError) || now() + pause > deadline) {
         throw error;
       }
+      if (signal?.aborted) throw aborted();
       logger.warn(
         `credential store unavailable, retrying in ${(pause / 1000).toFixed(1)}s: ${error.message}`,
       );
@@ -77,7 +88,7 @@ export async function loadOrCreateBundle(
   generate: Omit<GenerateOptions, "now">,
   now: () => Date,
   logger: Logger,
-  retry: StartupRetry = DEFAULT_RETRY,
+  retry: StartupRetry = DEFAULT_STARTUP_RETRY,
   jwt?: JwtKeyOptions,
 ): Promise<TrustBundle> {
   let stored = await whileUnavailable(() => store.load(), logger, retry);

@@ -23,7 +23,7 @@ import { type JwtKeyOptions, withoutJwt } from "../ca/jwt-bundle.ts";
 import type { JwtIssuing } from "./ca-service.ts";
 import { CaState } from "./ca-state.ts";
 import { CredentialReloader } from "./credential-reloader.ts";
-import { loadOrCreateBundle } from "./credentials.ts";
+import { DEFAULT_STARTUP_RETRY, loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
 import { type ConnectionLimits, SentryGrpcServer } from "./grpc-server.ts";
 import { IdentityRateLimiter } from "./identity-rate-limit.ts";
@@ -63,6 +63,8 @@ export interface OidcServeOptions {
 
 /** Everything a sentry server needs. */
 export interface SentryServerOptions {
+  /** Ends start-up's wait for an unavailable store (a stop signal): start throws StartupAbortedError. */
+  startupSignal?: AbortSignal;
   trustDomain: string;
   namespace: string;
   /** The cluster domain of the scheduler's DNS names (default: the trust domain, as Dapr). */
@@ -330,7 +332,7 @@ export class SentryServer {
         },
         now,
         logger,
-        undefined,
+        { ...DEFAULT_STARTUP_RETRY, signal: options.startupSignal },
         options.jwt,
       );
       state = new CaState(bundle, settings, validators);
