@@ -35,6 +35,7 @@ export class CredentialReloader {
   #watch?: { close(): void };
   #running: Promise<void> = Promise.resolve();
   #lastProblem?: string;
+  #watchFailure?: string;
 
   /** Nothing happens until {@link start}. `jwt`: JWT issuing is on, with these key options. */
   constructor(
@@ -49,7 +50,21 @@ export class CredentialReloader {
 
   /** Starts watching the store. */
   start(): void {
-    this.#watch = this.store.watch(() => void this.reload());
+    this.#watch = this.store.watch(
+      () => void this.reload(),
+      (problem) => this.#watchProblem(problem),
+    );
+  }
+
+  /** Logs a failing look for changes once (and again when what it says changes), and its end. */
+  #watchProblem(problem: string | undefined): void {
+    if (problem === this.#watchFailure) return;
+    if (problem === undefined) {
+      this.logger.info(`looking for trust bundle changes works again: ${this.store.description}`);
+    } else {
+      this.logger.warn(`${problem}; serving the bundle in force until this is fixed`);
+    }
+    this.#watchFailure = problem;
   }
 
   /**

@@ -69,10 +69,12 @@ export interface CredentialStore {
   replace(bundle: BundlePem, expected: BundlePem): Promise<BundlePem>;
   /**
    * Calls `onChange` when the stored bundle (rotation parts included) may have changed
-   * (debounced; spurious calls are allowed: the caller re-loads and compares). Returns a handle
-   * that stops watching.
+   * (debounced; spurious calls are allowed: the caller re-loads and compares). Stores that poll
+   * call `onProblem` with what went wrong when a look for changes fails (then `onChange` too, so
+   * the caller re-loads), and with undefined when looking works again. Returns a handle that
+   * stops watching.
    */
-  watch(onChange: () => void): { close(): void };
+  watch(onChange: () => void, onProblem?: (problem: string | undefined) => void): { close(): void };
   /**
    * Brings derived copies in line with `bundle` (the Kubernetes trust-anchor ConfigMap, with
    * the JWKS when `bundle.jwt` is given, without it otherwise). Called after start-up and after

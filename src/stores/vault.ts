@@ -302,9 +302,13 @@ export class VaultCredentialStore implements CredentialStore {
   }
 
   /** Polls `current_version`; a change (or a failed poll) calls `onChange`. */
-  watch(onChange: () => void): { close(): void } {
+  watch(
+    onChange: () => void,
+    onProblem?: (problem: string | undefined) => void,
+  ): { close(): void } {
     let known: number | undefined = this.#version;
     let polling = false;
+    let failing = false;
     const poll = async () => {
       if (polling) return;
       polling = true;
@@ -313,10 +317,20 @@ export class VaultCredentialStore implements CredentialStore {
         const current = response.status === 200
           ? Number(response.body?.data?.current_version ?? 0)
           : 0;
+        if (failing) onProblem?.(undefined);
+        failing = false;
         if (known !== undefined && current !== known) onChange();
         known = current;
-      } catch {
-        onChange(); // the reloader's load() reports what Vault says
+      } catch (error) {
+        // Said even when the data itself still reads (a policy without the metadata rule):
+        // new versions would otherwise go unseen without a word.
+        failing = true;
+        onProblem?.(
+          `cannot look for new versions of ${this.description} (${this.#metadataPath}): ${
+            (error as Error).message
+          }`,
+        );
+        onChange(); // the reloader's load() reports what Vault says of the data
       } finally {
         polling = false;
       }

@@ -396,6 +396,28 @@ Deno.test("watch polls current_version: a new version, or a failed poll, calls b
   assert.equal(polls(), stopped, "no polls after close");
 });
 
+Deno.test("watch: a refused look for new versions is named once, and its end is said", async () => {
+  const { vault, store } = newStore(undefined, 20);
+  vault.write(KEY, kv(A));
+  assert.deepEqual(await store.load(), A);
+  const problems: (string | undefined)[] = [];
+  let changes = 0;
+  const watch = store.watch(() => changes++, (problem) => problems.push(problem));
+  try {
+    vault.sealed = true;
+    await eventually("the failed poll is named", () => problems.length >= 1, 2000);
+    assert.match(
+      problems[0]!,
+      /cannot look for new versions of Vault secret .*secret\/metadata\/.*: Vault GET .*: 503: Vault is sealed/,
+    );
+    assert.ok(changes >= 1, "the caller re-loads too");
+    vault.sealed = false;
+    await eventually("recovery is said", () => problems.at(-1) === undefined, 2000);
+  } finally {
+    watch.close();
+  }
+});
+
 Deno.test("watch before any load: the first poll only learns the version", async () => {
   const { vault, store } = newStore(undefined, 20);
   vault.write(KEY, kv(A));
