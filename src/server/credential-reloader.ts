@@ -12,7 +12,7 @@ import { type BundlePem, sameBundlePem, type TrustBundle } from "../ca/bundle.ts
 import { type JwtKeyOptions, validateServingBundle } from "../ca/jwt-bundle.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SentryMetrics } from "../observability/metrics.ts";
-import type { CredentialStore } from "../stores/store.ts";
+import { type CredentialStore, StoreUnavailableError } from "../stores/store.ts";
 import type { CaState } from "./ca-state.ts";
 
 /** How long one reload may take before it is given up (a hung filesystem, a stuck store). */
@@ -101,6 +101,10 @@ export class CredentialReloader {
         error instanceof ReloadTimeout
           ? `reading the trust bundle from ${this.store.description} took more than ` +
             `${this.timeoutMs / 1000}s: gave up`
+          : error instanceof StoreUnavailableError
+          ? `cannot read the trust bundle from ${this.store.description} now: ${
+            (error as Error).message
+          }`
           : `the changed trust bundle in ${this.store.description} is not usable: ${
             (error as Error).message
           }`,

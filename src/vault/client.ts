@@ -64,6 +64,8 @@ interface TokenState {
   token: string;
   /** When to renew (ms since epoch), if renewable. */
   renewAt?: number;
+  /** The TTL (s) a renewal should grant: the first one granted (login, lookup, renewal). */
+  fullTtl?: number;
 }
 
 /**
@@ -89,6 +91,8 @@ export class VaultClient {
   logins = 0;
   /** Set once the server was found to honour `X-Vault-Namespace` (or none is configured). */
   #namespaceChecked = false;
+  /** The token whose coming max TTL was already warned about. */
+  #warnedMaxTtl?: string;
 
   /** Nothing is sent until the first request. */
   constructor(options: VaultClientOptions) {
@@ -222,9 +226,9 @@ export class VaultClient {
     );
   }
 
-  #setToken(token: string, ttlSeconds: number, renewable: boolean): void {
+  #setToken(token: string, ttlSeconds: number, renewable: boolean, fullTtl?: number): void {
     clearTimeout(this.#renewTimer);
-    this.#token = { token };
+    this.#token = { token, fullTtl: fullTtl ?? (ttlSeconds > 0 ? ttlSeconds : undefined) };
     if (!renewable || !(ttlSeconds > 0) || this.#closed) return;
     const delay = Math.max(1000, (ttlSeconds * 1000 * 2) / 3);
     this.#token.renewAt = Date.now() + delay;
@@ -238,10 +242,12 @@ export class VaultClient {
     try {
       const response = await this.#send("GET", "auth/token/lookup-self", undefined, token);
       if (response.status === 200 && response.body?.data) {
+        const data = response.body.data;
         this.#setToken(
           token,
-          Number(response.body.data.ttl),
-          Boolean(response.body.data.renewable),
+          Number(data.ttl),
+          Boolean(data.renewable),
+          Number(data.creation_ttl) > 0 ? Number(data.creation_ttl) : undefined,
         );
       }
     } catch {
@@ -255,11 +261,13 @@ export class VaultClient {
     try {
       const response = await this.#send("POST", "auth/token/renew-self", {}, token);
       if (response.status === 200 && response.body?.auth) {
-        this.#setToken(
-          token,
-          Number(response.body.auth.lease_duration),
-          Boolean(response.body.auth.renewable),
-        );
+        const granted = Number(response.body.auth.lease_duration);
+        const fullTtl = this.#token?.fullTtl;
+        if (fullTtl !== undefined && granted < fullTtl) {
+          this.#nearMaxTtl(granted);
+          if (this.#options.auth.kind === "kubernetes") return;
+        }
+        this.#setToken(token, granted, Boolean(response.body.auth.renewable), fullTtl);
         this.#options.logger?.debug("renewed the Vault token");
         return;
       }
@@ -273,6 +281,28 @@ export class VaultClient {
     }
     // Kubernetes auth: forget the token so that the next request logs in again.
     if (this.#options.auth.kind === "kubernetes") this.#token = undefined;
+  }
+
+  /**
+   * A renewal granted less than the token's TTL: it is capped by its max TTL and will expire in
+   * `granted` seconds whatever sentry does. With Kubernetes auth the token is dropped, so the
+   * next request logs in afresh (while the old token is still valid); a token given by the
+   * operator cannot be replaced by sentry, so that is said, once per token.
+   */
+  #nearMaxTtl(granted: number): void {
+    if (this.#options.auth.kind === "kubernetes") {
+      this.#options.logger?.info(
+        `the Vault token reaches its max TTL in ${granted}s: logging in again at the next request`,
+      );
+      this.#token = undefined;
+      return;
+    }
+    if (this.#token?.fullTtl === undefined || this.#warnedMaxTtl === this.#token.token) return;
+    this.#warnedMaxTtl = this.#token.token;
+    this.#options.logger?.warn(
+      `the Vault token reaches its max TTL in ${granted}s and cannot be renewed past it: give ` +
+        `sentry a new token before then (--vault-token-file lets an agent replace it)`,
+    );
   }
 
   /**

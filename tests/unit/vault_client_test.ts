@@ -20,6 +20,7 @@ import {
   type VaultResponse,
   vaultWithoutNamespaces,
 } from "../../src/vault/client.ts";
+import { captureLog } from "../helpers/log_capture.ts";
 import { opensslServerTls, type ServerTls } from "../helpers/openssl.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -1072,6 +1073,47 @@ Deno.test("kubernetes: a failed renewal forgets the token, so the next request l
     assert.deepEqual(vault.problems, []);
     assert.deepEqual(vault.remaining(), []);
     assert.equal(client.logins, 2);
+  } finally {
+    client.close();
+    await vault.close();
+    await Deno.remove(files.dir, { recursive: true });
+  }
+});
+
+Deno.test("kubernetes: a renewal capped by the max TTL drops the token, so the next request logs in while it is still valid", async () => {
+  const vault = await startVault();
+  const files = await makeFiles();
+  const { logger, messages } = captureLog("info");
+  const client = new VaultClient({ address: vault.address, auth: K8S(files), logger });
+  try {
+    vault.script(
+      {
+        expect: "POST /v1/auth/kubernetes/login",
+        reply: { status: 200, body: login("s.k8s-1", 1.5, true) },
+      },
+      { expect: `GET /v1/${KV_PATH}`, token: "s.k8s-1", reply: { status: 200, body: KV_READ } },
+      {
+        expect: "POST /v1/auth/token/renew-self",
+        token: "s.k8s-1",
+        reply: { status: 200, body: login("s.k8s-1", 1, true) },
+      },
+    );
+    await client.request("GET", KV_PATH);
+    await delay(1300);
+    assert.deepEqual(vault.remaining(), [], "renewed once");
+    assert.ok(
+      messages.some((m) => /reaches its max TTL in 1s: logging in again/.test(m)),
+      messages.join("\n"),
+    );
+    vault.script(
+      { expect: "POST /v1/auth/kubernetes/login", reply: { status: 200, body: login("s.k8s-2") } },
+      { expect: `GET /v1/${KV_PATH}`, token: "s.k8s-2", reply: { status: 200, body: KV_READ } },
+    );
+    await client.request("GET", KV_PATH);
+    assert.deepEqual(vault.problems, []);
+    assert.deepEqual(vault.remaining(), []);
+    assert.equal(client.logins, 2);
+    assert.ok(!messages.some((m) => /could not renew/.test(m)), "no failed renewal on the way");
   } finally {
     client.close();
     await vault.close();
