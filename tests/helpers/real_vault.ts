@@ -1,8 +1,8 @@
 /**
  * A real HashiCorp Vault server for the tests, where the fake (tests/fakes/vault.ts) only models
  * one: `vault` built from the published Go module by tests/vault/build.sh (release pinned in
- * tests/vault/go.mod; the first build downloads ~700 MB of module zips and takes 10-15 minutes on
- * 2 CPUs, a cached one costs nothing).
+ * tests/vault/go.mod; the first build downloads 618 MB of module zips and compiles for about 13
+ * minutes on 2 CPUs, a cached one costs nothing).
  *
  * {@link startRealVault} runs it as production does, not in dev mode: file storage in a
  * temporary directory (so a restart keeps the data), a TCP listener on a free loopback port
