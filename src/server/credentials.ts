@@ -62,7 +62,6 @@ async function whileUnavailable<T>(
   const backoff = new Backoff({ initialMs: 250, maxMs: retry.maxDelayMs });
   const aborted = () => new StartupAbortedError("stopped while waiting for the credential store");
   while (true) {
-    if (signal?.aborted) throw aborted();
     try {
       return await operation();
     } catch (error) {
@@ -70,11 +69,14 @@ async function whileUnavailable<T>(
       if (!(error instanceof StoreUnavailableError) || now() + pause > deadline) {
         throw error;
       }
+      // Only a wait is ended: a store that answers lets start-up finish, and the signal then
+      // stops the running server with its usual drain.
       if (signal?.aborted) throw aborted();
       logger.warn(
         `credential store unavailable, retrying in ${(pause / 1000).toFixed(1)}s: ${error.message}`,
       );
       await sleep(pause);
+      if (signal?.aborted) throw aborted();
     }
   }
 }

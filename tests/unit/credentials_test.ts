@@ -10,6 +10,7 @@ import { BundleError, type BundlePem, generateBundle } from "../../src/ca/bundle
 import { Logger } from "../../src/observability/logger.ts";
 import { loadOrCreateBundle, type StartupRetry } from "../../src/server/credentials.ts";
 import { type CredentialStore, StoreError, StoreUnavailableError } from "../../src/stores/store.ts";
+import { StartupAbortedError } from "../../src/util/startup-aborted.ts";
 import { parseCertificate } from "../../src/x509/parse.ts";
 import { decodePem } from "../../src/x509/pem.ts";
 import type { CaKeyAlgorithm } from "../../src/x509/keys.ts";
@@ -260,5 +261,34 @@ Deno.test("a store unavailable past the timeout is an error, and nothing is gene
     await assert.rejects(run(store, retry).promise, StoreUnavailableError);
     assert.equal(store.loads, 1, "retried although the next try would start after the deadline");
     assert.deepEqual(pauses, []);
+  });
+});
+
+Deno.test("a stop signal ends the wait for an unavailable store, but not a start-up whose store answers", async (t) => {
+  await t.step(
+    "aborted during the pause: StartupAbortedError after that try, nothing generated",
+    async () => {
+      const store = new ScriptedStore([new StoreUnavailableError("sealed")]);
+      const { retry, pauses } = instant(60_000, 250);
+      const stop = new AbortController();
+      const sleep = retry.sleep!;
+      retry.sleep = async (ms) => {
+        await sleep(ms);
+        if (pauses.length === 2) stop.abort();
+      };
+      await assert.rejects(
+        run(store, { ...retry, signal: stop.signal }).promise,
+        StartupAbortedError,
+      );
+      assert.equal(store.loads, 2, "tried again after the signal");
+      assert.equal(store.created.length, 0);
+    },
+  );
+  await t.step("already aborted, store answering: the bundle is loaded", async () => {
+    const stop = new AbortController();
+    stop.abort();
+    const store = new ScriptedStore([STORED]);
+    const bundle = await run(store, { ...instant().retry, signal: stop.signal }).promise;
+    assert.deepEqual(bundle.pem, STORED);
   });
 });
