@@ -1,10 +1,31 @@
 /**
- * Long-running helper programs of the tests (a real kube-apiserver, etcd, Vault): a child
- * process whose output is kept for error messages and that stops with SIGTERM then SIGKILL, and
- * a poll-until-true wait.
+ * Long-running helper programs of the tests (a real kube-apiserver, etcd, Vault): the build
+ * script that makes them (once per test process), a child process whose output is kept for error
+ * messages and that stops with SIGTERM then SIGKILL, and a poll-until-true wait.
  *
  * @module
  */
+const builds = new Map<string, Promise<string>>();
+
+/**
+ * Runs build script `script` (a `tests/<name>/build.sh`, which prints the directory of what it
+ * built as its last line) once per test process; returns that directory. Its stderr shows.
+ */
+export function builtDirectory(script: string): Promise<string> {
+  let built = builds.get(script);
+  if (!built) {
+    built = (async () => {
+      const out = await new Deno.Command("sh", { args: [script], stderr: "inherit" }).output();
+      if (!out.success) {
+        throw new Error(`${script} failed (exit ${out.code}); its output is above`);
+      }
+      return new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
+    })();
+    builds.set(script, built);
+  }
+  return built;
+}
+
 /** A child process whose output is kept (the last 64 KiB) for error messages. */
 export class Daemon {
   readonly #child: Deno.ChildProcess;

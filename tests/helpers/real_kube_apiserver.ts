@@ -20,7 +20,7 @@ import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateKey, opensslServerTls } from "./openssl.ts";
-import { Daemon, waitFor } from "./daemon.ts";
+import { builtDirectory, Daemon, waitFor } from "./daemon.ts";
 import { freePort, tempDir } from "./sentry_process.ts";
 
 const BUILD_SCRIPT = fileURLToPath(new URL("../kube/build.sh", import.meta.url));
@@ -108,19 +108,9 @@ export async function realKubeUnavailable(): Promise<string | undefined> {
     : undefined;
 }
 
-let built: Promise<string> | undefined;
-
 /** Builds (or finds, cached) kube-apiserver and etcd; returns their directory. */
 export function kubeBinaries(): Promise<string> {
-  built ??= (async () => {
-    const out = await new Deno.Command("sh", { args: [BUILD_SCRIPT], stderr: "inherit" })
-      .output();
-    if (!out.success) {
-      throw new Error(`tests/kube/build.sh failed (exit ${out.code}); its output is above`);
-    }
-    return new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
-  })();
-  return built;
+  return builtDirectory(BUILD_SCRIPT);
 }
 
 /**

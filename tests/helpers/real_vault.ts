@@ -15,7 +15,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Daemon, waitFor } from "./daemon.ts";
+import { builtDirectory, Daemon, waitFor } from "./daemon.ts";
 import { opensslServerTls } from "./openssl.ts";
 import { freePort, tempDir } from "./sentry_process.ts";
 
@@ -116,20 +116,9 @@ export interface RealVault {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-let built: Promise<string> | undefined;
-
 /** Builds (or finds, cached) the `vault` program; returns its path. */
-export function vaultBinary(): Promise<string> {
-  built ??= (async () => {
-    const out = await new Deno.Command("sh", { args: [BUILD_SCRIPT], stderr: "inherit" })
-      .output();
-    if (!out.success) {
-      throw new Error(`tests/vault/build.sh failed (exit ${out.code}); its output is above`);
-    }
-    const dir = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
-    return join(dir, "vault");
-  })();
-  return built;
+export async function vaultBinary(): Promise<string> {
+  return join(await builtDirectory(BUILD_SCRIPT), "vault");
 }
 
 /** Starts a real Vault: initialised, unsealed, KV v2 at `secret/`, audited. */
