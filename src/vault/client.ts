@@ -90,13 +90,14 @@ export class VaultClient {
   /** Number of Kubernetes logins performed (for logs and tests). */
   logins = 0;
   /** Set once the server was found to honour `X-Vault-Namespace` (or none is configured). */
-  #namespaceChecked = false;
+  #namespaceChecked: boolean;
   /** The token whose coming max TTL was already warned about. */
   #warnedMaxTtl?: string;
 
   /** Nothing is sent until the first request. */
   constructor(options: VaultClientOptions) {
     this.#options = options;
+    this.#namespaceChecked = !options.namespace;
   }
 
   /** Where requests go, for messages. */
@@ -297,8 +298,9 @@ export class VaultClient {
       this.#token = undefined;
       return;
     }
-    if (this.#token?.fullTtl === undefined || this.#warnedMaxTtl === this.#token.token) return;
-    this.#warnedMaxTtl = this.#token.token;
+    const token = this.#token?.token;
+    if (token === undefined || this.#warnedMaxTtl === token) return;
+    this.#warnedMaxTtl = token;
     this.#options.logger?.warn(
       `the Vault token reaches its max TTL in ${granted}s and cannot be renewed past it: give ` +
         `sentry a new token before then (--vault-token-file lets an agent replace it)`,
@@ -332,10 +334,6 @@ export class VaultClient {
    */
   async #checkNamespaceSupport(): Promise<void> {
     const namespace = this.#options.namespace;
-    if (!namespace) {
-      this.#namespaceChecked = true;
-      return;
-    }
     const status = await this.#send("GET", "sys/seal-status", undefined, undefined, false);
     if (status.status !== 200) throw this.#error("GET", "sys/seal-status", status);
     const version = String(status.body?.version ?? "");
