@@ -2,9 +2,12 @@
  * Builds the release binary `dist/sentry`: a Node.js single executable application.
  * Steps: bundle main.ts into one CommonJS file (and the signing worker into another, embedded
  * as a SEA asset), turn them into a SEA blob with
- * `node --experimental-sea-config`, inject the blob into a copy of this machine's `node`
- * binary with postject, and write `dist/sentry.sha256`. Works offline apart from fetching
- * postject from the npm registry on first use.
+ * `node --experimental-sea-config`, inject the blob into a copy of the release runtime's `node`
+ * binary with postject, and write `dist/sentry.sha256`. The runtime is the official Node.js
+ * release pinned in scripts/node-runtime.ts ({@link RELEASE_NODE}, fetched from the npm
+ * registry and checked against its integrity on first use), never the build machine's `node`:
+ * the blob must be made by the very binary it is injected into. Works offline once the runtime
+ * and postject are cached.
  */
 import { createHash } from "node:crypto";
 import { chmod, copyFile, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -12,6 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WORKER_BUNDLE } from "../src/server/signing-pool.ts";
 import { bundleForNode } from "./node-bundle.ts";
+import { pinnedNode, RELEASE_NODE } from "./node-runtime.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DIST = join(ROOT, "dist");
@@ -37,15 +41,7 @@ async function step(description: string, program: string, args: string[]): Promi
   }
 }
 
-async function nodeBinary(): Promise<string> {
-  const output = await new Deno.Command("node", {
-    args: ["-p", "process.execPath"],
-    stdout: "piped",
-  }).output();
-  if (!output.success) throw new Error("node was not found on PATH: the binary is built from it");
-  return new TextDecoder().decode(output.stdout).trim();
-}
-
+const node = await pinnedNode(RELEASE_NODE);
 await bundleForNode("main.ts", BUNDLE);
 await bundleForNode("src/server/signing-worker-main.ts", WORKER_BUNDLE_FILE);
 await writeFile(
@@ -56,6 +52,12 @@ await writeFile(
       output: BLOB,
       disableExperimentalSEAWarning: true,
       useCodeCache: true,
+      // V8 sizes the old generation's growth by its limit: with the default limit (a share of
+      // the machine's memory, gigabytes) the heap and the Buffers it keeps alive grow to ~180 MB
+      // before a full collection; a 512 MB limit makes V8 collect earlier (peak RSS ~140 MB
+      // after 10,000 certificates, same CPU per certificate; bench/binary.ts). Far above what
+      // a burst of 10,000 callers needs (see the README's numbers).
+      execArgv: ["--max-old-space-size=512"],
       // The signing worker threads' code (signing-pool.ts).
       assets: { [WORKER_BUNDLE]: WORKER_BUNDLE_FILE },
     },
@@ -63,8 +65,7 @@ await writeFile(
     2,
   ),
 );
-await step("preparing the SEA blob", "node", ["--experimental-sea-config", SEA_CONFIG]);
-const node = await nodeBinary();
+await step("preparing the SEA blob", node, ["--experimental-sea-config", SEA_CONFIG]);
 await rm(BINARY, { force: true });
 await copyFile(node, BINARY);
 await chmod(BINARY, 0o755);
