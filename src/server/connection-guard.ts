@@ -1,11 +1,11 @@
 /**
- * Limits on the gRPC port's connections that grpc-js does not apply itself (issue 17.5): a
+ * Limits on the gRPC port's connections beyond HTTP/2's own (issue 17.5): a
  * connection must finish its TLS handshake and send the HTTP/2 preface and SETTINGS within a
  * deadline or it is destroyed, and at most a fixed number of connections are open at once
  * (beyond it a new connection is closed as soon as it is accepted), so that connections
  * that never go away cannot use up the process's file descriptors and starve `/healthz`,
- * `/metrics` and the files sentry reads. Idle HTTP/2 sessions are grpc-js's
- * `grpc.max_connection_idle_ms` (GOAWAY, then close), set in grpc-server.ts.
+ * `/metrics` and the files sentry reads. Idle HTTP/2 sessions get GOAWAY and are closed by
+ * unary-grpc.ts.
  *
  * @module
  */

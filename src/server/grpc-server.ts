@@ -1,7 +1,7 @@
 /**
- * The gRPC server: TLS (>= 1.2, ALPN h2) with sentry's serving identity, the CA service, a
- * 64 KiB request limit, and in-place rotation of the serving certificate (renewed at half its
- * life and whenever the bundle changes) without closing the port.
+ * The gRPC server: TLS (>= 1.2, ALPN h2) with sentry's serving identity, the CA service on
+ * unary-grpc.ts, a 64 KiB request limit, and in-place rotation of the serving certificate
+ * (renewed at half its life and whenever the bundle changes) without closing the port.
  *
  * @module
  */
@@ -18,14 +18,13 @@ import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
-import { RotatingServerCredentials } from "./rotating-credentials.ts";
+import { GrpcError, UnaryGrpcServer } from "./unary-grpc.ts";
 import { safeDelayMs, setSafeTimeout } from "../util/timers.ts";
 import {
   ConnectionGuard,
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_PREFACE_TIMEOUT_MS,
   defaultMaxConnections,
-  type GuardedServer,
 } from "./connection-guard.ts";
 
 /** Largest accepted request message: far above any CSR, far below a memory risk. */
@@ -94,15 +93,6 @@ export interface GrpcServerOptions extends ConnectionLimits {
 /** Least time between two warnings about refused connections. */
 const REFUSAL_WARNING_INTERVAL_MS = 60_000;
 
-/**
- * grpc-js's idle setting for `idleTimeoutMs`: an idle connection gets GOAWAY and is closed (its
- * client reconnects when it needs to). 0 means no limit, which grpc-js has when the option is
- * absent (given 0 it would close every connection as soon as it is idle).
- */
-function idleOption(idleTimeoutMs: number): grpc.ServerOptions {
-  return idleTimeoutMs > 0 ? { "grpc.max_connection_idle_ms": safeDelayMs(idleTimeoutMs) } : {};
-}
-
 interface WireRequest {
   id: string;
   token: string;
@@ -127,9 +117,10 @@ function toSignRequest(wire: WireRequest): SignRequest {
 
 /** A running gRPC CA server. */
 export class SentryGrpcServer {
-  readonly #server: grpc.Server;
+  #server?: UnaryGrpcServer;
   readonly #options: GrpcServerOptions;
-  #credentials?: RotatingServerCredentials;
+  readonly #method: grpc.MethodDefinition<WireRequest, unknown>;
+  readonly #deps: CaServiceDeps;
   #renewTimer?: ReturnType<typeof setTimeout>;
   #unsubscribe?: () => void;
   #inFlight = 0;
@@ -155,17 +146,10 @@ export class SentryGrpcServer {
       },
     });
     options.metrics.observeOpenConnections(() => this.#guard.open);
-    this.#server = new grpc.Server({
-      ...idleOption(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
-      "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
-      "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
-      // Channelz (grpc-js's per-call introspection counters) is never queried here; without it
-      // each call costs the event loop ~5% less.
-      "grpc.enable_channelz": 0,
-    });
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
+    this.#method = definition.SignCertificate as grpc.MethodDefinition<WireRequest, unknown>;
     const offload = new OffloadPolicy();
-    const deps: CaServiceDeps = {
+    this.#deps = {
       ...options,
       clusterDomain: options.clusterDomain ?? options.trustDomain,
       issuer: new IssuerRouter({
@@ -174,42 +158,45 @@ export class SentryGrpcServer {
         onWorkerIssue: () => options.metrics.signedOnWorkers.inc(),
       }),
     };
-    this.#server.addService(definition, {
-      SignCertificate: (
-        call: grpc.ServerUnaryCall<WireRequest, unknown>,
-        callback: grpc.sendUnaryData<unknown>,
-      ) => {
-        options.metrics.requestsReceived.inc();
-        if (this.#inFlight >= options.maxConcurrentRequests) {
-          options.metrics.failure("busy");
-          callback({
-            code: grpc.status.RESOURCE_EXHAUSTED,
-            details: `sentry is busy (${this.#inFlight} requests in progress): retry with backoff`,
-          });
-          return;
-        }
-        this.#inFlight++;
-        signCertificate(toSignRequest(call.request), deps).finally(() => this.#callEnded()).then(
-          (response) => {
-            options.metrics.signSuccess.inc();
-            callback(null, response);
-          },
-          (error) => {
-            if (error instanceof SignFailure) {
-              options.metrics.failure(error.reason);
-              options.logger.debug(`request refused: ${error.message}`, {
-                app_id: call.request.id,
-              });
-              callback({ code: error.code, details: error.message });
-              return;
-            }
-            options.metrics.failure("cert_sign_failed");
-            options.logger.error(`unexpected error while signing: ${(error as Error).stack}`);
-            callback({ code: grpc.status.INTERNAL, details: "internal error while signing" });
-          },
-        );
-      },
-    });
+  }
+
+  /** One SignCertificate call: the request message in, the answer message out. */
+  async #signCertificate(message: Buffer): Promise<Buffer> {
+    const { metrics, logger, maxConcurrentRequests } = this.#options;
+    let request: WireRequest;
+    try {
+      request = this.#method.requestDeserialize(message);
+    } catch (error) {
+      throw new GrpcError(
+        grpc.status.INTERNAL,
+        `cannot decode the SignCertificateRequest: ${(error as Error).message}`,
+      );
+    }
+    metrics.requestsReceived.inc();
+    if (this.#inFlight >= maxConcurrentRequests) {
+      metrics.failure("busy");
+      throw new GrpcError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `sentry is busy (${this.#inFlight} requests in progress): retry with backoff`,
+      );
+    }
+    this.#inFlight++;
+    try {
+      const response = await signCertificate(toSignRequest(request), this.#deps);
+      metrics.signSuccess.inc();
+      return this.#method.responseSerialize(response);
+    } catch (error) {
+      if (error instanceof SignFailure) {
+        metrics.failure(error.reason);
+        logger.debug(`request refused: ${error.message}`, { app_id: request.id });
+        throw new GrpcError(error.code, error.message);
+      }
+      metrics.failure("cert_sign_failed");
+      logger.error(`unexpected error while signing: ${(error as Error).stack}`);
+      throw new GrpcError(grpc.status.INTERNAL, "internal error while signing");
+    } finally {
+      this.#callEnded();
+    }
   }
 
   /** Open connections on the gRPC port. */
@@ -228,21 +215,6 @@ export class SentryGrpcServer {
     );
     this.#refusedSinceWarning = 0;
     this.#lastRefusalWarning = now;
-  }
-
-  /**
-   * Applies the connection guard to the HTTP/2 servers grpc-js created for the port. They are
-   * not part of grpc-js's declared API, so their absence (a grpc-js upgrade) fails the start.
-   */
-  #guardListeners(): void {
-    const servers = (this.#server as unknown as { http2Servers?: Map<GuardedServer, unknown> })
-      .http2Servers;
-    if (!(servers instanceof Map) || servers.size === 0) {
-      throw new Error(
-        "this version of @grpc/grpc-js does not expose its HTTP/2 servers (Server.http2Servers)",
-      );
-    }
-    for (const server of servers.keys()) this.#guard.attach(server);
   }
 
   #issueIdentity(): ServingIdentity {
@@ -272,7 +244,7 @@ export class SentryGrpcServer {
       this.#renewTimer.unref?.();
       return;
     }
-    this.#credentials?.rotate({ ...identity, anchorsPem: this.#options.state.bundle.anchorsPem });
+    this.#server?.setTls({ ...identity, anchorsPem: this.#options.state.bundle.anchorsPem });
     this.#scheduleRenewal(identity);
     this.#options.logger.info("serving certificate rotated", {
       expiry: identity.notAfter.toISOString(),
@@ -289,26 +261,23 @@ export class SentryGrpcServer {
   /** Issues the serving certificate and binds the port. */
   async start(): Promise<void> {
     const identity = this.#issueIdentity();
-    const credentials = new RotatingServerCredentials({
-      ...identity,
-      anchorsPem: this.#options.state.bundle.anchorsPem,
+    const server = new UnaryGrpcServer({
+      handlers: new Map([[this.#method.path, (message) => this.#signCertificate(message)]]),
+      tls: { ...identity, anchorsPem: this.#options.state.bundle.anchorsPem },
+      maxMessageBytes: MAX_REQUEST_BYTES,
+      maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+      idleTimeoutMs: safeDelayMs(this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
     });
-    this.#credentials = credentials;
+    this.#guard.attach(server.http2);
     const host = this.#options.listenAddress;
     // An IPv6 literal (`::`, `::1`) goes in brackets before the port.
     const address = `${host.includes(":") ? `[${host}]` : host}:${this.#options.port}`;
-    this.port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(address, credentials.credentials, (error, port) => {
-        if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));
-        else resolve(port);
-      });
-    });
     try {
-      this.#guardListeners();
+      this.port = await server.listen(host, this.#options.port);
     } catch (error) {
-      this.#server.forceShutdown();
-      throw error;
+      throw new Error(`cannot listen on ${address}: ${(error as Error).message}`);
     }
+    this.#server = server;
     this.#scheduleRenewal(identity);
     this.#unsubscribe = this.#options.state.onBundle(() => this.rotateServingCertificate());
   }
@@ -338,7 +307,8 @@ export class SentryGrpcServer {
         resolve(graceful);
       };
       const deadline = setTimeout(() => finish(false), graceMs);
-      this.#server.tryShutdown(() => finish(true));
+      if (this.#server) this.#server.tryShutdown(() => finish(true));
+      else finish(true);
       this.#onIdle = () => {
         flush = setTimeout(() => finish(true), FLUSH_MS);
       };
@@ -354,6 +324,6 @@ export class SentryGrpcServer {
   /** Closes every connection at once. */
   forceShutdown(): void {
     clearTimeout(this.#renewTimer);
-    this.#server.forceShutdown();
+    this.#server?.forceShutdown();
   }
 }

@@ -9,8 +9,6 @@
  * @module
  */
 import { createServer } from "node:net";
-import { format } from "node:util";
-import * as grpc from "@grpc/grpc-js";
 import type { CaKeyAlgorithm } from "../x509/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
@@ -163,19 +161,6 @@ function closeValidators(set: ValidatorSet): void {
 }
 
 /**
- * Sends grpc-js's own log lines (a port it cannot bind, for one) through `logger`, so that
- * `--log-as-json` output stays one JSON object per line.
- */
-function routeGrpcLogs(logger: Logger): void {
-  const line = (args: unknown[]) => `grpc: ${format(...args)}`;
-  grpc.setLogger({
-    error: (...args: unknown[]) => logger.error(line(args)),
-    info: (...args: unknown[]) => logger.info(line(args)),
-    debug: (...args: unknown[]) => logger.debug(line(args)),
-  });
-}
-
-/**
  * Fails (as a bind would) when `port` on `address` is taken: listens once and closes. Port 0
  * (any free port) is not checked.
  */
@@ -280,7 +265,6 @@ export class SentryServer {
    */
   static async start(options: SentryServerOptions): Promise<SentryServer> {
     const { logger, now } = options;
-    routeGrpcLogs(logger);
     const context = validatorContext(options);
     const metrics = new SentryMetrics({ processMetrics: options.metrics !== undefined });
     // The HTTP listeners come first: /healthz answers (503) while settings and credentials
@@ -303,7 +287,7 @@ export class SentryServer {
           metrics.registry,
         );
       }
-      // grpc-js binds only with the serving certificate, which needs the bundle: check that the
+      // The gRPC port is bound only with the serving certificate, which needs the bundle: check that the
       // port is free before a bundle can be generated (another process may still take it before
       // the bind below; then start-up fails as before, after the bundle was stored).
       await checkPortFree(options.grpc.address, options.grpc.port);
