@@ -307,15 +307,23 @@ export async function waitForDistributing(dir: string): Promise<void> {
   assert.equal(certificates(await read(dir, "ca.crt")).length, 2, "ca.crt: old + new roots");
 }
 
-/** Waits for completion: ca.crt holds only the new root, the rotation files are gone. */
+/**
+ * Waits for completion: ca.crt holds only the new root, the rotation files are gone. The
+ * state file is removed first and the other rotation files just after it, so all of them are
+ * part of the wait (checking them once the state file was gone raced with their removal).
+ */
 export async function waitForComplete(dir: string, newRoot: string): Promise<void> {
+  const remaining = async () => {
+    const left = [];
+    for (const name of ROTATION_FILES) if (await exists(dir, name)) left.push(name);
+    return left;
+  };
   await eventually(
-    "rotation complete (ca.crt = the new root)",
-    async () =>
-      (await read(dir, "ca.crt")) === newRoot && !await exists(dir, "rotation-state.json"),
+    "rotation complete (ca.crt = the new root, no rotation file left)",
+    async () => (await read(dir, "ca.crt")) === newRoot && (await remaining()).length === 0,
     20_000,
   );
-  for (const name of ROTATION_FILES) assert.ok(!await exists(dir, name), `${name} is removed`);
+  assert.deepEqual(await remaining(), []);
 }
 
 // ---------------------------------------------------------------------- Kubernetes store
