@@ -24,7 +24,8 @@ const BUNDLE_FILES = ["ca.crt", "issuer.crt", "issuer.key"];
 /** The Dapr release tests/dapr/go.mod pins (the one place that names it). */
 export async function daprVersion(): Promise<string> {
   const text = await Deno.readTextFile(GO_MOD);
-  return /^require github\.com\/dapr\/dapr (\S+)/m.exec(text)?.[1] ?? "unknown";
+  // `require github.com/dapr/dapr vX` or a line of a `require (...)` block.
+  return /^(?:require)?\s*github\.com\/dapr\/dapr (v\S+)/m.exec(text)?.[1] ?? "unknown";
 }
 
 /** Copies the trust bundle in `from` (ca.crt, issuer.crt, issuer.key) into a new `to`. */
