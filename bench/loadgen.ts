@@ -40,6 +40,11 @@ export interface GoLoadResult extends LoadResult {
   /** The server's CPU time per certificate over the whole run (added by the caller). */
   serverCpuUsPerCertificate?: number;
   /**
+   * Our server only: its main thread's garbage-collection time per certificate (from its
+   * /metrics; added by the caller).
+   */
+  mainThreadGcUsPerCertificate?: number;
+  /**
    * Share of the machine's CPU (%) that neither the server nor the generator used during the
    * run: other processes, or the hypervisor's steal (added by the caller).
    */

@@ -1,11 +1,13 @@
 /**
  * The performance benchmark (not a test: it prints numbers and asserts nothing). One run
  * measures, on this machine and at this moment:
- *   1. the OpenSSL ceiling: `openssl speed ecdsap256`, one core, turned into "verify one CSR
- *      and sign one certificate" operations per second;
- *   2. the in-process signing core (bench/signer.ts: decode and verify a P-256 CSR, build and
- *      sign the workload certificate), one core, on Node (the release binary's runtime) and
- *      on Deno;
+ *   1. the OpenSSL ceiling: `openssl speed ecdsap256 ed25519`, one core, turned into "verify
+ *      one CSR and sign one certificate with a P-256 issuer" operations per second, for an
+ *      ECDSA P-256 CSR and for an Ed25519 CSR;
+ *   2. the in-process signing core (bench/signer.ts: decode and verify a CSR, build and sign
+ *      the workload certificate with a P-256 issuer), one core, on the release binary's Node
+ *      (scripts/node-runtime.ts) for both CSR types, and for reference on this machine's
+ *      `node` and on Deno (P-256 CSR);
  *   3. SignCertificate end to end against the release binary (dist/sentry) and against Dapr's
  *      own sentry (the release tests/dapr/go.mod pins, built by tests/dapr/build.sh), both
  *      signing with the same issuer (ECDSA P-256, and Ed25519 in the full run: Dapr's sentry
@@ -23,6 +25,8 @@
  *   6. a burst of 10,000 callers at once on a fresh server of each (ours with its default
  *      --max-concurrent-requests), each retrying with backoff when told to (bench/load.ts): all
  *      served, how many retries, how long, and the peak RSS.
+ * For ours it also reads the main thread's garbage-collection time per certificate from
+ * /metrics (`nodejs_gc_duration_seconds_sum`; signing worker threads are not included).
  * It prints tables and writes bench/results.json (bench/results.quick.json for --quick),
  * including each target of the performance issue and whether this run met it.
  *
@@ -42,6 +46,7 @@ import { daprBinaries } from "../tests/helpers/dapr_binaries.ts";
 import { generateKey, makeCsr } from "../tests/helpers/openssl.ts";
 import { type RunningSentry, startSentry, tempDir } from "../tests/helpers/sentry_process.ts";
 import { bundleForNode } from "../scripts/node-bundle.ts";
+import { pinnedNode, RELEASE_NODE } from "../scripts/node-runtime.ts";
 import { ensureCfssl, startCfssl } from "./cfssl.ts";
 import { copyBundle, daprVersion, startDaprSentry } from "./dapr_sentry.ts";
 import type { BurstResult, LoadPlan, LoadResult } from "./load.ts";
@@ -93,41 +98,76 @@ async function benchmarkProgram(source: string, work: string): Promise<string> {
   return out;
 }
 
-/** `openssl speed ecdsap256` on one core: signatures/s, verifications/s, and the ceiling. */
+/** Operations per second of one back-to-back pair (a verification, then a signature). */
+const pairPerSecond = (a: number, b: number) => Math.round(1 / (1 / a + 1 / b));
+
+/**
+ * `openssl speed ecdsap256 ed25519` on one core: signatures/s and verifications/s of each, and
+ * the ceilings of "verify the CSR, sign with a P-256 issuer" for both CSR types.
+ */
 async function opensslCeiling() {
-  const text = await run("openssl", ["speed", "-seconds", QUICK ? "1" : "3", "ecdsap256"]);
-  const match = /256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)/.exec(text);
-  if (!match) throw new Error(`cannot read openssl speed output:\n${text}`);
-  const signPerSecond = Number(match[1]);
-  const verifyPerSecond = Number(match[2]);
+  const text = await run("openssl", [
+    "speed",
+    "-seconds",
+    QUICK ? "1" : "3",
+    "ecdsap256",
+    "ed25519",
+  ]);
+  const ecdsa = /256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)/.exec(text);
+  const eddsa = /253 bits EdDSA \(Ed25519\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)/.exec(text);
+  if (!ecdsa || !eddsa) throw new Error(`cannot read openssl speed output:\n${text}`);
+  const [signPerSecond, verifyPerSecond] = [Number(ecdsa[1]), Number(ecdsa[2])];
+  const [ed25519SignPerSecond, ed25519VerifyPerSecond] = [Number(eddsa[1]), Number(eddsa[2])];
   return {
     version: await run("openssl", ["version"]),
     signPerSecond: Math.round(signPerSecond),
     verifyPerSecond: Math.round(verifyPerSecond),
-    /** One verification plus one signature, back to back. */
-    verifyAndSignPerSecond: Math.round(1 / (1 / signPerSecond + 1 / verifyPerSecond)),
+    ed25519SignPerSecond: Math.round(ed25519SignPerSecond),
+    ed25519VerifyPerSecond: Math.round(ed25519VerifyPerSecond),
+    /** A P-256 CSR verified, then a P-256 signature, back to back. */
+    verifyAndSignPerSecond: pairPerSecond(verifyPerSecond, signPerSecond),
+    /** An Ed25519 CSR verified, then a P-256 signature (the issuer), back to back. */
+    ed25519VerifyAndSignPerSecond: pairPerSecond(ed25519VerifyPerSecond, signPerSecond),
   };
 }
 
 interface SignerResult {
   runtime: string;
+  /** Whose runtime: the release binary's (pinned), this machine's `node`, or Deno. */
+  role: "release" | "machine" | "deno";
+  csrKey: CsrKey;
   certificatesPerSecond: number;
+  /** The OpenSSL ceiling for this CSR type (verify + sign), and the share of it reached. */
+  ceiling?: number;
+  shareOfCeiling?: number;
 }
 
-async function inProcess(csrFile: string, signerBundle: string): Promise<SignerResult[]> {
+async function inProcess(
+  csrFiles: Record<"ecdsa-p256" | "ed25519", string>,
+  signerBundle: string,
+): Promise<SignerResult[]> {
   const seconds = String(QUICK ? 1 : 5);
-  return [
-    JSON.parse(await run("node", [signerBundle, csrFile, seconds])),
-    JSON.parse(
-      await run(Deno.execPath(), [
-        "run",
-        "--allow-all",
-        join(ROOT, "bench/signer.ts"),
-        csrFile,
-        seconds,
-      ]),
-    ),
-  ];
+  const releaseNode = await pinnedNode(RELEASE_NODE);
+  const results: SignerResult[] = [];
+  const measureOn = async (
+    role: SignerResult["role"],
+    command: string[],
+    csrKey: "ecdsa-p256" | "ed25519",
+  ) => {
+    const [program, ...args] = command;
+    const result = JSON.parse(await run(program, [...args, csrFiles[csrKey], seconds]));
+    results.push({ ...result, role, csrKey });
+  };
+  for (const csrKey of ["ecdsa-p256", "ed25519"] as const) {
+    await measureOn("release", [releaseNode, signerBundle], csrKey);
+  }
+  await measureOn("machine", ["node", signerBundle], "ecdsa-p256");
+  await measureOn(
+    "deno",
+    [Deno.execPath(), "run", "--allow-all", join(ROOT, "bench/signer.ts")],
+    "ecdsa-p256",
+  );
+  return results;
 }
 
 /** Runs the Node load generator as its own Node process. */
@@ -182,6 +222,8 @@ const work = await tempDir("sentry-bench-");
 const csrPem = await makeCsr(work, await generateKey("ec-p256"));
 const csrFile = join(work, "bench.csr");
 await Deno.writeTextFile(csrFile, csrPem);
+const ed25519CsrFile = join(work, "bench-ed25519.csr");
+await Deno.writeTextFile(ed25519CsrFile, await makeCsr(work, await generateKey("ed25519")));
 const [loadBundle, signerBundle] = [
   await benchmarkProgram("load.ts", work),
   await benchmarkProgram("signer.ts", work),
@@ -200,12 +242,21 @@ console.log(
     `${ceiling.verifyPerSecond} verify/s -> ${ceiling.verifyAndSignPerSecond} verify+sign/s`,
 );
 
-const signers = await inProcess(csrFile, signerBundle);
+console.log(
+  `  Ed25519 CSRs: ${ceiling.ed25519VerifyPerSecond} Ed25519 verify/s -> ` +
+    `${ceiling.ed25519VerifyAndSignPerSecond} verify+sign/s with a P-256 issuer`,
+);
+
+const signers = await inProcess({ "ecdsa-p256": csrFile, ed25519: ed25519CsrFile }, signerBundle);
 for (const signer of signers) {
-  const share = signer.certificatesPerSecond / ceiling.verifyAndSignPerSecond;
+  signer.ceiling = signer.csrKey === "ed25519"
+    ? ceiling.ed25519VerifyAndSignPerSecond
+    : ceiling.verifyAndSignPerSecond;
+  signer.shareOfCeiling = Number((signer.certificatesPerSecond / signer.ceiling).toFixed(2));
   console.log(
-    `in-process signer on ${signer.runtime}, one core: ${signer.certificatesPerSecond} ` +
-      `certificates/s (${(share * 100).toFixed(0)}% of the OpenSSL ceiling)`,
+    `in-process signer on ${signer.runtime} (${signer.role}), ${signer.csrKey} CSR, one core: ` +
+      `${signer.certificatesPerSecond} certificates/s ` +
+      `(${(signer.shareOfCeiling * 100).toFixed(0)}% of the OpenSSL ceiling)`,
   );
 }
 
@@ -259,6 +310,19 @@ function machineBusySeconds(): number {
 }
 
 /**
+ * Seconds the main thread of our server has spent in garbage collection so far (prom-client's
+ * `nodejs_gc_duration_seconds_sum`, all kinds).
+ */
+async function gcSeconds(metricsPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  let sum = 0;
+  for (const match of text.matchAll(/^nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm)) {
+    sum += Number(match[1]);
+  }
+  return sum;
+}
+
+/**
  * Runs the grpc-go generator against the server of process `pid`, and adds the server's CPU
  * time per certificate; a refusal (say, a key type CFSSL does not sign) is recorded in the row.
  */
@@ -267,8 +331,10 @@ async function measure(
   server: string,
   pid: number,
   plan: Omit<GoLoadPlan, "key" | "callers" | "seconds" | "warmupSeconds">,
+  metricsPort?: number,
 ): Promise<GoLoadResult | undefined> {
   try {
+    const gcBefore = metricsPort === undefined ? 0 : await gcSeconds(metricsPort);
     const [cpuBefore, busyBefore, started] = [cpuSeconds(pid), machineBusySeconds(), Date.now()];
     const result = await goLoad(dapr.loadgen, {
       ...plan,
@@ -279,6 +345,10 @@ async function measure(
     });
     const cpu = cpuSeconds(pid) - cpuBefore;
     result.serverCpuUsPerCertificate = Math.round(cpu * 1e6 / result.allCertificates);
+    if (metricsPort !== undefined) {
+      const gc = await gcSeconds(metricsPort) - gcBefore;
+      result.mainThreadGcUsPerCertificate = Math.round(gc * 1e6 / result.allCertificates);
+    }
     // What neither the server nor the generator used: other processes, or the hypervisor.
     const client = result.clientCpuUsPerCertificate * result.allCertificates / 1e6;
     const other = machineBusySeconds() - busyBefore - cpu - client;
@@ -365,7 +435,7 @@ try {
             protocol: "grpc",
             port: ours.grpcPort,
             caFile: join(ours.dir, "ca.crt"),
-          });
+          }, ours.metricsPort);
           row.dapr = await measure(row, "dapr", theirs.child.pid, {
             protocol: "grpc",
             port: theirs.grpcPort,
@@ -512,6 +582,15 @@ for (const { issuer, sentry, dapr } of underLoadRss) {
     `  peak RSS over the ${issuer} issuer rows: ours ${sentry} MiB, Dapr's ${dapr} MiB`,
   );
 }
+console.log(
+  "  ours' main-thread GC per certificate (µs; share of the server's CPU): " +
+    endToEnd.map((row) => {
+      const gc = row.sentry?.mainThreadGcUsPerCertificate;
+      const cpu = row.sentry?.serverCpuUsPerCertificate;
+      return `${row.issuer}/${row.csrKey}/${row.callers} ${gc ?? "n/a"}` +
+        (gc !== undefined && cpu ? ` (${Math.round(gc / cpu * 100)}%)` : "");
+    }).join(", "),
+);
 if (nodeCrossCheck) {
   const { sentry, dapr, cfssl } = nodeCrossCheck;
   const cells = (r?: LoadResult) =>
@@ -633,38 +712,67 @@ line([
 ], FOOT);
 line(["  peak RSS (MiB)", bursts.sentry.peakRssMiB, bursts.dapr.peakRssMiB], FOOT);
 
-// The targets of the performance issue, judged on this run's own numbers (grpc-go generator,
-// P-256 issuer and CSR, against CFSSL over plain HTTP as the issue sets it).
-const node = signers[0];
-const row = (callers: number) =>
+// The targets of the performance issue (round 2), judged on this run's own numbers (grpc-go
+// generator, P-256 issuer; CFSSL over plain HTTP, P-256 CSRs only: it refuses Ed25519).
+const row = (callers: number, csrKey: CsrKey) =>
   endToEnd.find((entry) =>
-    entry.callers === callers && entry.issuer === "ecdsa-p256" && entry.csrKey === "ecdsa-p256"
+    entry.callers === callers && entry.issuer === "ecdsa-p256" && entry.csrKey === csrKey
   )!;
-const at32 = row(32);
-const at256 = row(256);
+const at256 = row(256, "ecdsa-p256");
 const onlyBusy = (errors: Record<string, number>) =>
   Object.keys(errors).every((why) => why === "RESOURCE_EXHAUSTED");
+const percent = (share: number) => `${Math.round(share * 100)}%`;
 const targets = [
-  {
-    target: "in-process signing >= 50% of the OpenSSL per-core ceiling",
-    measured: `${node.certificatesPerSecond} / ${ceiling.verifyAndSignPerSecond} = ${
-      (node.certificatesPerSecond / ceiling.verifyAndSignPerSecond * 100).toFixed(0)
-    }%`,
-    met: node.certificatesPerSecond >= 0.5 * ceiling.verifyAndSignPerSecond,
-  },
-  {
-    target: "32 callers: throughput >= CFSSL's",
-    measured: `ratio ${at32.ratio ?? "n/a"}`,
-    met: at32.ratio !== undefined && at32.ratio >= 1,
-  },
-  {
-    target: "32 callers: p99 <= CFSSL's p99, zero errors",
-    measured: `${at32.sentry?.p99Ms ?? "n/a"} ms vs ${at32.cfssl?.p99Ms ?? "n/a"} ms, errors ${
-      errorSummary(at32.sentry)
-    }`,
-    met: at32.sentry !== undefined && at32.cfssl !== undefined &&
-      at32.sentry.p99Ms <= at32.cfssl.p99Ms && Object.keys(at32.sentry.errors).length === 0,
-  },
+  ...signers.filter((signer) => signer.role === "release").map((signer) => ({
+    target: `in-process signing on the release runtime >= 50% of the OpenSSL per-core ceiling ` +
+      `(${signer.csrKey} CSR)`,
+    measured: `${signer.certificatesPerSecond} / ${signer.ceiling} = ${
+      percent(signer.shareOfCeiling!)
+    } (${signer.runtime})`,
+    met: signer.shareOfCeiling! >= 0.5,
+  })),
+  ...CSR_KEYS.flatMap((csrKey) => {
+    const { sentry, dapr, cfssl } = row(32, csrKey);
+    const checks = [
+      {
+        target: `32 callers, ${csrKey} CSRs: throughput >= Dapr's sentry's`,
+        measured: `${sentry?.certificatesPerSecond ?? "n/a"}/s vs ${
+          dapr?.certificatesPerSecond ?? "n/a"
+        }/s, ratio ${
+          ratio(sentry?.certificatesPerSecond ?? 0, dapr?.certificatesPerSecond) ?? "n/a"
+        }`,
+        met: !!sentry && !!dapr && sentry.certificatesPerSecond >= dapr.certificatesPerSecond,
+      },
+      {
+        target: `32 callers, ${csrKey} CSRs: p99 <= Dapr's, zero errors`,
+        measured: `${sentry?.p99Ms ?? "n/a"} ms vs ${dapr?.p99Ms ?? "n/a"} ms, errors ${
+          errorSummary(sentry)
+        }`,
+        met: !!sentry && !!dapr && sentry.p99Ms <= dapr.p99Ms &&
+          Object.keys(sentry.errors).length === 0,
+      },
+      {
+        target: `32 callers, ${csrKey} CSRs: server CPU per certificate <= Dapr's`,
+        measured: `${sentry?.serverCpuUsPerCertificate ?? "n/a"} µs vs ${
+          dapr?.serverCpuUsPerCertificate ?? "n/a"
+        } µs`,
+        met: !!sentry && !!dapr &&
+          sentry.serverCpuUsPerCertificate! <= dapr.serverCpuUsPerCertificate!,
+      },
+    ];
+    if (csrKey === "ecdsa-p256") {
+      checks.push({
+        target: "32 callers, ecdsa-p256 CSRs: throughput >= CFSSL's",
+        measured: `${sentry?.certificatesPerSecond ?? "n/a"}/s vs ${
+          cfssl?.certificatesPerSecond ?? "n/a"
+        }/s, ratio ${
+          ratio(sentry?.certificatesPerSecond ?? 0, cfssl?.certificatesPerSecond) ?? "n/a"
+        }`,
+        met: !!sentry && !!cfssl && sentry.certificatesPerSecond >= cfssl.certificatesPerSecond,
+      });
+    }
+    return checks;
+  }),
   {
     target: "256 callers: zero errors or only RESOURCE_EXHAUSTED",
     measured: `errors ${errorSummary(at256.sentry)}, p99 ${at256.sentry?.p99Ms ?? "n/a"} ms`,
@@ -679,7 +787,7 @@ const targets = [
     target: `burst of ${BURST_CALLERS} callers: all served or told to retry, none lost`,
     measured: `${bursts.sentry.served} served, ${bursts.sentry.retries} retries, errors ${
       JSON.stringify(bursts.sentry.errors)
-    }`,
+    }, peak RSS ${bursts.sentry.peakRssMiB} MiB`,
     met: bursts.sentry.served === bursts.sentry.callers &&
       Object.keys(bursts.sentry.errors).length === 0,
   },
