@@ -255,6 +255,25 @@ Deno.test("a call the client cancels gets no answer and the server keeps serving
   });
 });
 
+Deno.test("SETTINGS announce the per-connection call limit and the header list bound", async () => {
+  await withServer({ "/test.Service/Echo": echo }, async (port) => {
+    const session = connectHttp2(`https://127.0.0.1:${port}`, {
+      ca: BUNDLE.anchorsPem,
+      checkServerIdentity: () => undefined,
+    });
+    try {
+      await new Promise((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      assert.equal(session.remoteSettings.maxConcurrentStreams, 8);
+      assert.equal(session.remoteSettings.maxHeaderListSize, 16 * 1024);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
 /** The serial of the certificate the server presents in a new handshake. */
 function presentedSerial(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
