@@ -13,14 +13,15 @@ import { createHash } from "node:crypto";
 import { chmod, copyFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { WORKER_BUNDLE } from "../src/server/signing-pool.ts";
+import { SERVING_THREAD_BUNDLE, SIGNING_WORKER_BUNDLE } from "../src/server/worker-script.ts";
 import { bundleForNode } from "./node-bundle.ts";
 import { pinnedNode, RELEASE_NODE } from "./node-runtime.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DIST = join(ROOT, "dist");
 const BUNDLE = join(DIST, "sentry.cjs");
-const WORKER_BUNDLE_FILE = join(DIST, WORKER_BUNDLE);
+const WORKER_BUNDLE_FILE = join(DIST, SIGNING_WORKER_BUNDLE);
+const SERVING_BUNDLE_FILE = join(DIST, SERVING_THREAD_BUNDLE);
 const BLOB = join(DIST, "sentry.blob");
 const SEA_CONFIG = join(DIST, "sea-config.json");
 const BINARY = join(DIST, "sentry");
@@ -44,6 +45,7 @@ async function step(description: string, program: string, args: string[]): Promi
 const node = await pinnedNode(RELEASE_NODE);
 await bundleForNode("main.ts", BUNDLE);
 await bundleForNode("src/server/signing-worker-main.ts", WORKER_BUNDLE_FILE);
+await bundleForNode("src/server/serving-thread-main.ts", SERVING_BUNDLE_FILE);
 await writeFile(
   SEA_CONFIG,
   JSON.stringify(
@@ -58,8 +60,11 @@ await writeFile(
       // after 10,000 certificates, same CPU per certificate; bench/binary.ts). Far above what
       // a burst of 10,000 callers needs (see the README's numbers).
       execArgv: ["--max-old-space-size=512"],
-      // The signing worker threads' code (signing-pool.ts).
-      assets: { [WORKER_BUNDLE]: WORKER_BUNDLE_FILE },
+      // The worker threads' code (worker-script.ts): signing workers, serving threads.
+      assets: {
+        [SIGNING_WORKER_BUNDLE]: WORKER_BUNDLE_FILE,
+        [SERVING_THREAD_BUNDLE]: SERVING_BUNDLE_FILE,
+      },
     },
     null,
     2,

@@ -152,6 +152,14 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
       "default: the CPUs this process may use, container quota included, minus one; 1 or 2)",
   },
   {
+    name: "serving-threads",
+    type: "int",
+    default: 0,
+    help: "Threads that also serve the gRPC port (TLS and HTTP/2; the port is shared with " +
+      "SO_REUSEPORT) and hand each call to the main thread; for machines with 4 or more CPUs, " +
+      "where TLS and HTTP/2 on one thread become the limit (0: the main thread serves alone)",
+  },
+  {
     name: "identity-rate-limit",
     type: "int",
     default: 0,
@@ -335,6 +343,9 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
     if (!((flags.int("max-concurrent-requests")) > 0)) {
       throw new UsageError("--max-concurrent-requests must be positive");
     }
+    if (!((flags.int("serving-threads")) >= 0)) {
+      throw new UsageError("--serving-threads must be 0 or more");
+    }
     if (!((flags.int("signing-workers")) >= 0)) {
       throw new UsageError("--signing-workers must be 0 or more");
     }
@@ -390,6 +401,7 @@ export async function runServe(argv: readonly string[], io: ServeEnvironment): P
       keyAlgorithm: flags.string("key-algorithm") as CaKeyAlgorithm,
       maxConcurrentRequests: flags.int("max-concurrent-requests"),
       signingWorkers: flags.int("signing-workers"),
+      servingThreads: flags.int("serving-threads"),
       identityRateLimit: flags.int("identity-rate-limit"),
       grpc: {
         address: listenAddress(flags.string("listen-address")),

@@ -18,7 +18,9 @@ import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
-import { GrpcError, UnaryGrpcServer } from "./unary-grpc.ts";
+import { GrpcError, type ServingTls, UnaryGrpcServer } from "./unary-grpc.ts";
+import { ServingThreads } from "./serving-threads.ts";
+import type { WorkerScript } from "./worker-script.ts";
 import { safeDelayMs, setSafeTimeout } from "../util/timers.ts";
 import {
   ConnectionGuard,
@@ -88,6 +90,11 @@ export interface GrpcServerOptions extends ConnectionLimits {
   rateLimiter?: IdentityRateLimiter;
   /** JWT-SVID issuing, when on (see ca-service.ts). */
   jwt?: JwtIssuing;
+  /**
+   * Threads that serve the port beside the main thread (serving-threads.ts), when asked for
+   * and when this runtime can start them.
+   */
+  servingThreads?: { count: number; script: WorkerScript };
 }
 
 /** Least time between two warnings about refused connections. */
@@ -118,6 +125,7 @@ function toSignRequest(wire: WireRequest): SignRequest {
 /** A running gRPC CA server. */
 export class SentryGrpcServer {
   #server?: UnaryGrpcServer;
+  #threads?: ServingThreads;
   readonly #options: GrpcServerOptions;
   readonly #method: grpc.MethodDefinition<WireRequest, unknown>;
   readonly #deps: CaServiceDeps;
@@ -137,7 +145,7 @@ export class SentryGrpcServer {
     this.#options = options;
     const maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.#guard = new ConnectionGuard({
-      maxConnections,
+      maxConnections: this.#connectionsPerListener(maxConnections),
       prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
       onRefused: () => this.#connectionRefused(maxConnections),
       onPrefaceTimeout: () => {
@@ -145,7 +153,7 @@ export class SentryGrpcServer {
         options.logger.debug("closed a connection that sent no HTTP/2 preface in time");
       },
     });
-    options.metrics.observeOpenConnections(() => this.#guard.open);
+    options.metrics.observeOpenConnections(() => this.openConnections);
     const definition = sentryPackageDefinition()[CA_SERVICE] as grpc.ServiceDefinition;
     this.#method = definition.SignCertificate as grpc.MethodDefinition<WireRequest, unknown>;
     const offload = new OffloadPolicy();
@@ -158,6 +166,15 @@ export class SentryGrpcServer {
         onWorkerIssue: () => options.metrics.signedOnWorkers.inc(),
       }),
     };
+  }
+
+  /**
+   * Each listener's share of the connection cap: the main thread and every serving thread
+   * count their own connections.
+   */
+  #connectionsPerListener(maxConnections: number): number {
+    const listeners = 1 + (this.#options.servingThreads?.count ?? 0);
+    return Math.max(1, Math.floor(maxConnections / listeners));
   }
 
   /** One SignCertificate call: the request message in, the answer message out. */
@@ -199,9 +216,9 @@ export class SentryGrpcServer {
     }
   }
 
-  /** Open connections on the gRPC port. */
+  /** Open connections on the gRPC port (serving threads included). */
   get openConnections(): number {
-    return this.#guard.open;
+    return this.#guard.open + (this.#threads?.open ?? 0);
   }
 
   #connectionRefused(maxConnections: number): void {
@@ -244,7 +261,9 @@ export class SentryGrpcServer {
       this.#renewTimer.unref?.();
       return;
     }
-    this.#server?.setTls({ ...identity, anchorsPem: this.#options.state.bundle.anchorsPem });
+    const tls: ServingTls = { ...identity, anchorsPem: this.#options.state.bundle.anchorsPem };
+    this.#server?.setTls(tls);
+    this.#threads?.setTls(tls);
     this.#scheduleRenewal(identity);
     this.#options.logger.info("serving certificate rotated", {
       expiry: identity.notAfter.toISOString(),
@@ -272,14 +291,52 @@ export class SentryGrpcServer {
     const host = this.#options.listenAddress;
     // An IPv6 literal (`::`, `::1`) goes in brackets before the port.
     const address = `${host.includes(":") ? `[${host}]` : host}:${this.#options.port}`;
+    const threads = this.#options.servingThreads;
     try {
-      this.port = await server.listen(host, this.#options.port);
+      this.port = await server.listen(host, this.#options.port, threads !== undefined);
     } catch (error) {
       throw new Error(`cannot listen on ${address}: ${(error as Error).message}`);
     }
     this.#server = server;
+    if (threads) await this.#startThreads(threads, identity);
     this.#scheduleRenewal(identity);
     this.#unsubscribe = this.#options.state.onBundle(() => this.rotateServingCertificate());
+  }
+
+  async #startThreads(
+    threads: { count: number; script: WorkerScript },
+    identity: ServingIdentity,
+  ): Promise<void> {
+    const options = this.#options;
+    const maxConnections = options.maxConnections ?? defaultMaxConnections();
+    this.#threads = new ServingThreads({
+      ...threads,
+      setup: {
+        host: options.listenAddress,
+        tls: { ...identity, anchorsPem: options.state.bundle.anchorsPem },
+        paths: [this.#method.path],
+        maxMessageBytes: MAX_REQUEST_BYTES,
+        maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+        idleTimeoutMs: safeDelayMs(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+        maxConnections: this.#connectionsPerListener(maxConnections),
+        prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
+      },
+      handle: (_path, message) => this.#signCertificate(message),
+      onRefused: (reason) => {
+        if (reason === "max_connections") this.#connectionRefused(maxConnections);
+        else options.metrics.connectionRefused("handshake_timeout");
+      },
+      logger: options.logger,
+    });
+    try {
+      await this.#threads.start(this.port);
+    } catch (error) {
+      this.forceShutdown();
+      throw new Error(`cannot start the serving threads: ${(error as Error).message}`);
+    }
+    options.logger.info(
+      `serving the gRPC port on the main thread and ${threads.count} serving thread(s)`,
+    );
   }
 
   /**
@@ -307,8 +364,12 @@ export class SentryGrpcServer {
         resolve(graceful);
       };
       const deadline = setTimeout(() => finish(false), graceMs);
-      if (this.#server) this.#server.tryShutdown(() => finish(true));
-      else finish(true);
+      const server = this.#server;
+      const closed = [
+        server ? new Promise<void>((done) => server.tryShutdown(done)) : Promise.resolve(),
+        this.#threads?.shutdown() ?? Promise.resolve(),
+      ];
+      Promise.all(closed).then(() => finish(true));
       this.#onIdle = () => {
         flush = setTimeout(() => finish(true), FLUSH_MS);
       };
@@ -325,5 +386,6 @@ export class SentryGrpcServer {
   forceShutdown(): void {
     clearTimeout(this.#renewTimer);
     this.#server?.forceShutdown();
+    this.#threads?.forceShutdown();
   }
 }

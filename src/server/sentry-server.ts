@@ -9,6 +9,7 @@
  * @module
  */
 import { createServer } from "node:net";
+import process from "node:process";
 import type { CaKeyAlgorithm } from "../x509/keys.ts";
 import type { MtlsSettings } from "../config/configuration.ts";
 import type { SettingsSource } from "../config/settings-source.ts";
@@ -25,7 +26,13 @@ import { DEFAULT_STARTUP_RETRY, loadOrCreateBundle } from "./credentials.ts";
 import { ExpiryMonitor } from "./expiry-monitor.ts";
 import { type ConnectionLimits, SentryGrpcServer } from "./grpc-server.ts";
 import { IdentityRateLimiter } from "./identity-rate-limit.ts";
-import { MAX_CRASHES_IN_A_ROW, SigningPool, workerScript } from "./signing-pool.ts";
+import { MAX_CRASHES_IN_A_ROW, SigningPool } from "./signing-pool.ts";
+import {
+  SERVING_THREAD_BUNDLE,
+  SIGNING_WORKER_BUNDLE,
+  type WorkerScript,
+  workerScript,
+} from "./worker-script.ts";
 import { type HttpEndpoint, startHealthServer, startMetricsServer } from "./http-endpoints.ts";
 import { type OidcServer, startOidcServer } from "./oidc-server.ts";
 import {
@@ -83,6 +90,8 @@ export interface SentryServerOptions {
   maxConcurrentRequests: number;
   /** Worker threads that sign requests arriving in batches (0: sign on the main thread). */
   signingWorkers: number;
+  /** Threads that serve the gRPC port beside the main thread (0: none; serving-threads.ts). */
+  servingThreads?: number;
   /** Most signing requests a minute for one identity (0: no limit). */
   identityRateLimit: number;
   /** Kubernetes mode: makes the KUBERNETES token validator (always on, the default). */
@@ -116,7 +125,7 @@ function startSigningPool(workers: number, logger: Logger): SigningPool | undefi
     logger.info("signing on the main thread (--signing-workers 0)");
     return undefined;
   }
-  const script = workerScript();
+  const script = workerScript(SIGNING_WORKER_BUNDLE);
   if (!script) {
     logger.info("signing on the main thread: this runtime cannot start signing workers");
     return undefined;
@@ -128,6 +137,29 @@ function startSigningPool(workers: number, logger: Logger): SigningPool | undefi
       `signing workers failed ${MAX_CRASHES_IN_A_ROW} times in a row (last: ${why}): ` +
         "signing on the main thread from now on",
     ));
+}
+
+/** The serving threads to start, when asked for and when this runtime can start them. */
+function servingThreadsPlan(
+  count: number,
+  logger: Logger,
+): { count: number; script: WorkerScript } | undefined {
+  if (count <= 0) return undefined;
+  const script = workerScript(SERVING_THREAD_BUNDLE);
+  if (!script || !canReusePort()) {
+    logger.warn(
+      "--serving-threads ignored: this runtime cannot start serving threads (they need Node.js " +
+        "22.12 or later, for SO_REUSEPORT); the main thread serves the gRPC port alone",
+    );
+    return undefined;
+  }
+  return { count, script };
+}
+
+/** Whether `net.Server.listen` takes `reusePort` here (Node.js 22.12+, 23.1+). */
+function canReusePort(version = process.versions.node): boolean {
+  const [major, minor] = version.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }
 
 /** The validators in force, as logged: `kubernetes (default), jwks`. */
@@ -345,6 +377,7 @@ export class SentryServer {
         ? new IdentityRateLimiter(options.identityRateLimit)
         : undefined,
       jwt: options.jwt && { ttlMs: options.jwt.ttlMs, issuer: options.jwt.issuer },
+      servingThreads: servingThreadsPlan(options.servingThreads ?? 0, logger),
       ...options.connections,
     });
     try {

@@ -17,10 +17,8 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import process from "node:process";
 import { Worker } from "node:worker_threads";
+import type { WorkerScript } from "./worker-script.ts";
 import type { IssuedChain, SigningBundle, WorkloadTiming } from "../ca/signer.ts";
 import type { SpiffeId } from "../ca/spiffe.ts";
 import {
@@ -29,39 +27,6 @@ import {
   type SigningFailureKind,
   type ToWorker,
 } from "./signing-worker.ts";
-
-/** The worker bundle's file name, and the name of its SEA asset (scripts/build-binary.ts). */
-export const WORKER_BUNDLE = "sentry-signer.cjs";
-
-/** Where a worker's code comes from: a file, or source text to evaluate. */
-export interface WorkerScript {
-  source: string;
-  eval: boolean;
-}
-
-interface SeaModule {
-  isSea(): boolean;
-  getAsset(key: string, encoding: string): string;
-}
-
-/** The signing worker's code, or undefined where this runtime cannot run it. */
-export function workerScript(): WorkerScript | undefined {
-  if ((globalThis as { Deno?: unknown }).Deno) return undefined;
-  const getBuiltin = (process as { getBuiltinModule?: (id: string) => unknown })
-    .getBuiltinModule;
-  const sea = getBuiltin?.("node:sea") as SeaModule | undefined;
-  if (sea?.isSea()) {
-    try {
-      return { source: sea.getAsset(WORKER_BUNDLE, "utf8"), eval: true };
-    } catch {
-      return undefined; // a binary built without the asset
-    }
-  }
-  const main = process.argv[1];
-  if (!main || !/\.c?js$/.test(main)) return undefined;
-  const script = join(dirname(main), WORKER_BUNDLE);
-  return existsSync(script) ? { source: script, eval: false } : undefined;
-}
 
 /** A request the worker refused or could not finish. */
 export class PoolSigningError extends Error {

@@ -32,11 +32,22 @@ import {
   type ServerHttp2Stream,
 } from "node:http2";
 import type { SecureContextOptions } from "node:tls";
-import { status } from "@grpc/grpc-js";
+
+/**
+ * The gRPC status codes this module answers with itself (the same numbers as grpc-js's
+ * `status`, which is not imported so that a serving thread's bundle stays small).
+ */
+export const GrpcStatus = {
+  DEADLINE_EXCEEDED: 4,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
 
 /** A call's failure: the gRPC status code and the message the client sees. */
 export class GrpcError extends Error {
-  constructor(readonly code: status, message: string) {
+  constructor(readonly code: number, message: string) {
     super(message);
     this.name = "GrpcError";
   }
@@ -116,7 +127,7 @@ class UnaryCall {
   /** Fails the call with DEADLINE_EXCEEDED unless answered within `ms`. */
   expireAfter(ms: number): void {
     this.#deadline = setTimeout(
-      () => this.fail(new GrpcError(status.DEADLINE_EXCEEDED, "deadline exceeded")),
+      () => this.fail(new GrpcError(GrpcStatus.DEADLINE_EXCEEDED, "deadline exceeded")),
       ms,
     );
   }
@@ -200,12 +211,16 @@ export class UnaryGrpcServer {
     this.http2.on("tlsClientError", () => {});
   }
 
-  /** Binds `host:port` (0: any free port) and resolves with the port bound. */
-  listen(host: string, port: number): Promise<number> {
+  /**
+   * Binds `host:port` (0: any free port) and resolves with the port bound. With `reusePort`
+   * (SO_REUSEPORT), other threads of this process may bind the same port and the kernel spreads
+   * new connections over them.
+   */
+  listen(host: string, port: number, reusePort = false): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (error: Error) => reject(error);
       this.http2.once("error", onError);
-      this.http2.listen(port, host, () => {
+      this.http2.listen({ port, host, reusePort }, () => {
         this.http2.off("error", onError);
         const address = this.http2.address();
         resolve(typeof address === "object" && address ? address.port : port);
@@ -282,7 +297,7 @@ export class UnaryGrpcServer {
     const path = headers[":path"] ?? "";
     const handler = this.#options.handlers.get(path);
     if (!handler) {
-      call.fail(new GrpcError(status.UNIMPLEMENTED, `unknown method ${path}`));
+      call.fail(new GrpcError(GrpcStatus.UNIMPLEMENTED, `unknown method ${path}`));
       return;
     }
     const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
@@ -316,20 +331,20 @@ export class UnaryGrpcServer {
       if (head[0] !== 0) {
         refuse(
           new GrpcError(
-            status.UNIMPLEMENTED,
+            GrpcStatus.UNIMPLEMENTED,
             `compressed messages are not supported (grpc-encoding ${encoding ?? "none"})`,
           ),
         );
       } else if (length > limit) {
         refuse(
           new GrpcError(
-            status.RESOURCE_EXHAUSTED,
+            GrpcStatus.RESOURCE_EXHAUSTED,
             `received a message larger than the limit (${length} > ${limit} bytes)`,
           ),
         );
       } else if (received > PREFIX_BYTES + length) {
         refuse(
-          new GrpcError(status.UNIMPLEMENTED, "more than one request message on a unary call"),
+          new GrpcError(GrpcStatus.UNIMPLEMENTED, "more than one request message on a unary call"),
         );
       }
     });
@@ -339,7 +354,7 @@ export class UnaryGrpcServer {
       if (body.length < PREFIX_BYTES || body.length !== PREFIX_BYTES + body.readUInt32BE(1)) {
         call.fail(
           new GrpcError(
-            status.INTERNAL,
+            GrpcStatus.INTERNAL,
             body.length === 0 ? "the call carried no request message" : "truncated request message",
           ),
         );
@@ -351,7 +366,7 @@ export class UnaryGrpcServer {
           call.fail(
             error instanceof GrpcError
               ? error
-              : new GrpcError(status.INTERNAL, "internal error while handling the call"),
+              : new GrpcError(GrpcStatus.INTERNAL, "internal error while handling the call"),
           ),
       );
     });

@@ -9,7 +9,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { connect as connectHttp2, type IncomingHttpHeaders } from "node:http2";
-import { connect as connectTls } from "node:tls";
 import { issueServingIdentity } from "../../src/server/serving-identity.ts";
 import {
   encodeGrpcMessage,
@@ -19,6 +18,7 @@ import {
   UnaryGrpcServer,
   type UnaryHandler,
 } from "../../src/server/unary-grpc.ts";
+import { presentedSerial } from "../helpers/tls_peer.ts";
 import { testTrustBundle } from "../helpers/trust_bundle.ts";
 
 const NOW = new Date();
@@ -274,30 +274,12 @@ Deno.test("SETTINGS announce the per-connection call limit and the header list b
   });
 });
 
-/** The serial of the certificate the server presents in a new handshake. */
-function presentedSerial(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connectTls({
-      host: "127.0.0.1",
-      port,
-      ca: BUNDLE.anchorsPem,
-      servername: "localhost",
-      ALPNProtocols: ["h2"],
-      checkServerIdentity: () => undefined,
-    }, () => {
-      resolve(socket.getPeerX509Certificate()!.serialNumber);
-      socket.end();
-    });
-    socket.once("error", reject);
-  });
-}
-
 Deno.test("setTls: new handshakes get the new certificate on the same port", async () => {
   await withServer({ "/test.Service/Echo": echo }, async (port, server) => {
-    const before = await presentedSerial(port);
+    const before = await presentedSerial(port, BUNDLE.anchorsPem);
     const next = servingTls();
     server.setTls(next);
-    const after = await presentedSerial(port);
+    const after = await presentedSerial(port, BUNDLE.anchorsPem);
     assert.notEqual(after, before);
     assert.equal(
       after,
