@@ -1,7 +1,9 @@
 /**
  * The gRPC server: TLS (>= 1.2, ALPN h2) with sentry's serving identity, the CA service on
  * unary-grpc.ts, a 64 KiB request limit, and in-place rotation of the serving certificate
- * (renewed at half its life and whenever the bundle changes) without closing the port.
+ * (renewed at half its life and whenever the bundle changes) without closing the port. With
+ * `--serving-threads`, serving threads share the port and relay their calls here
+ * (serving-threads.ts), so that every call goes through the same checks, limits and metrics.
  *
  * @module
  */
