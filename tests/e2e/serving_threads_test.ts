@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { goLoad } from "../../bench/loadgen.ts";
 import { daprBinaries } from "../helpers/dapr_binaries.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { runSentry, startSentry } from "../helpers/sentry_process.ts";
 import { presentedSerial } from "../helpers/tls_peer.ts";
 
@@ -80,6 +81,32 @@ Deno.test("--serving-threads 2: three listeners share the port, every call answe
 
     assert.equal(await sentry.stop("SIGINT"), 0);
     assert.match(sentry.logs(), /sentry stopped/);
+  } finally {
+    await sentry.stop();
+  }
+});
+
+Deno.test("--serving-threads: a new root reaches every listener's serving certificate", async () => {
+  if (!await runtimeHasThreads()) return; // covered by the warning case above
+  const sentry = await startSentry({ args: ["--serving-threads", "2"] });
+  try {
+    const oldAnchors = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
+    const before = await presentedSerial(sentry.grpcPort, oldAnchors);
+    const renewed = await runSentry(["renew", "--root", "--issuer-credentials", sentry.dir]);
+    assert.equal(renewed.code, 0, renewed.stdout + renewed.stderr);
+    const newRoot = await Deno.readTextFile(join(sentry.dir, "ca.crt"));
+    // Every listener (12 connections over 3) presents a certificate that chains to the new
+    // root, the same one everywhere (verified by Node's TLS client against the new root only).
+    const serials = new Set<string>();
+    await eventually("every listener presents the renewed serving certificate", async () => {
+      serials.clear();
+      for (let i = 0; i < 12; i++) {
+        const serial = await presentedSerial(sentry.grpcPort, newRoot).catch(() => undefined);
+        if (!serial || serial === before) return false;
+        serials.add(serial);
+      }
+      return serials.size === 1;
+    }, 20_000);
   } finally {
     await sentry.stop();
   }
