@@ -10,7 +10,12 @@ import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { SentryClient, signOnce } from "../helpers/grpc_client.ts";
 import { generateKey, makeCsr, openssl, opensslBundle } from "../helpers/openssl.ts";
-import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  ONE_SHOT_SERVER_ARGS,
+  runSentry,
+  startSentry,
+  tempDir,
+} from "../helpers/sentry_process.ts";
 
 const FILES = ["ca.crt", "issuer.crt", "issuer.key"];
 
@@ -27,12 +32,7 @@ async function refusedStart(dir: string, extra: string[] = []): Promise<string> 
   const result = await runSentry([
     "--issuer-credentials",
     dir,
-    "--port=0",
-    "--healthz-port=0",
-    "--metrics-port=0",
-    "--listen-address=127.0.0.1",
-    "--healthz-listen-address=127.0.0.1",
-    "--metrics-listen-address=127.0.0.1",
+    ...ONE_SHOT_SERVER_ARGS,
     ...extra,
   ]);
   assert.equal(result.code, 1, `expected exit code 1, got ${result.code}: ${result.stdout}`);

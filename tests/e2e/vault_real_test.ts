@@ -17,7 +17,12 @@ import { eventually } from "../helpers/eventually.ts";
 import { signOnce } from "../helpers/grpc_client.ts";
 import { type RealVault, startRealVault } from "../helpers/real_vault.ts";
 import { startRealKubeApiServer } from "../helpers/real_kube_apiserver.ts";
-import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  ONE_SHOT_SERVER_ARGS,
+  runSentry,
+  startSentry,
+  tempDir,
+} from "../helpers/sentry_process.ts";
 import {
   auditedAt,
   BUNDLE_PATH,
@@ -31,16 +36,6 @@ import {
   spawnSentry,
   vaultCaFile,
 } from "../helpers/vault_real_scenarios.ts";
-
-/** Flags that put a sentry run to completion (refused start-ups) on loopback and free ports. */
-const ONE_SHOT_SERVER = [
-  "--port=0",
-  "--healthz-port=0",
-  "--metrics-port=0",
-  "--listen-address=127.0.0.1",
-  "--healthz-listen-address=127.0.0.1",
-  "--metrics-listen-address=127.0.0.1",
-];
 
 /** The bundle Vault holds now (throws when there is none). */
 async function stored(
@@ -335,7 +330,7 @@ Deno.test("real Vault: a deleted or destroyed latest version is refused, never r
       await first.stop();
       const ca = (await stored(vault)).data["ca.crt"];
       await vault.latest(BUNDLE_PATH, how === "deleted" ? "delete" : "destroy");
-      const refused = await runSentry([...realVaultArgs(vault, caFile), ...ONE_SHOT_SERVER], {
+      const refused = await runSentry([...realVaultArgs(vault, caFile), ...ONE_SHOT_SERVER_ARGS], {
         env,
       });
       assert.equal(refused.code, 1, refused.stdout + refused.stderr);
@@ -449,7 +444,7 @@ Deno.test("real Vault: --vault-namespace against Vault Community Edition (no nam
   await using vault = await startRealVault();
   const caFile = await vaultCaFile(vault);
   const refused = await runSentry(
-    [...realVaultArgs(vault, caFile, ["--vault-namespace", "team-a"]), ...ONE_SHOT_SERVER],
+    [...realVaultArgs(vault, caFile, ["--vault-namespace", "team-a"]), ...ONE_SHOT_SERVER_ARGS],
     { env: { VAULT_TOKEN: vault.rootToken } },
   );
   const said = refused.stdout + refused.stderr;

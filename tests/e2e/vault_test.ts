@@ -11,7 +11,12 @@ import { join } from "node:path";
 import { FakeVault } from "../fakes/vault.ts";
 import { signOnce } from "../helpers/grpc_client.ts";
 import { opensslBundle } from "../helpers/openssl.ts";
-import { runSentry, startSentry, tempDir } from "../helpers/sentry_process.ts";
+import {
+  ONE_SHOT_SERVER_ARGS,
+  runSentry,
+  startSentry,
+  tempDir,
+} from "../helpers/sentry_process.ts";
 
 const PATH = "dapr/sentry/trust-bundle";
 
@@ -151,12 +156,7 @@ Deno.test("a deleted or destroyed latest version is refused, never replaced by a
         else vault.destroyLatest(PATH);
         const refused = await runSentry([
           ...vaultArgs(vault),
-          "--port=0",
-          "--healthz-port=0",
-          "--metrics-port=0",
-          "--listen-address=127.0.0.1",
-          "--healthz-listen-address=127.0.0.1",
-          "--metrics-listen-address=127.0.0.1",
+          ...ONE_SHOT_SERVER_ARGS,
         ], { env });
         assert.equal(refused.code, 1, refused.stdout);
         assert.match(

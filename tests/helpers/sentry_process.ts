@@ -109,6 +109,19 @@ export interface Finished {
   stderr: string;
 }
 
+/**
+ * Server flags for a run that is expected to end (a refused start-up): every port chosen by the
+ * system, everything on loopback, so that nothing can collide or be reached from outside.
+ */
+export const ONE_SHOT_SERVER_ARGS: readonly string[] = [
+  "--port=0",
+  "--healthz-port=0",
+  "--metrics-port=0",
+  "--listen-address=127.0.0.1",
+  "--healthz-listen-address=127.0.0.1",
+  "--metrics-listen-address=127.0.0.1",
+];
+
 /** Runs sentry with `args` to completion (for commands and refused start-ups). */
 export async function runSentry(
   args: string[],
