@@ -135,6 +135,8 @@ export class SentryGrpcServer {
   #unsubscribe?: () => void;
   #inFlight = 0;
   readonly #guard: ConnectionGuard;
+  /** The cap on open connections over the whole port (`--max-connections`). */
+  readonly #maxConnections: number;
   #refusedSinceWarning = 0;
   #lastRefusalWarning = -Infinity;
   /** Called once when no call is in progress any more (set while shutting down). */
@@ -145,11 +147,11 @@ export class SentryGrpcServer {
   /** Prepares the server; {@link start} binds it. */
   constructor(options: GrpcServerOptions) {
     this.#options = options;
-    const maxConnections = options.maxConnections ?? defaultMaxConnections();
+    this.#maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.#guard = new ConnectionGuard({
-      maxConnections: this.#connectionsPerListener(maxConnections),
+      maxConnections: this.#connectionsPerListener(),
       prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
-      onRefused: () => this.#connectionRefused(maxConnections),
+      onRefused: () => this.#connectionRefused(),
       onPrefaceTimeout: () => {
         options.metrics.connectionRefused("handshake_timeout");
         options.logger.debug("closed a connection that sent no HTTP/2 preface in time");
@@ -174,9 +176,9 @@ export class SentryGrpcServer {
    * Each listener's share of the connection cap: the main thread and every serving thread
    * count their own connections.
    */
-  #connectionsPerListener(maxConnections: number): number {
+  #connectionsPerListener(): number {
     const listeners = 1 + (this.#options.servingThreads?.count ?? 0);
-    return Math.max(1, Math.floor(maxConnections / listeners));
+    return Math.max(1, Math.floor(this.#maxConnections / listeners));
   }
 
   /** One SignCertificate call: the request message in, the answer message out. */
@@ -223,13 +225,13 @@ export class SentryGrpcServer {
     return this.#guard.open + (this.#threads?.open ?? 0);
   }
 
-  #connectionRefused(maxConnections: number): void {
+  #connectionRefused(): void {
     this.#options.metrics.connectionRefused("max_connections");
     this.#refusedSinceWarning++;
     const now = Date.now();
     if (now - this.#lastRefusalWarning < REFUSAL_WARNING_INTERVAL_MS) return;
     this.#options.logger.warn(
-      `refused ${this.#refusedSinceWarning} connection(s): ${maxConnections} already open ` +
+      `refused ${this.#refusedSinceWarning} connection(s): ${this.#maxConnections} already open ` +
         "(raise --max-connections and the open-files limit together)",
     );
     this.#refusedSinceWarning = 0;
@@ -310,7 +312,6 @@ export class SentryGrpcServer {
     identity: ServingIdentity,
   ): Promise<void> {
     const options = this.#options;
-    const maxConnections = options.maxConnections ?? defaultMaxConnections();
     this.#threads = new ServingThreads({
       ...threads,
       setup: {
@@ -320,12 +321,12 @@ export class SentryGrpcServer {
         maxMessageBytes: MAX_REQUEST_BYTES,
         maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
         idleTimeoutMs: safeDelayMs(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
-        maxConnections: this.#connectionsPerListener(maxConnections),
+        maxConnections: this.#connectionsPerListener(),
         prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
       },
       handle: (_path, message) => this.#signCertificate(message),
       onRefused: (reason) => {
-        if (reason === "max_connections") this.#connectionRefused(maxConnections);
+        if (reason === "max_connections") this.#connectionRefused();
         else options.metrics.connectionRefused("handshake_timeout");
       },
       logger: options.logger,

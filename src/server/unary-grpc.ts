@@ -178,16 +178,19 @@ class UnaryCall {
   }
 }
 
+/** A connection's calls in progress, and its idle timer while it has none. */
+interface SessionCalls {
+  calls: number;
+  idle?: ReturnType<typeof setTimeout>;
+}
+
 /** A listening unary gRPC server. */
 export class UnaryGrpcServer {
   readonly #options: UnaryGrpcServerOptions;
   /** The HTTP/2 server (for the connection guard). */
   readonly http2: Http2SecureServer;
   /** Open sessions, with the calls in progress on each. */
-  readonly #sessions = new Map<
-    Http2Session,
-    { calls: number; idle?: ReturnType<typeof setTimeout> }
-  >();
+  readonly #sessions = new Map<Http2Session, SessionCalls>();
   #closing = false;
 
   constructor(options: UnaryGrpcServerOptions) {
@@ -253,7 +256,7 @@ export class UnaryGrpcServer {
   }
 
   #onSession(session: Http2Session): void {
-    const entry: { calls: number; idle?: ReturnType<typeof setTimeout> } = { calls: 0 };
+    const entry: SessionCalls = { calls: 0 };
     this.#sessions.set(session, entry);
     session.on("error", () => {});
     session.once("close", () => {
@@ -264,7 +267,7 @@ export class UnaryGrpcServer {
     else this.#armIdle(session, entry);
   }
 
-  #armIdle(session: Http2Session, entry: { calls: number; idle?: ReturnType<typeof setTimeout> }) {
+  #armIdle(session: Http2Session, entry: SessionCalls) {
     const ms = this.#options.idleTimeoutMs;
     if (ms <= 0) return;
     clearTimeout(entry.idle);
