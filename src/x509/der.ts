@@ -29,17 +29,43 @@ export class DerError extends Error {
   override name = "DerError";
 }
 
-function encodeLength(length: number): Buffer {
-  if (length < 0x80) return Buffer.from([length]);
-  const bytes: number[] = [];
-  for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
+/** Octets of a definite length's encoding: short form under 128, else 0x8n + n octets. */
+function lengthSize(length: number): number {
+  if (length < 0x80) return 1;
+  let octets = 0;
+  for (let n = length; n > 0; n = Math.floor(n / 256)) octets++;
+  return 1 + octets;
 }
 
-/** Encodes one tag-length-value with the given contents. */
+/** Writes `length`'s encoding (of `size` octets, from {@link lengthSize}) at `offset`. */
+function writeLength(out: Uint8Array, offset: number, length: number, size: number): void {
+  if (size === 1) {
+    out[offset] = length;
+    return;
+  }
+  out[offset] = 0x80 | (size - 1);
+  for (let i = size - 1, n = length; i > 0; i--, n = Math.floor(n / 256)) {
+    out[offset + i] = n & 0xff;
+  }
+}
+
+/**
+ * Encodes one tag-length-value with the given contents. The hot path of certificate
+ * encoding: one allocation, the contents copied once.
+ */
 export function tlv(tag: number, ...contents: Uint8Array[]): Buffer {
-  const body = contents.length === 1 ? contents[0] : Buffer.concat(contents);
-  return Buffer.concat([Buffer.from([tag]), encodeLength(body.length), body]);
+  let bodyLength = 0;
+  for (const content of contents) bodyLength += content.length;
+  const size = lengthSize(bodyLength);
+  const out = Buffer.allocUnsafe(1 + size + bodyLength);
+  out[0] = tag;
+  writeLength(out, 1, bodyLength, size);
+  let offset = 1 + size;
+  for (const content of contents) {
+    out.set(content, offset);
+    offset += content.length;
+  }
+  return out;
 }
 
 /** SEQUENCE of the given encoded elements. */
@@ -151,14 +177,41 @@ export function ia5String(value: string): Buffer {
   return tlv(Tag.IA5_STRING, Buffer.from(value, "ascii"));
 }
 
-/** X.509 Time: UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5). */
+/** Writes `value` as `count` decimal digits (ASCII) at `offset`. */
+function writeDigits(out: Uint8Array, offset: number, value: number, count: number): void {
+  for (let i = count - 1; i >= 0; i--, value = Math.floor(value / 10)) {
+    out[offset + i] = 0x30 + (value % 10);
+  }
+}
+
+/**
+ * X.509 Time: UTCTime (YYMMDDHHMMSSZ) through 2049, GeneralizedTime (YYYYMMDDHHMMSSZ) from
+ * 2050 (RFC 5280 §4.1.2.5). Fractions of a second are dropped.
+ */
 export function time(date: Date): Buffer {
-  const iso = date.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ
   const year = date.getUTCFullYear();
-  const digits = iso.slice(0, 19).replace(/[-T:]/g, ""); // YYYYMMDDHHMMSS
-  return year >= 1950 && year < 2050
-    ? tlv(Tag.UTC_TIME, Buffer.from(`${digits.slice(2)}Z`, "ascii"))
-    : tlv(Tag.GENERALIZED_TIME, Buffer.from(`${digits}Z`, "ascii"));
+  if (!(year >= 0 && year <= 9999)) throw new RangeError(`no X.509 time for ${date}`);
+  const utc = year >= 1950 && year < 2050;
+  const yearDigits = utc ? 2 : 4;
+  const out = Buffer.allocUnsafe(2 + yearDigits + 11);
+  out[0] = utc ? Tag.UTC_TIME : Tag.GENERALIZED_TIME;
+  out[1] = yearDigits + 11;
+  writeDigits(out, 2, utc ? year % 100 : year, yearDigits);
+  let at = 2 + yearDigits;
+  for (
+    const field of [
+      date.getUTCMonth() + 1,
+      date.getUTCDate(),
+      date.getUTCHours(),
+      date.getUTCMinutes(),
+      date.getUTCSeconds(),
+    ]
+  ) {
+    writeDigits(out, at, field, 2);
+    at += 2;
+  }
+  out[at] = 0x5a; // "Z"
+  return out;
 }
 
 /** One decoded TLV: its tag and the byte offsets of the whole element and of its contents. */
@@ -245,7 +298,11 @@ export function decodeTime(buf: Uint8Array, element: Element): Date {
   let year = Number(match[1]);
   if (element.tag === Tag.UTC_TIME) year += year < 50 ? 2000 : 1900;
   const [month, day, hour, minute, second] = match.slice(2).map((v) => Number(v ?? 0));
-  return new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  // Not Date.UTC: it reads years 0-99 as 1900-1999.
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, 0);
+  return date;
 }
 
 /** How deep {@link checkStrictDer} descends before it gives up on a structure. */

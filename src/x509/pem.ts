@@ -20,7 +20,10 @@ export function decodePem(text: string | Uint8Array): PemBlock[] {
   const source = typeof text === "string" ? text : Buffer.from(text).toString("latin1");
   const blocks: PemBlock[] = [];
   for (const match of source.matchAll(BLOCK)) {
-    const body = match[2].split(/\r?\n/).filter((line) => !line.includes(":")).join("");
+    // RFC 1421 headers (`Proc-Type: ...`) are lines with a colon; base64 never has one.
+    const body = match[2].includes(":")
+      ? match[2].split(/\r?\n/).filter((line) => !line.includes(":")).join("")
+      : match[2];
     blocks.push({ label: match[1], der: Buffer.from(body.replace(/\s+/g, ""), "base64") });
   }
   return blocks;
