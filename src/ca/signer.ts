@@ -45,7 +45,18 @@ export interface IssuedCertificate {
 }
 
 /** What an issuer hands back across threads: the chain (leaf first) and the leaf's NotAfter. */
-export type IssuedChain = Pick<IssuedCertificate, "chainPem" | "notAfter">;
+export interface IssuedChain {
+  /** The chain's PEM text, UTF-8, in an ArrayBuffer of its own (so it can be transferred). */
+  chain: Uint8Array;
+  notAfter: Date;
+}
+
+const utf8 = new TextEncoder();
+
+/** `issued` as an {@link IssuedChain}: the bytes a response carries, encoded once. */
+export function issuedChain(issued: IssuedCertificate): IssuedChain {
+  return { chain: utf8.encode(issued.chainPem), notAfter: issued.notAfter };
+}
 
 /** A workload certificate's TBSCertificate and validity, waiting for its signature. */
 interface UnsignedWorkload {

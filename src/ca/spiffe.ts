@@ -56,7 +56,8 @@ export class SpiffeId {
       }
     }
     const id = new SpiffeId(trustDomain, "/" + segments.join("/"));
-    if (new TextEncoder().encode(id.toString()).length > MAX_LENGTH) {
+    // Every character checked above is ASCII: the string's length is its size in bytes.
+    if (id.toString().length > MAX_LENGTH) {
       throw new SpiffeIdError(`SPIFFE ID is longer than ${MAX_LENGTH} bytes`);
     }
     return id;

@@ -13,6 +13,7 @@ import { CsrError } from "../x509/csr.ts";
 import { SigningError } from "../ca/signer.ts";
 import { controlPlaneDnsNames } from "../ca/control-plane.ts";
 import { SpiffeId, SpiffeIdError } from "../ca/spiffe.ts";
+import type { TrustBundle } from "../ca/bundle.ts";
 import type { JwtSigningKey } from "../ca/jwt-keys.ts";
 import { jwtKeyAt } from "../ca/jwt-rotation.ts";
 import {
@@ -73,6 +74,18 @@ export interface CaServiceDeps {
   rateLimiter?: IdentityRateLimiter;
   /** Set when JWT issuing is on (`--jwt-enabled`). */
   jwt?: JwtIssuing;
+}
+
+/** Each bundle's trust anchors as response bytes, encoded once per loaded bundle. */
+const anchorsBytesByBundle = new WeakMap<TrustBundle, Buffer>();
+
+function anchorsBytes(bundle: TrustBundle): Buffer {
+  let bytes = anchorsBytesByBundle.get(bundle);
+  if (!bytes) {
+    bytes = Buffer.from(bundle.anchorsPem);
+    anchorsBytesByBundle.set(bundle, bytes);
+  }
+  return bytes;
 }
 
 /** Runs one request through validation, CSR decoding and signing. */
@@ -143,8 +156,12 @@ export async function signCertificate(
     deps.logger.debug(`signed certificate for ${id}`, { expiry: issued.notAfter.toISOString() });
   }
   const response: SignResponse = {
-    workloadCertificate: Buffer.from(issued.chainPem),
-    trustChainCertificates: [Buffer.from(bundle.anchorsPem)],
+    workloadCertificate: Buffer.from(
+      issued.chain.buffer,
+      issued.chain.byteOffset,
+      issued.chain.byteLength,
+    ),
+    trustChainCertificates: [anchorsBytes(bundle)],
     validUntil: { seconds: String(Math.floor(issued.notAfter.getTime() / 1000)), nanos: 0 },
   };
   if (!deps.jwt) return response;

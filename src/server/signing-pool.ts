@@ -98,7 +98,7 @@ export class SigningPool {
       if (!pending) return;
       entry.pending.delete(reply.seq);
       if ("failure" in reply) pending.reject(new PoolSigningError(reply.failure, reply.message));
-      else pending.resolve({ chainPem: reply.chainPem, notAfter: new Date(reply.notAfterMs) });
+      else pending.resolve({ chain: reply.chain, notAfter: new Date(reply.notAfterMs) });
     });
     const fail = (why: string) => {
       if (failed) return; // "error" and "exit" both report one death

@@ -15,7 +15,12 @@ import type { KeyObject } from "node:crypto";
 import { parentPort } from "node:worker_threads";
 import { CsrError, decodeCsr } from "../x509/csr.ts";
 import { SigningKey } from "../x509/keys.ts";
-import { issueWorkloadCertificate, type SigningBundle, SigningError } from "../ca/signer.ts";
+import {
+  issuedChain,
+  issueWorkloadCertificate,
+  type SigningBundle,
+  SigningError,
+} from "../ca/signer.ts";
 import { SpiffeId } from "../ca/spiffe.ts";
 
 /** The signing half of one trust bundle, as it crosses to a worker. */
@@ -70,7 +75,7 @@ export type SigningFailureKind = "csr" | "signing" | "internal";
 
 /** A worker's answer to one {@link SignMessage}. */
 export type FromWorker =
-  | { seq: number; chainPem: string; notAfterMs: number }
+  | { seq: number; chain: Uint8Array; notAfterMs: number }
   | { seq: number; failure: SigningFailureKind; message: string };
 
 /** How many bundle generations a worker keeps (in-flight requests may name an older one). */
@@ -117,7 +122,8 @@ export class SigningWorkerState {
         new Date(message.nowMs),
         message.dnsNames,
       );
-      return { seq, chainPem: issued.chainPem, notAfterMs: issued.notAfter.getTime() };
+      const { chain, notAfter } = issuedChain(issued);
+      return { seq, chain, notAfterMs: notAfter.getTime() };
     } catch (error) {
       const failure: SigningFailureKind = error instanceof CsrError
         ? "csr"
@@ -136,6 +142,11 @@ export function runSigningWorker(): void {
   const state = new SigningWorkerState();
   port.on("message", (message: ToWorker) => {
     const reply = state.handle(message);
-    if (reply) port.postMessage(reply);
+    if (!reply) return;
+    // The chain's bytes are moved, not copied, when they fill their buffer (they do).
+    const chain = "chain" in reply ? reply.chain : undefined;
+    const movable = chain && chain.byteOffset === 0 &&
+      chain.byteLength === chain.buffer.byteLength && chain.buffer instanceof ArrayBuffer;
+    port.postMessage(reply, movable ? [chain.buffer as ArrayBuffer] : []);
   });
 }

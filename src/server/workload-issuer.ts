@@ -11,6 +11,7 @@
 import type { TrustBundle } from "../ca/bundle.ts";
 import {
   type IssuedChain,
+  issuedChain,
   issueWorkloadCertificate,
   issueWorkloadCertificateAsync,
   SigningError,
@@ -47,7 +48,9 @@ export const inlineIssuer: WorkloadIssuer = {
   issue({ bundle, id, csrPem, timing, now, dnsNames }) {
     try {
       const spki = decodeCsr(csrPem).subjectPublicKeyInfo;
-      return Promise.resolve(issueWorkloadCertificate(bundle, id, spki, timing, now, dnsNames));
+      return Promise.resolve(
+        issuedChain(issueWorkloadCertificate(bundle, id, spki, timing, now, dnsNames)),
+      );
     } catch (error) {
       return Promise.reject(error);
     }
@@ -58,7 +61,9 @@ export const inlineIssuer: WorkloadIssuer = {
 export const threadPoolIssuer: WorkloadIssuer = {
   async issue({ bundle, id, csrPem, timing, now, dnsNames }) {
     const spki = (await decodeCsrAsync(csrPem)).subjectPublicKeyInfo;
-    return await issueWorkloadCertificateAsync(bundle, id, spki, timing, now, dnsNames);
+    return issuedChain(
+      await issueWorkloadCertificateAsync(bundle, id, spki, timing, now, dnsNames),
+    );
   },
 };
 

@@ -57,7 +57,7 @@ function issuer(outcome: Error | undefined = undefined) {
       requests.push(issue);
       if (outcome) return Promise.reject(outcome);
       return Promise.resolve({
-        chainPem: `chain for ${issue.id}`,
+        chain: new TextEncoder().encode(`chain for ${issue.id}`),
         notAfter: new Date(issue.now.getTime() + issue.timing.ttlMs),
       });
     },

@@ -122,7 +122,9 @@ async function serviceDeps(withKey = true) {
     metrics: new SentryMetrics(),
     logger: quiet,
     now: () => NOW,
-    issuer: { issue: () => Promise.resolve({ chainPem: "chain", notAfter: NOW }) },
+    issuer: {
+      issue: () => Promise.resolve({ chain: new TextEncoder().encode("chain"), notAfter: NOW }),
+    },
     namespace: "dapr-system",
     clusterDomain: "cluster.local",
     jwt: { ttlMs: 3_600_000, issuer: "https://issuer.example" },

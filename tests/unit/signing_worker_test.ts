@@ -48,11 +48,14 @@ Deno.test("signs with the issuer of the named generation", () => {
   assert.equal(state.handle(bundleMessage(second, 2)), undefined);
   for (const [generation, bundle] of [[1, first], [2, second]] as const) {
     const reply = state.handle(signMessage(generation));
-    assert.ok(reply && "chainPem" in reply, JSON.stringify(reply));
+    assert.ok(reply && "chain" in reply, JSON.stringify(reply));
     assert.equal(reply.seq, 7);
     assert.equal(reply.notAfterMs, NOW.getTime() + DAY);
-    assert.ok(reply.chainPem.endsWith(bundle.issuerChainPem));
-    const leaf = parseCertificate(decodePem(reply.chainPem)[0].der);
+    const chainPem = new TextDecoder().decode(reply.chain);
+    assert.ok(chainPem.endsWith(bundle.issuerChainPem));
+    // The bytes fill their own buffer: the worker can move them to the pool without a copy.
+    assert.equal(reply.chain.buffer.byteLength, reply.chain.byteLength);
+    const leaf = parseCertificate(decodePem(chainPem)[0].der);
     const issuerPublic = createPublicKey(bundle.issuer.key.privateKey);
     assert.ok(verify("sha256", leaf.tbs, issuerPublic, leaf.signature));
   }
@@ -87,6 +90,6 @@ Deno.test("only the last three generations are kept", () => {
   assert.ok(forgotten && "failure" in forgotten && forgotten.failure === "internal");
   for (const generation of [2, 3, 4]) {
     const reply = state.handle(signMessage(generation));
-    assert.ok(reply && "chainPem" in reply, `generation ${generation}`);
+    assert.ok(reply && "chain" in reply, `generation ${generation}`);
   }
 });

@@ -39,11 +39,12 @@ for (
 ) {
   Deno.test(`${name} issuer: a good CSR is issued, a bad one is a CsrError, an expired CA a SigningError`, async () => {
     const issued = await issuer.issue(issueRequest(GOOD_CSR));
-    const [leaf] = decodePem(issued.chainPem);
+    const chainPem = new TextDecoder().decode(issued.chain);
+    const [leaf] = decodePem(chainPem);
     const parsed = parseCertificate(leaf.der);
     assert.equal(parsed.notAfter.getTime(), NOW.getTime() + TIMING.ttlMs);
     assert.equal(issued.notAfter.getTime(), NOW.getTime() + TIMING.ttlMs);
-    assert.ok(issued.chainPem.endsWith(BUNDLE.issuerChainPem));
+    assert.ok(chainPem.endsWith(BUNDLE.issuerChainPem));
 
     await assert.rejects(issuer.issue(issueRequest("not a CSR")), CsrError);
     const afterExpiry = new Date(BUNDLE.issuerNotAfter.getTime() + 1000);
@@ -98,6 +99,6 @@ Deno.test("router: inline unless offloaded; offloaded to the workers while they 
   pool.available = false;
   const issued = await router.issue(issueRequest(GOOD_CSR));
   assert.equal(workerCalls, 1, "an unavailable pool is bypassed (node:crypto's thread pool)");
-  assert.ok(issued.chainPem.includes("BEGIN CERTIFICATE"));
+  assert.ok(new TextDecoder().decode(issued.chain).includes("BEGIN CERTIFICATE"));
   await assert.rejects(router.issue(issueRequest("junk")), CsrError);
 });
