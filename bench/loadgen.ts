@@ -27,6 +27,8 @@ export interface GoLoadPlan {
   warmupSeconds: number;
   /** Stop after this many certificates. */
   count?: number;
+  /** CPUs to run the generator on (`taskset -c` list, e.g. `0`); any when unset. */
+  cpus?: string;
 }
 
 /** What the generator measured ({@link LoadResult}, plus what it sent). */
@@ -70,8 +72,14 @@ export async function goLoad(binary: string, plan: GoLoadPlan): Promise<GoLoadRe
   if (plan.caFile) args.push(`-ca=${plan.caFile}`);
   if (plan.connections) args.push(`-conns=${plan.connections}`);
   if (plan.count) args.push(`-count=${plan.count}`);
-  const output = await new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" })
-    .output();
+  const [program, programArgs] = plan.cpus
+    ? ["taskset", ["-c", plan.cpus, binary, ...args]]
+    : [binary, args];
+  const output = await new Deno.Command(program, {
+    args: programArgs,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
   const decoder = new TextDecoder();
   if (!output.success) throw new Error(decoder.decode(output.stderr).trim());
   return JSON.parse(decoder.decode(output.stdout));

@@ -18,7 +18,9 @@
  *      tests/dapr/loadgen (grpc-go with Dapr's proto package, sentry verified by its SPIFFE ID as
  *      daprd does; CFSSL over net/http), so that every server carries the same client cost.
  *      Ratios: ours / Dapr's and ours / CFSSL;
- *   4. a cross-check at 32 callers with the Node load generator (bench/load.ts), the one earlier
+ *   4. per core (bench/pinned.ts): the generator pinned to CPU 0, ours and Dapr's each pinned
+ *      to CPU 1 alone and then to every CPU, 32 callers, both CSR types (P-256 issuer); and a
+ *      cross-check at 32 callers with the Node load generator (bench/load.ts), the one earlier
  *      runs used, against all three;
  *   5. the peak RSS of both sentries after 100,000 certificates, and their time from start to
  *      a healthy /healthz on a new credentials directory;
@@ -51,6 +53,8 @@ import { ensureCfssl, startCfssl } from "./cfssl.ts";
 import { copyBundle, daprVersion, startDaprSentry } from "./dapr_sentry.ts";
 import type { BurstResult, LoadPlan, LoadResult } from "./load.ts";
 import { type CsrKey, goLoad, type GoLoadPlan, type GoLoadResult } from "./loadgen.ts";
+import { cpuSeconds, machineBusySeconds, peakRssMiB } from "./proc.ts";
+import { type PinnedComparison, pinnedComparison, printPinned } from "./pinned.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RELEASE_BINARY = join(ROOT, "dist/sentry");
@@ -180,12 +184,6 @@ async function burst(loadBundle: string, plan: LoadPlan): Promise<BurstResult> {
   return JSON.parse(await run("node", [loadBundle, JSON.stringify({ ...plan, burst: true })]));
 }
 
-/** Peak resident set size (VmHWM) of a process, in MiB. */
-function peakRssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number((Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024).toFixed(1));
-}
-
 function errorSummary(result?: LoadResult): string {
   if (!result) return "n/a";
   const entries = Object.entries(result.errors);
@@ -290,25 +288,6 @@ interface EndToEndRow {
   failures?: Record<string, string>;
 }
 
-/** CPU time (user + system) a process has used so far, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-const CLOCK_TICKS = Number(await run("getconf", ["CLK_TCK"]));
-
-/**
- * Busy CPU time of the whole machine so far, all cores, in seconds (/proc/stat: user, nice,
- * system, irq, softirq and steal).
- */
-function machineBusySeconds(): number {
-  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/)
-    .slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = fields;
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / CLOCK_TICKS;
-}
-
 /**
  * Seconds the main thread of our server has spent in garbage collection so far (prom-client's
  * `nodejs_gc_duration_seconds_sum`, all kinds).
@@ -370,6 +349,7 @@ const endToEnd: EndToEndRow[] = [];
 /** Reasons a server could not be loaded, printed once each. */
 const notes = new Set<string>();
 const underLoadRss: { issuer: IssuerKey; sentry: number; dapr: number }[] = [];
+let pinned: PinnedComparison | undefined;
 let nodeCrossCheck:
   | { callers: number; sentry: LoadResult; dapr: LoadResult; cfssl?: LoadResult }
   | undefined;
@@ -527,6 +507,25 @@ try {
         }
       }
       if (issuer === "ecdsa-p256") {
+        pinned = await pinnedComparison(dapr.loadgen, [
+          {
+            name: "sentry",
+            pid: ours.child.pid,
+            port: ours.grpcPort,
+            caFile: join(ours.dir, "ca.crt"),
+          },
+          {
+            name: "dapr",
+            pid: theirs.child.pid,
+            port: theirs.grpcPort,
+            caFile: join(theirs.dir, "ca.crt"),
+          },
+        ], {
+          csrKeys: QUICK ? ["ecdsa-p256"] : CSR_KEYS,
+          callers: CROSS_CHECK_CALLERS,
+          seconds: SECONDS,
+          warmupSeconds: WARMUP_SECONDS,
+        });
         // The Node load generator of earlier runs, at one caller count, P-256 CSR.
         const shape = {
           csrPem,
@@ -591,6 +590,7 @@ console.log(
         (gc !== undefined && cpu ? ` (${Math.round(gc / cpu * 100)}%)` : "");
     }).join(", "),
 );
+if (pinned) printPinned(pinned);
 if (nodeCrossCheck) {
   const { sentry, dapr, cfssl } = nodeCrossCheck;
   const cells = (r?: LoadResult) =>
@@ -838,6 +838,8 @@ const results = {
     /** Peak RSS of each server over all the rows of one issuer. */
     peakRssMiB: underLoadRss,
     nodeCrossCheck,
+    /** The same servers pinned: the generator on one CPU, each server on one CPU and on all. */
+    pinned,
   },
   footprint: {
     certificates: rss.sentry.certificates,

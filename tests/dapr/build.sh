@@ -19,31 +19,27 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
+script=tests/dapr/build.sh
+. ../go-build.sh
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "tests/dapr/build.sh: 'go' not found; Go 1.26 or newer is needed to build Dapr's programs" >&2
-  exit 1
-fi
+go_required "Dapr's programs"
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 version=$(go list -m -f '{{.Version}}' github.com/dapr/dapr)
-out=${SENTRY_DAPR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-dapr/$version}
-mkdir -p "$out"
+out=$(go_cache_dir SENTRY_DAPR_BIN sentry-dapr "$version")
 
 control_plane="placement scheduler operator injector"
-stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite loadgen tlscheck jwtcheck oidccheck -name '*.go' 2>/dev/null | sort | xargs cat) | sha256sum | cut -d' ' -f1)
-complete=yes
-for program in daprd sentry sentry-suite.test helm $control_plane; do
-  [ -x "$out/$program" ] || complete=no
+helpers=""
+for helper in loadgen tlscheck jwtcheck oidccheck; do
+  [ -d "$helper" ] && helpers="$helpers $helper"
 done
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ $complete = yes ] &&
-  { [ ! -d loadgen ] || [ -x "$out/loadgen" ]; } && { [ ! -d tlscheck ] || [ -x "$out/tlscheck" ]; }; then
+stamp=$( (go version; cat go.mod go.sum ../helm/go.mod ../helm/go.sum; find suite $helpers -name '*.go' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
+# shellcheck disable=SC2086 # word lists
+if go_up_to_date "$out" "$stamp" daprd sentry sentry-suite.test helm $control_plane $helpers; then
   echo "$out"
   exit 0
 fi
 
-start=$(date +%s)
-echo "tests/dapr/build.sh: building Dapr $version programs into $out (first run downloads about 1 GB of modules)" >&2
-rm -f "$out/.stamp"
+go_build_start "$out" "building Dapr $version programs into $out (first run downloads about 1 GB of modules)"
 go build -o "$out/sentry" github.com/dapr/dapr/cmd/sentry
 go build -tags stablecomponents -o "$out/daprd" github.com/dapr/dapr/cmd/daprd
 for program in $control_plane; do
@@ -52,10 +48,7 @@ done
 go test -c -o "$out/sentry-suite.test" ./suite
 (cd ../helm && go build -o "$out/helm" helm.sh/helm/v4/cmd/helm)
 echo "$(go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr" >"$out/chart-dir"
-if [ -d loadgen ]; then go build -o "$out/loadgen" ./loadgen; fi
-if [ -d tlscheck ]; then go build -o "$out/tlscheck" ./tlscheck; fi
-if [ -d jwtcheck ]; then go build -o "$out/jwtcheck" ./jwtcheck; fi
-if [ -d oidccheck ]; then go build -o "$out/oidccheck" ./oidccheck; fi
-echo "$stamp" >"$out/.stamp"
-echo "tests/dapr/build.sh: built in $(($(date +%s) - start)) s" >&2
-echo "$out"
+for helper in $helpers; do
+  go build -o "$out/$helper" "./$helper"
+done
+go_build_done "$out" "$stamp"

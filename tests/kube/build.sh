@@ -16,32 +16,25 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
+script=tests/kube/build.sh
+. ../go-build.sh
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "tests/kube/build.sh: 'go' not found; Go 1.26 or newer is needed to build kube-apiserver" >&2
-  exit 1
-fi
+go_required kube-apiserver
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-out=${SENTRY_KUBE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-kube/$version}
-mkdir -p "$out"
+out=$(go_cache_dir SENTRY_KUBE_BIN sentry-kube "$version")
 
 stamp=$( (go version; cat go.mod go.sum; find etcd -name '*.go' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] &&
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
+if go_up_to_date "$out" "$stamp" kube-apiserver etcd kubectl; then
   echo "$out"
   exit 0
 fi
 
-start=$(date +%s)
-echo "tests/kube/build.sh: building kube-apiserver $version, kubectl and etcd into $out" >&2
-rm -f "$out/.stamp"
+go_build_start "$out" "building kube-apiserver $version, kubectl and etcd into $out"
 minor=$(echo "$version" | cut -d. -f2)
 pkg=k8s.io/component-base/version
 ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 go build -ldflags "$ldflags" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 go build -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
 go build -ldflags "-s -w" -o "$out/etcd" ./etcd
-echo "$stamp" >"$out/.stamp"
-echo "tests/kube/build.sh: built in $(($(date +%s) - start)) s" >&2
-echo "$out"
+go_build_done "$out" "$stamp"

@@ -11,26 +11,20 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
+script=tests/vault/build.sh
+. ../go-build.sh
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "tests/vault/build.sh: 'go' not found; Go 1.26 or newer is needed to build Vault" >&2
-  exit 1
-fi
+go_required Vault
 export GOFLAGS=-mod=readonly
 version=$(go list -m -f '{{.Version}}' github.com/hashicorp/vault)
-out=${SENTRY_VAULT_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/sentry-vault/$version}
-mkdir -p "$out"
+out=$(go_cache_dir SENTRY_VAULT_BIN sentry-vault "$version")
 
 stamp=$( (go version; cat go.mod go.sum) | sha256sum | cut -d' ' -f1)
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -x "$out/vault" ]; then
+if go_up_to_date "$out" "$stamp" vault; then
   echo "$out"
   exit 0
 fi
 
-start=$(date +%s)
-echo "tests/vault/build.sh: building Vault $version into $out" >&2
-rm -f "$out/.stamp"
+go_build_start "$out" "building Vault $version into $out"
 go build -trimpath -ldflags "-s -w" -o "$out/vault" github.com/hashicorp/vault
-echo "$stamp" >"$out/.stamp"
-echo "tests/vault/build.sh: built in $(($(date +%s) - start)) s" >&2
-echo "$out"
+go_build_done "$out" "$stamp"
