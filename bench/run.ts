@@ -201,7 +201,8 @@ function line(cells: (string | number | undefined)[], widths: number[]): void {
 }
 
 const ms = (value?: number) => value?.toFixed(2);
-const ratio = (a: number, b?: number) => b ? Number((a / b).toFixed(2)) : undefined;
+const ratio = (a: number, b?: number, digits = 2) =>
+  b ? Number((a / b).toFixed(digits)) : undefined;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -739,7 +740,7 @@ const targets = [
         measured: `${sentry?.certificatesPerSecond ?? "n/a"}/s vs ${
           dapr?.certificatesPerSecond ?? "n/a"
         }/s, ratio ${
-          ratio(sentry?.certificatesPerSecond ?? 0, dapr?.certificatesPerSecond) ?? "n/a"
+          ratio(sentry?.certificatesPerSecond ?? 0, dapr?.certificatesPerSecond, 3) ?? "n/a"
         }`,
         met: !!sentry && !!dapr && sentry.certificatesPerSecond >= dapr.certificatesPerSecond,
       },
@@ -766,7 +767,7 @@ const targets = [
         measured: `${sentry?.certificatesPerSecond ?? "n/a"}/s vs ${
           cfssl?.certificatesPerSecond ?? "n/a"
         }/s, ratio ${
-          ratio(sentry?.certificatesPerSecond ?? 0, cfssl?.certificatesPerSecond) ?? "n/a"
+          ratio(sentry?.certificatesPerSecond ?? 0, cfssl?.certificatesPerSecond, 3) ?? "n/a"
         }`,
         met: !!sentry && !!cfssl && sentry.certificatesPerSecond >= cfssl.certificatesPerSecond,
       });
