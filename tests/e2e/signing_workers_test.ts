@@ -29,6 +29,21 @@ function tamper(csrPem: string): string {
   }\n-----END CERTIFICATE REQUEST-----\n`;
 }
 
+/**
+ * The P-256 CSR with its public point moved off the curve (one bit of Y flipped): the key
+ * import must refuse it, on whichever path the runtime's OpenSSL takes (JWK or DER).
+ */
+function offCurve(csrPem: string): string {
+  const der = Buffer.from(csrPem.replace(/-----[A-Z ]+-----|\s/g, ""), "base64");
+  // BIT STRING of 66 bytes, no unused bits, uncompressed point: 03 42 00 04 || X || Y.
+  const point = der.indexOf(Buffer.from([0x03, 0x42, 0x00, 0x04]));
+  assert.ok(point > 0, "a P-256 CSR");
+  der[point + 4 + 63] ^= 0x01;
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${
+    der.toString("base64")
+  }\n-----END CERTIFICATE REQUEST-----\n`;
+}
+
 async function burst(workers: number): Promise<void> {
   const work = await tempDir();
   const sentry = await startSentry({ args: [`--signing-workers=${workers}`] });
@@ -37,8 +52,12 @@ async function burst(workers: number): Promise<void> {
   const csrs = await Promise.all(
     keyTypes.map(async (type) => ({ type, pem: await makeCsr(work, await generateKey(type)) })),
   );
-  // A CSR whose signature does not match its key: the worker must refuse it, not crash.
+  // A CSR whose signature does not match its key, and one whose key is not a point of its
+  // curve: the worker must refuse them, not crash.
   const tampered = tamper(csrs[0].pem);
+  const p256 = csrs.find((csr) => csr.type === "ec-p256");
+  assert.ok(p256, "KEY_TYPES has P-256");
+  const notOnCurve = offCurve(p256.pem);
   const client = new SentryClient(sentry.grpcPort, anchors);
   try {
     if (workers > 0) {
@@ -49,7 +68,7 @@ async function burst(workers: number): Promise<void> {
     const results = await Promise.all(
       Array.from({ length: BURST }, async (_, i) => {
         const bad = i % 8 === 7;
-        const csr = bad ? tampered : csrs[i % csrs.length].pem;
+        const csr = !bad ? csrs[i % csrs.length].pem : i % 16 === 7 ? tampered : notOnCurve;
         try {
           const response = await client.sign({
             id: `app${i}`,
@@ -67,7 +86,14 @@ async function burst(workers: number): Promise<void> {
       if (result.bad) {
         assert.ok(result.error, `request ${result.i} with a bad CSR must fail`);
         assert.equal(result.error.code, 3, result.error.details); // INVALID_ARGUMENT
-        assert.match(result.error.details, /certificate signing request|invalid signature/);
+        // Each refused for its own reason: the bad point at the key's import, before any
+        // signature work; the tampered request at the signature check.
+        assert.match(
+          result.error.details,
+          result.csr === notOnCurve
+            ? /^failed to parse certificate signing request: /
+            : /^invalid signature$/,
+        );
         continue;
       }
       assert.ok(result.pem, `request ${result.i}: ${result.error?.details}`);
