@@ -20,7 +20,7 @@ import {
   type ServingThreadSetup,
   type ToServingThread,
 } from "./serving-thread.ts";
-import { GrpcError, GrpcStatus, type ServingTls } from "./unary-grpc.ts";
+import { type GrpcError, type ServingTls, toGrpcError } from "./unary-grpc.ts";
 import type { WorkerScript } from "./worker-script.ts";
 
 /** What the threads need from the main server. */
@@ -122,9 +122,7 @@ export class ServingThreads {
         this.#post(worker, { kind: "answer", seq, message: copy }, [copy.buffer]);
       },
       (error) => {
-        const failure = error instanceof GrpcError
-          ? error
-          : new GrpcError(GrpcStatus.INTERNAL, "internal error while handling the call");
+        const failure = toGrpcError(error);
         this.#post(worker, { kind: "fail", seq, code: failure.code, details: failure.message });
       },
     );

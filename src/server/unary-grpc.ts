@@ -53,6 +53,16 @@ export class GrpcError extends Error {
   }
 }
 
+/**
+ * How a handler's failure answers the client: a {@link GrpcError} as it is; anything else (a
+ * fault) as INTERNAL, without its details.
+ */
+export function toGrpcError(error: unknown): GrpcError {
+  return error instanceof GrpcError
+    ? error
+    : new GrpcError(GrpcStatus.INTERNAL, "internal error while handling the call");
+}
+
 /** Handles one call: the request message in, the answer message out (or a {@link GrpcError}). */
 export type UnaryHandler = (message: Buffer) => Promise<Buffer>;
 
@@ -318,6 +328,8 @@ export class UnaryGrpcServer {
     const limit = this.#options.maxMessageBytes;
     const chunks: Buffer[] = [];
     let received = 0;
+    /** The message length the prefix announced, once its 5 bytes are in. */
+    let announced: number | undefined;
     let refused = false;
     const refuse = (error: GrpcError) => {
       refused = true;
@@ -329,23 +341,31 @@ export class UnaryGrpcServer {
       chunks.push(chunk);
       received += chunk.length;
       if (received < PREFIX_BYTES) return;
-      const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      const length = head.readUInt32BE(1);
-      if (head[0] !== 0) {
-        refuse(
-          new GrpcError(
-            GrpcStatus.UNIMPLEMENTED,
-            `compressed messages are not supported (grpc-encoding ${encoding ?? "none"})`,
-          ),
-        );
-      } else if (length > limit) {
-        refuse(
-          new GrpcError(
-            GrpcStatus.RESOURCE_EXHAUSTED,
-            `received a message larger than the limit (${length} > ${limit} bytes)`,
-          ),
-        );
-      } else if (received > PREFIX_BYTES + length) {
+      if (announced === undefined) {
+        // The prefix is read once (a client sending tiny DATA frames must not make every
+        // frame re-join the ones before it).
+        const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+        announced = head.readUInt32BE(1);
+        if (head[0] !== 0) {
+          refuse(
+            new GrpcError(
+              GrpcStatus.UNIMPLEMENTED,
+              `compressed messages are not supported (grpc-encoding ${encoding ?? "none"})`,
+            ),
+          );
+          return;
+        }
+        if (announced > limit) {
+          refuse(
+            new GrpcError(
+              GrpcStatus.RESOURCE_EXHAUSTED,
+              `received a message larger than the limit (${announced} > ${limit} bytes)`,
+            ),
+          );
+          return;
+        }
+      }
+      if (received > PREFIX_BYTES + announced) {
         refuse(
           new GrpcError(GrpcStatus.UNIMPLEMENTED, "more than one request message on a unary call"),
         );
@@ -365,12 +385,7 @@ export class UnaryGrpcServer {
       }
       handler(body.subarray(PREFIX_BYTES)).then(
         (answer) => call.answer(answer),
-        (error) =>
-          call.fail(
-            error instanceof GrpcError
-              ? error
-              : new GrpcError(GrpcStatus.INTERNAL, "internal error while handling the call"),
-          ),
+        (error) => call.fail(toGrpcError(error)),
       );
     });
   }

@@ -8,7 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { connect as connectHttp2, type IncomingHttpHeaders } from "node:http2";
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect as connectHttp2,
+  type IncomingHttpHeaders,
+} from "node:http2";
 import { issueServingIdentity } from "../../src/server/serving-identity.ts";
 import {
   encodeGrpcMessage,
@@ -62,36 +67,53 @@ async function withServer(
   }
 }
 
-/** Sends one request (headers plus `body`) and collects the answer. */
+/** A bare HTTP/2 client session to the test server (the test certificate is trusted). */
+function connect(port: number): ClientHttp2Session {
+  return connectHttp2(`https://127.0.0.1:${port}`, {
+    ca: BUNDLE.anchorsPem,
+    servername: "localhost",
+    checkServerIdentity: () => undefined,
+  });
+}
+
+/** Opens a call to `/test.Service/Echo` (or what `headers` override) on `session`. */
+function openCall(session: ClientHttp2Session, headers: Record<string, string> = {}) {
+  const request = session.request({
+    ":method": "POST",
+    ":path": "/test.Service/Echo",
+    "content-type": "application/grpc",
+    ...headers,
+  });
+  request.on("error", () => {});
+  return request;
+}
+
+/** The answer to `request`, once its stream has closed. */
+function answerOf(request: ClientHttp2Stream): Promise<Exchange> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let headers: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders = {};
+    request.on("response", (h) => (headers = h));
+    request.on("trailers", (t) => (trailers = t));
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.once("close", () => resolve({ headers, trailers, body: Buffer.concat(chunks) }));
+  });
+}
+
+/** Sends one request (headers plus `body`) on a new connection and collects the answer. */
 function exchange(
   port: number,
   headers: Record<string, string>,
   body: Buffer,
 ): Promise<Exchange> {
   return new Promise((resolve, reject) => {
-    const session = connectHttp2(`https://127.0.0.1:${port}`, {
-      ca: BUNDLE.anchorsPem,
-      servername: "localhost",
-      checkServerIdentity: () => undefined,
-    });
+    const session = connect(port);
     session.once("error", reject);
-    const request = session.request({
-      ":method": "POST",
-      ":path": "/test.Service/Echo",
-      "content-type": "application/grpc",
-      te: "trailers",
-      ...headers,
-    });
-    const chunks: Buffer[] = [];
-    let answerHeaders: IncomingHttpHeaders = {};
-    let trailers: IncomingHttpHeaders = {};
-    request.on("response", (h) => (answerHeaders = h));
-    request.on("trailers", (t) => (trailers = t));
-    request.on("data", (chunk: Buffer) => chunks.push(chunk));
-    request.on("error", () => {});
-    request.once("close", () => {
+    const request = openCall(session, { te: "trailers", ...headers });
+    answerOf(request).then((answer) => {
       session.close();
-      resolve({ headers: answerHeaders, trailers, body: Buffer.concat(chunks) });
+      resolve(answer);
     });
     request.end(body);
   });
@@ -195,17 +217,9 @@ Deno.test("protocol errors get their gRPC status (or HTTP status) and never reac
 
 Deno.test("the size limit answers as soon as the prefix announces too much", async () => {
   await withServer({ "/test.Service/Echo": echo }, async (port) => {
-    const session = connectHttp2(`https://127.0.0.1:${port}`, {
-      ca: BUNDLE.anchorsPem,
-      checkServerIdentity: () => undefined,
-    });
+    const session = connect(port);
     try {
-      const request = session.request({
-        ":method": "POST",
-        ":path": "/test.Service/Echo",
-        "content-type": "application/grpc",
-      });
-      request.on("error", () => {});
+      const request = openCall(session);
       const head = Buffer.alloc(5);
       head.writeUInt32BE(10 * 1024 * 1024, 1);
       request.write(head); // the body never follows
@@ -213,6 +227,33 @@ Deno.test("the size limit answers as soon as the prefix announces too much", asy
         request.once("response", resolve)
       );
       assert.equal(headers["grpc-status"], "8");
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+Deno.test("a message sent a few bytes per DATA frame is read whole; extra bytes after it are refused", async () => {
+  /** Sends `body` in 3-byte writes, each flushed before the next, and collects the answer. */
+  const trickle = (session: ClientHttp2Session, body: Buffer) => {
+    const request = openCall(session);
+    const answer = answerOf(request);
+    const send = (at: number) => {
+      if (at >= body.length) return request.end();
+      request.write(body.subarray(at, at + 3), () => setTimeout(() => send(at + 3), 1));
+    };
+    send(0);
+    return answer;
+  };
+  await withServer({ "/test.Service/Echo": echo }, async (port) => {
+    const session = connect(port);
+    try {
+      const message = Buffer.alloc(200, 0x61);
+      const whole = await trickle(session, frame(message));
+      assert.equal(whole.trailers["grpc-status"], "0");
+      assert.deepEqual(whole.body, frame(Buffer.concat([Buffer.from("re:"), message])));
+      const extra = await trickle(session, Buffer.concat([frame(message), Buffer.from("zz")]));
+      assert.equal(extra.headers["grpc-status"], "12");
     } finally {
       session.destroy();
     }
@@ -234,16 +275,8 @@ Deno.test("a call the client cancels gets no answer and the server keeps serving
   const slow: UnaryHandler = (message) =>
     new Promise((resolve) => (release = () => resolve(message)));
   await withServer({ "/test.Service/Echo": slow, "/test.Service/Fast": echo }, async (port) => {
-    const session = connectHttp2(`https://127.0.0.1:${port}`, {
-      ca: BUNDLE.anchorsPem,
-      checkServerIdentity: () => undefined,
-    });
-    const request = session.request({
-      ":method": "POST",
-      ":path": "/test.Service/Echo",
-      "content-type": "application/grpc",
-    });
-    request.on("error", () => {});
+    const session = connect(port);
+    const request = openCall(session);
     request.end(frame(Buffer.from("x")));
     await new Promise((resolve) => setTimeout(resolve, 50));
     request.close(8); // CANCEL
@@ -257,10 +290,7 @@ Deno.test("a call the client cancels gets no answer and the server keeps serving
 
 Deno.test("SETTINGS announce the per-connection call limit and the header list bound", async () => {
   await withServer({ "/test.Service/Echo": echo }, async (port) => {
-    const session = connectHttp2(`https://127.0.0.1:${port}`, {
-      ca: BUNDLE.anchorsPem,
-      checkServerIdentity: () => undefined,
-    });
+    const session = connect(port);
     try {
       await new Promise((resolve, reject) => {
         session.once("remoteSettings", resolve);
