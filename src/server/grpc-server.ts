@@ -20,7 +20,12 @@ import type { SigningPool } from "./signing-pool.ts";
 import { CA_SERVICE, sentryPackageDefinition } from "../proto/sentry-proto.ts";
 import { issueServingIdentity, renewalDelayMs, type ServingIdentity } from "./serving-identity.ts";
 import { IssuerRouter } from "./workload-issuer.ts";
-import { GrpcError, type ServingTls, UnaryGrpcServer } from "./unary-grpc.ts";
+import {
+  GrpcError,
+  type ServingTls,
+  UnaryGrpcServer,
+  type UnaryGrpcServerOptions,
+} from "./unary-grpc.ts";
 import { ServingThreads } from "./serving-threads.ts";
 import type { WorkerScript } from "./worker-script.ts";
 import { safeDelayMs, setSafeTimeout } from "../util/timers.ts";
@@ -137,6 +142,8 @@ export class SentryGrpcServer {
   readonly #guard: ConnectionGuard;
   /** The cap on open connections over the whole port (`--max-connections`). */
   readonly #maxConnections: number;
+  /** How long a new connection has for its TLS handshake and HTTP/2 preface. */
+  readonly #prefaceTimeoutMs: number;
   #refusedSinceWarning = 0;
   #lastRefusalWarning = -Infinity;
   /** Called once when no call is in progress any more (set while shutting down). */
@@ -148,9 +155,10 @@ export class SentryGrpcServer {
   constructor(options: GrpcServerOptions) {
     this.#options = options;
     this.#maxConnections = options.maxConnections ?? defaultMaxConnections();
+    this.#prefaceTimeoutMs = options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS;
     this.#guard = new ConnectionGuard({
       maxConnections: this.#connectionsPerListener(),
-      prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
+      prefaceTimeoutMs: this.#prefaceTimeoutMs,
       onRefused: () => this.#connectionRefused(),
       onPrefaceTimeout: () => {
         options.metrics.connectionRefused("handshake_timeout");
@@ -179,6 +187,23 @@ export class SentryGrpcServer {
   #connectionsPerListener(): number {
     const listeners = 1 + (this.#options.servingThreads?.count ?? 0);
     return Math.max(1, Math.floor(this.#maxConnections / listeners));
+  }
+
+  /** What the port presents in TLS handshakes: the serving identity and the current anchors. */
+  #servingTls(identity: ServingIdentity): ServingTls {
+    return { ...identity, anchorsPem: this.#options.state.bundle.anchorsPem };
+  }
+
+  /** The limits every listener of the port (main thread and serving threads) applies. */
+  #callLimits(): Pick<
+    UnaryGrpcServerOptions,
+    "maxMessageBytes" | "maxConcurrentStreams" | "idleTimeoutMs"
+  > {
+    return {
+      maxMessageBytes: MAX_REQUEST_BYTES,
+      maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+      idleTimeoutMs: safeDelayMs(this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+    };
   }
 
   /** One SignCertificate call: the request message in, the answer message out. */
@@ -265,7 +290,7 @@ export class SentryGrpcServer {
       this.#renewTimer.unref?.();
       return;
     }
-    const tls: ServingTls = { ...identity, anchorsPem: this.#options.state.bundle.anchorsPem };
+    const tls = this.#servingTls(identity);
     this.#server?.setTls(tls);
     this.#threads?.setTls(tls);
     this.#scheduleRenewal(identity);
@@ -286,10 +311,8 @@ export class SentryGrpcServer {
     const identity = this.#issueIdentity();
     const server = new UnaryGrpcServer({
       handlers: new Map([[this.#method.path, (message) => this.#signCertificate(message)]]),
-      tls: { ...identity, anchorsPem: this.#options.state.bundle.anchorsPem },
-      maxMessageBytes: MAX_REQUEST_BYTES,
-      maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
-      idleTimeoutMs: safeDelayMs(this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+      tls: this.#servingTls(identity),
+      ...this.#callLimits(),
     });
     this.#guard.attach(server.http2);
     const host = this.#options.listenAddress;
@@ -316,13 +339,11 @@ export class SentryGrpcServer {
       ...threads,
       setup: {
         host: options.listenAddress,
-        tls: { ...identity, anchorsPem: options.state.bundle.anchorsPem },
+        tls: this.#servingTls(identity),
         paths: [this.#method.path],
-        maxMessageBytes: MAX_REQUEST_BYTES,
-        maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
-        idleTimeoutMs: safeDelayMs(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+        ...this.#callLimits(),
         maxConnections: this.#connectionsPerListener(),
-        prefaceTimeoutMs: options.prefaceTimeoutMs ?? DEFAULT_PREFACE_TIMEOUT_MS,
+        prefaceTimeoutMs: this.#prefaceTimeoutMs,
       },
       handle: (_path, message) => this.#signCertificate(message),
       onRefused: (reason) => {

@@ -319,9 +319,10 @@ export class SentryServer {
           metrics.registry,
         );
       }
-      // The gRPC port is bound only with the serving certificate, which needs the bundle: check that the
-      // port is free before a bundle can be generated (another process may still take it before
-      // the bind below; then start-up fails as before, after the bundle was stored).
+      // The gRPC port is bound only with the serving certificate, which needs the bundle:
+      // check that the port is free before a bundle can be generated (another process may
+      // still take it before the bind below; then start-up fails as before, after the bundle
+      // was stored).
       await checkPortFree(options.grpc.address, options.grpc.port);
       settings = await options.settingsSource.load();
       validators = await selectValidators(settings, context);
