@@ -20,7 +20,7 @@ import {
   type ServingThreadSetup,
   type ToServingThread,
 } from "./serving-thread.ts";
-import { type GrpcError, type ServingTls, toGrpcError } from "./unary-grpc.ts";
+import { type ServingTls, toGrpcError } from "./unary-grpc.ts";
 import type { WorkerScript } from "./worker-script.ts";
 
 /** What the threads need from the main server. */
@@ -29,7 +29,7 @@ export interface ServingThreadsOptions {
   script: WorkerScript;
   /** Everything but the port, which {@link ServingThreads.start} is given. */
   setup: Omit<ServingThreadSetup, "port">;
-  /** Answers one relayed call (a {@link GrpcError} for a failure). */
+  /** Answers one relayed call (rejects with unary-grpc.ts's GrpcError for a failure). */
   handle(path: string, message: Buffer): Promise<Buffer>;
   /** A connection a thread closed at once, or for a late preface. */
   onRefused(reason: RefusalReason): void;
